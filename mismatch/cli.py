@@ -1,0 +1,206 @@
+"""The ``mismatch`` command: parses arguments and calls the library; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise SystemExit(f"--set {dotted}: '{key}' is not a section")
+    node[leaf] = value
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Spec keys given as dedicated flags, as dotted paths."""
+    flags = {
+        "study": args.study,
+        "data.root": args.data_root,
+        "data.synthetic.kind": args.synthetic,
+        "method.name": args.method,
+        "method.model": args.model,
+        "method.alpha": args.alpha,
+        "protocol.fold": args.fold,
+        "protocol.labelled_slices": args.labelled_slices,
+        "train.epochs": args.epochs,
+        "train.seed": args.seed,
+        "train.device": args.device,
+    }
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def build_train_spec(args: argparse.Namespace) -> Any:
+    """A TrialSpec from an optional YAML file, the dedicated flags and ``--set key=value``."""
+    from mismatch.config import SpecError, load_trial_spec
+
+    tree: dict[str, Any] = {}
+    source = None
+    if args.spec:
+        source = str(args.spec)
+        try:
+            tree = yaml.safe_load(Path(args.spec).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise SpecError(f"cannot read spec {args.spec}: {err}") from None
+    tree.setdefault("method", {"name": "mismatch"})
+    if "data" not in tree and not args.data_root:
+        tree["data"] = {"synthetic": {"kind": "vessels"}}
+    for dotted, value in _train_overrides(args).items():
+        _set_path(tree, dotted, value)
+    for item in args.set or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SpecError(f"--set expects key=value, got {item!r}")
+        _set_path(tree, key, yaml.safe_load(raw))
+    return load_trial_spec(tree, source=source)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run one trial and write its Parquet rows."""
+    from mismatch.study.store import write_trial
+    from mismatch.summary import format_summary
+    from mismatch.train import run_trial
+
+    spec = build_train_spec(args)
+    if args.dry_run:
+        print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        return 0
+    result = run_trial(spec, on_epoch_end=_print_epoch if not args.quiet else None)
+    folder = write_trial(
+        args.out, spec.study, spec.trial_id(), result.trial, result.images, result.epochs, result.predictions
+    )
+    print(format_summary(result, folder))
+    return 0
+
+
+def _print_epoch(report: Any) -> None:
+    losses = " ".join(f"{k}={v:.4g}" for k, v in report.losses.items())
+    print(f"epoch {report.epoch + 1}: {losses} val_iou={report.val['val_iou']:.4f} ({report.time_s:.1f}s)", flush=True)
+
+
+def cmd_erf(args: argparse.Namespace) -> int:
+    """Measure the effective receptive fields of the block branches."""
+    from mismatch.models.erf import format_erf_table, measure_all
+
+    rows = measure_all(
+        branches=tuple(args.branches), depths=tuple(args.depths), channels=args.channels, size=args.size,
+        n_inits=args.inits, n_inputs=args.inputs, seed=args.seed, norm_stats=args.norm_stats,
+    )
+    print(format_erf_table(rows))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Write a synthetic phantom dataset in the MSD / nnU-Net raw layout."""
+    from mismatch.data import write_synthetic_dataset
+
+    out = write_synthetic_dataset(
+        args.out, args.kind, cases=args.cases, size=tuple(args.size), slices=args.slices, seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {args.cases} {args.kind} cases to {out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the registered networks with their parameter counts."""
+    from mismatch.models import build_model, list_models
+
+    for name in list_models():
+        net = build_model(name, in_channels=args.in_channels, width=args.width)
+        print(f"{name:8s} {sum(p.numel() for p in net.parameters()):>12,d}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train and evaluate one trial, write its Parquet rows")
+    p.add_argument("spec", nargs="?", help="YAML trial spec (optional: flags alone give a synthetic-phantom trial)")
+    p.add_argument("--out", default="runs", help="results storage: a folder or a URI (default: runs)")
+    p.add_argument("--study")
+    p.add_argument("--data-root", help="a dataset in the MSD / nnU-Net raw layout")
+    p.add_argument("--synthetic", choices=["vessels", "tumours"], help="train on a generated phantom")
+    p.add_argument("--method")
+    p.add_argument("--model")
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--fold", type=int)
+    p.add_argument("--labelled-slices", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any spec key, e.g. train.batch_size=4")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved spec and exit")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_erf(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("erf", help="measure effective receptive fields (Luo et al. 2016) of the block branches")
+    p.add_argument("--branches", nargs="+", default=["main", "pasb", "nasb"],
+                   help="main | pasb | nasb (side branches) | plain | pasb-block | nasb-block")
+    p.add_argument("--depths", type=int, nargs="+", default=[0, 4, 8],
+                   help="plain 3x3 conv layers before the branch (the paper's n)")
+    p.add_argument("--channels", type=int, default=24)
+    p.add_argument("--size", type=int, default=33, help="probe image size (odd: a true centre pixel)")
+    p.add_argument("--inits", type=int, default=8, help="random initialisations")
+    p.add_argument("--inputs", type=int, default=8, help="random inputs per initialisation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--norm-stats", choices=["frozen", "live"], default="frozen",
+                   help="treat InstanceNorm statistics as constants in the backward pass (see docs/models.md)")
+    p.set_defaults(func=cmd_erf)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="datasets: synthetic phantoms")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    s = data_sub.add_parser("synth", help="write a synthetic phantom dataset (MSD layout)")
+    s.add_argument("kind", choices=["vessels", "tumours"])
+    s.add_argument("out")
+    s.add_argument("--cases", type=int, default=10)
+    s.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"))
+    s.add_argument("--slices", type=int, default=24)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_synth)
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list registered networks and their parameter counts")
+    p.add_argument("--width", type=int, default=24)
+    p.add_argument("--in-channels", type=int, default=1)
+    p.set_defaults(func=cmd_models)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The ``mismatch`` argument parser."""
+    parser = argparse.ArgumentParser(prog="mismatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    adders: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_erf, _add_data, _add_models]
+    for add in adders:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mismatch`` console script."""
+    from mismatch.config import SpecError
+
+    args = make_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

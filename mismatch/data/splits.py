@@ -1,0 +1,146 @@
+"""Fold splits: which cases are labelled, unlabelled, validation and test in each fold.
+
+Fold ``f`` (with ``L`` labelled cases out of ``n`` sorted cases) labels cases
+``cases[(f * L + j) % n]`` for ``j < L``: with one labelled case, fold ``f`` labels the
+``f``-th case, as in the paper's 10-fold CARVE protocol. The remaining cases, in sorted
+order, are permuted by ``numpy.random.default_rng([split_seed, fold])`` and taken in that
+order as unlabelled, validation and test cases; any left over are not used. There are
+``n // L`` folds.
+
+``splits.json`` maps each fold (as a string) to its roles::
+
+    {"0": {"labelled": ["c0"], "unlabelled": [...], "validation": [...], "test": [...]}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from mismatch.config import ProtocolSpec
+from mismatch.data.errors import LeakageError, SplitError
+
+ROLES = ("labelled", "unlabelled", "validation", "test")
+
+Splits = dict[str, list[str]]
+
+
+def n_folds(n_cases: int, labelled_cases: int) -> int:
+    """Number of folds: how many disjoint groups of labelled cases the cases make."""
+    return n_cases // labelled_cases
+
+
+def make_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> Splits:
+    """The cases of each role in fold ``protocol.fold``; see the module docstring."""
+    cases = sorted(case_ids)
+    n, counts = len(cases), _role_counts(protocol)
+    if len(set(cases)) != n:
+        raise SplitError("case ids must be unique")
+    needed = sum(counts.values())
+    if needed > n:
+        wanted = ", ".join(f"{counts[r]} {r}" for r in ROLES)
+        raise SplitError(f"a fold needs {needed} cases ({wanted}) but the dataset has {n}")
+    folds = n_folds(n, protocol.labelled_cases)
+    if protocol.fold >= folds:
+        raise SplitError(
+            f"fold {protocol.fold} does not exist: {n} cases with "
+            f"{protocol.labelled_cases} labelled per fold give folds 0..{folds - 1}"
+        )
+    labelled = [cases[(protocol.fold * protocol.labelled_cases + j) % n] for j in range(counts["labelled"])]
+    taken = set(labelled)
+    rest = [c for c in cases if c not in taken]
+    rng = np.random.default_rng([protocol.split_seed, protocol.fold])
+    rest = [rest[i] for i in rng.permutation(len(rest))]
+    splits: Splits = {"labelled": labelled}
+    start = 0
+    for role in ROLES[1:]:
+        splits[role] = rest[start : start + counts[role]]
+        start += counts[role]
+    return splits
+
+
+def make_all_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> dict[int, Splits]:
+    """The splits of every fold, with the rest of ``protocol`` unchanged."""
+    folds = n_folds(len(case_ids), protocol.labelled_cases)
+    return {f: make_splits(case_ids, protocol.model_copy(update={"fold": f})) for f in range(folds)}
+
+
+def _role_counts(protocol: ProtocolSpec) -> dict[str, int]:
+    return {
+        "labelled": protocol.labelled_cases,
+        "unlabelled": protocol.unlabelled_cases,
+        "validation": protocol.validation_cases,
+        "test": protocol.test_cases,
+    }
+
+
+def check_splits(splits: Mapping[str, Sequence[str]], known_cases: Sequence[str] | None = None) -> None:
+    """Raise :class:`LeakageError` if a case appears in two roles (or twice in one).
+
+    With ``known_cases``, a case that is not among them is a :class:`SplitError`.
+    """
+    unknown_roles = set(splits) - set(ROLES)
+    if unknown_roles:
+        raise SplitError(f"unknown roles {sorted(unknown_roles)} (expected {list(ROLES)})")
+    seen: dict[str, str] = {}
+    for role in ROLES:
+        for case in splits.get(role, []):
+            if case in seen:
+                where = f"both {seen[case]} and {role}" if seen[case] != role else f"twice in {role}"
+                raise LeakageError(f"case {case!r} is {where}")
+            seen[case] = role
+    if known_cases is not None:
+        missing = sorted(set(seen) - set(known_cases))
+        if missing:
+            raise SplitError(f"splits name cases that are not in the dataset: {missing}")
+
+
+def save_splits(path: str | Path, folds: Mapping[int, Mapping[str, Sequence[str]]]) -> Path:
+    """Write ``{fold: {role: [case, ...]}}`` to ``path`` as JSON, atomically, after checking it.
+
+    To store one trial's splits: ``save_splits(path, {protocol.fold: trial_data.splits})``.
+    """
+    path = Path(path)
+    data = {}
+    for fold, splits in sorted(folds.items()):
+        check_splits(splits)
+        data[str(int(fold))] = {role: list(splits.get(role, [])) for role in ROLES}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_splits(path: str | Path) -> dict[int, Splits]:
+    """Read a file written by :func:`save_splits`; checks every fold for leakage."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SplitError(f"splits file not found: {path}") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise SplitError(f"cannot read splits file {path}: {err}") from None
+    if not isinstance(raw, dict):
+        raise SplitError(f"{path}: expected an object mapping folds to roles")
+    folds: dict[int, Splits] = {}
+    for key, splits in raw.items():
+        if not key.isdigit() or not isinstance(splits, dict):
+            raise SplitError(f"{path}: fold {key!r} must be an integer mapped to roles")
+        try:
+            check_splits(splits)
+        except SplitError as err:
+            raise type(err)(f"{path}, fold {key}: {err}") from None
+        folds[int(key)] = {role: [str(c) for c in splits.get(role, [])] for role in ROLES}
+    return folds

@@ -1,0 +1,118 @@
+"""The method interface and the method registry.
+
+A method turns a batch into a dict of losses (the ``"loss"`` key is what the loop
+backpropagates; every other entry is logged) and an image into a probability map. The one
+training loop (:func:`mismatch.train.run_trial`) only calls this interface, so a method is
+added by adding one module that registers its name and config class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import torch
+from torch import nn
+
+from mismatch.config import MethodConfig
+
+
+@dataclass
+class Batch:
+    """One step's slices from the streaming sampler.
+
+    ``image`` is (B, C, H, W); ``label`` is (B, 1, H, W) float in {0, 1} (zeros for unlabelled
+    slices); ``labelled`` is a (B,) bool mask telling which slices carry a label.
+    """
+
+    image: torch.Tensor
+    label: torch.Tensor
+    labelled: torch.Tensor
+
+    def to(self, device: torch.device) -> "Batch":
+        """The same batch on ``device``."""
+        return Batch(self.image.to(device), self.label.to(device), self.labelled.to(device))
+
+
+class Method(nn.Module):
+    """Base class of training methods.
+
+    Subclasses set ``config_class`` (a :class:`MethodConfig` subclass with the method's own
+    settings and defaults), build their networks in ``__init__`` and implement
+    :meth:`training_step` and :meth:`predict_proba`.
+    """
+
+    config_class: type[MethodConfig] = MethodConfig
+    #: False for supervised-only methods: the loop then streams the labelled slices alone.
+    uses_unlabelled: bool = True
+    #: One-line literature reference, shown by ``mismatch methods``.
+    reference: str = ""
+
+    def __init__(self, config: MethodConfig, in_channels: int) -> None:
+        super().__init__()
+        self.config = config
+        self.in_channels = in_channels
+
+    @property
+    def model_name(self) -> str:
+        """Registry name of the network used at test time (results' ``model`` column)."""
+        return str(getattr(self.config, "model", "unet"))
+
+    @property
+    def alpha(self) -> float:
+        """Consistency weight for the results' ``alpha`` column (NaN if the method has none)."""
+        return float(getattr(self.config, "alpha", float("nan")))
+
+    def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
+        """Losses for one batch; must contain ``"loss"`` (the value to backpropagate)."""
+        raise NotImplementedError
+
+    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
+        """Foreground probability (B, 1, H, W) for images (B, C, H, W), in eval mode."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Hook called after each optimiser step (e.g. an EMA teacher update)."""
+
+    def inference_parameters(self) -> int:
+        """Parameters of the network(s) used at test time."""
+        return sum(p.numel() for p in self.parameters())
+
+
+_METHODS: dict[str, type[Method]] = {}
+M = TypeVar("M", bound=type[Method])
+
+
+def register_method(name: str) -> Callable[[M], M]:
+    """Class decorator registering a method under ``name`` (duplicates are an error)."""
+
+    def decorator(cls: M) -> M:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is already registered by {_METHODS[name].__name__}")
+        _METHODS[name] = cls
+        return cls
+
+    return decorator
+
+
+def method_class(name: str) -> type[Method]:
+    """The method class registered under ``name``."""
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; registered methods: {', '.join(sorted(_METHODS))}") from None
+
+
+def method_config_class(name: str) -> type[MethodConfig]:
+    """The strict config class of the method registered under ``name``."""
+    return method_class(name).config_class
+
+
+def list_methods() -> list[str]:
+    """Registered method names, sorted."""
+    return sorted(_METHODS)
+
+
+def build_method(config: MethodConfig, in_channels: int) -> Method:
+    """Instantiate the method named by ``config.name``."""
+    return method_class(config.name)(config, in_channels)

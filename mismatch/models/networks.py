@@ -1,0 +1,115 @@
+"""Networks: an encoder plus one or more decoders, and the registered names.
+
+Every network has ``encoder`` (:class:`~mismatch.models.encoder.Encoder`), ``decoders``
+(``nn.ModuleList``) and ``num_decoders``; ``forward(x)`` returns the list of per-decoder
+logits, each ``(B, 1, H, W)``, and ``probabilities(x)`` their mean sigmoid. Methods that need
+more (CCT's perturbed encoder output, Morph's eroded/dilated decoder features) compose the
+parts themselves::
+
+    features = net.encoder(x)                      # [x0, x1, x2, x3, bridge]
+    features[-1] = perturb(features[-1])            # CCT
+    logits = net.decoders[0](features, feature_transform=erode)   # Morph
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mismatch.models.decoders import AttentionDecoder, UNetDecoder
+from mismatch.models.encoder import Encoder
+from mismatch.models.registry import register_model
+
+
+class EncoderDecoderNet(nn.Module):
+    """An encoder shared by one or more decoders, each producing one logit per pixel.
+
+    ``forward(x)`` with ``x`` of shape ``(B, C, H, W)`` (H, W multiples of 8) returns
+    ``[logits_0, ..., logits_{D-1}]``, each ``(B, 1, H, W)``.
+    """
+
+    def __init__(self, encoder: Encoder, decoders: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoders = nn.ModuleList(decoders)
+
+    @property
+    def num_decoders(self) -> int:
+        """Number of decoders, i.e. length of the list ``forward`` returns."""
+        return len(self.decoders)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = self.encoder(x)
+        return [decoder(features) for decoder in self.decoders]
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over decoders of ``sigmoid(logits)``, shape ``(B, 1, H, W)``."""
+        logits = torch.stack(self(x))  # (D, B, 1, H, W)
+        return torch.sigmoid(logits).mean(dim=0)
+
+
+class UNet(EncoderDecoderNet):
+    """Plain U-Net: :class:`Encoder` + :class:`UNetDecoder` (Sup1, backbone of baselines)."""
+
+    def __init__(self, in_channels: int = 1, width: int = 24) -> None:
+        super().__init__(Encoder(in_channels, width), [UNetDecoder(width)])
+
+
+class TwoDecoderNet(EncoderDecoderNet):
+    """An encoder with two :class:`AttentionDecoder` s of the given block kinds.
+
+    ``TwoDecoderNet(Encoder(1, 24), "pasb", "nasb")`` is MisMatch (decoder 1 positive,
+    decoder 2 negative); the ablations use ``"plain"`` decoders. ``negative_sigmoid`` is
+    passed to NASB blocks (default ``False``: no sigmoid, as in the authors' 2D code).
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        decoder1_block: str = "pasb",
+        decoder2_block: str = "nasb",
+        negative_sigmoid: bool = False,
+    ) -> None:
+        decoders = [
+            AttentionDecoder(encoder.width, block, negative_sigmoid=negative_sigmoid)
+            for block in (decoder1_block, decoder2_block)
+        ]
+        super().__init__(encoder, decoders)
+
+
+@register_model("unet")
+def unet(in_channels: int = 1, width: int = 24) -> UNet:
+    """U-Net (1,879,777 parameters at width 24, one input channel)."""
+    return UNet(in_channels, width)
+
+
+def _two_decoder(
+    in_channels: int, width: int, block1: str, block2: str, negative_sigmoid: bool
+) -> TwoDecoderNet:
+    return TwoDecoderNet(Encoder(in_channels, width), block1, block2, negative_sigmoid)
+
+
+@register_model("mm")
+def mm(in_channels: int = 1, width: int = 24, negative_sigmoid: bool = False) -> TwoDecoderNet:
+    """MisMatch: PASB decoder + NASB decoder (2,681,132 parameters at width 24)."""
+    return _two_decoder(in_channels, width, "pasb", "nasb", negative_sigmoid)
+
+
+@register_model("mm-a")
+def mm_a(in_channels: int = 1, width: int = 24) -> TwoDecoderNet:
+    """Ablation MM-a: plain + plain decoders (2,440,442 parameters at width 24)."""
+    return _two_decoder(in_channels, width, "plain", "plain", False)
+
+
+@register_model("mm-b")
+def mm_b(in_channels: int = 1, width: int = 24, negative_sigmoid: bool = False) -> TwoDecoderNet:
+    """Ablation MM-b: plain + NASB decoders (2,561,702 parameters at width 24)."""
+    return _two_decoder(in_channels, width, "plain", "nasb", negative_sigmoid)
+
+
+@register_model("mm-c")
+def mm_c(in_channels: int = 1, width: int = 24) -> TwoDecoderNet:
+    """Ablation MM-c: plain + PASB decoders (2,559,872 parameters at width 24)."""
+    return _two_decoder(in_channels, width, "plain", "pasb", False)

@@ -1,0 +1,119 @@
+"""Plotly figures of the report: Fig. 5 (per-replicate curves), 6 (decoders), 8 (reliability), 9 (ECE).
+
+Every string taken from the study goes through :func:`label`, which HTML-escapes it: plotly.js
+renders a subset of HTML in titles, legends and hover labels, so an unescaped method name
+could carry markup or a link into the page.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from mismatch.report.ablations import decoder_frame
+from mismatch.report.calibration import BIN_CENTRES, Reliability, Scatter
+from mismatch.report.design import Column, Design
+from mismatch.report.tables import SCALE, replicate_means
+
+PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
+LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
+          "font": {"size": 12}, "legend": {"orientation": "h", "y": -0.15}}
+
+
+def label(text: object) -> str:
+    """Escape a study-derived string for plotly.js, which interprets HTML-like tags."""
+    return html.escape(str(text), quote=True)
+
+
+def colours(columns: list[str]) -> dict[str, str]:
+    """A stable colour per column key, shared by all figures."""
+    return {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(columns)}
+
+
+def _grid(n: int, max_cols: int) -> tuple[int, int]:
+    cols = max(1, min(max_cols, n))
+    return math.ceil(n / cols), cols
+
+
+def fold_curves(trials: pd.DataFrame, design: Design, metric_label: str) -> go.Figure:
+    """Fig. 5: one panel per replicate; the metric of each method against the count axis."""
+    reps = list(design.replicates)
+    nrows, ncols = _grid(len(reps), 5)
+    fig = make_subplots(nrows, ncols, shared_yaxes=True, subplot_titles=[f"{design.replicate} {r}" for r in reps],
+                        horizontal_spacing=0.02, vertical_spacing=0.12)
+    palette = colours([c.key for c in design.columns])
+    for col in design.columns:
+        per_value = {v: replicate_means(trials, design, col, v) for v in design.axis_values}
+        for i, rep in enumerate(reps):
+            y = [per_value[v].get(rep, float("nan")) * SCALE for v in design.axis_values]
+            fig.add_trace(go.Scatter(x=list(design.axis_values), y=y, mode="lines+markers", name=label(col.key),
+                                     legendgroup=label(col.key), showlegend=(i == 0),
+                                     line={"color": palette[col.key]}),
+                          row=i // ncols + 1, col=i % ncols + 1)
+    fig.update_xaxes(type="log" if min(design.axis_values) > 0 else "linear", tickvals=list(design.axis_values))
+    fig.update_layout(**LAYOUT, height=120 + 260 * nrows,
+                      title=f"{metric_label} (%) per {design.replicate} against {design.axis_label}")
+    return fig
+
+
+def decoder_figure(trials: pd.DataFrame, design: Design, value: int, columns: list[Column],
+                   metric_label: str) -> go.Figure:
+    """Fig. 6: grouped bars, one group per replicate, one bar per network."""
+    frame = decoder_frame(trials, design, value, columns)
+    fig = go.Figure()
+    palette = colours(list(frame.columns))
+    x = [f"{design.replicate} {r}" for r in frame.index]
+    for model in frame.columns:
+        fig.add_trace(go.Bar(x=x, y=frame[model] * SCALE, name=label(model), marker_color=palette[model]))
+    finite = frame.stack()
+    low = max(0.0, float(finite.min()) * SCALE - 5) if len(finite) else 0.0
+    fig.update_layout(**LAYOUT, barmode="group", height=420, yaxis={"range": [low, None], "title": f"{metric_label} (%)"},
+                      title=f"Decoder ablation of {label(design.reference.method)} at {design.axis_label} = {value}")
+    return fig
+
+
+def reliability_figure(items: list[Reliability], design: Design, value: int) -> go.Figure:
+    """Fig. 8: per method, accuracy (bars) and mean confidence (markers) per confidence bin."""
+    nrows, ncols = _grid(len(items), 4)
+    titles = [f"{label(r.column)}<br>ECE {r.ece:.4f}" for r in items]
+    fig = make_subplots(nrows, ncols, shared_yaxes=True, subplot_titles=titles,
+                        horizontal_spacing=0.03, vertical_spacing=0.16)
+    for i, r in enumerate(items):
+        pos = {"row": i // ncols + 1, "col": i % ncols + 1}
+        fig.add_trace(go.Bar(x=BIN_CENTRES, y=r.accuracy, width=0.09, name="accuracy", marker_color="#d62728",
+                             legendgroup="acc", showlegend=(i == 0)), **pos)
+        fig.add_trace(go.Scatter(x=BIN_CENTRES, y=r.confidence, mode="markers", name="confidence",
+                                 marker={"color": "#1f77b4", "size": 9, "symbol": "line-ew-open",
+                                         "line": {"width": 3}}, legendgroup="conf", showlegend=(i == 0)), **pos)
+        fig.add_trace(go.Scatter(x=[0.5, 1], y=[0.5, 1], mode="lines", line={"dash": "dot", "color": "grey"},
+                                 name="perfect calibration", legendgroup="diag", showlegend=(i == 0)), **pos)
+    fig.update_xaxes(range=[0.5, 1.0], dtick=0.1)
+    fig.update_yaxes(range=[0, 1.02])
+    fig.update_layout(**LAYOUT, height=140 + 280 * nrows,
+                      title=f"Reliability diagrams at {design.axis_label} = {value} (x: confidence bin, y: accuracy)")
+    return fig
+
+
+def scatter_figure(items: list[Scatter], design: Design, value: int, metric_label: str) -> go.Figure:
+    """Fig. 9: per-image metric against ECE with each method's second-order fit."""
+    fig = go.Figure()
+    palette = colours([s.column for s in items])
+    xmax = max((float(s.ece.max()) for s in items if len(s.ece)), default=1.0)
+    for s in items:
+        name, colour = label(s.column), palette[s.column]
+        fig.add_trace(go.Scatter(x=s.ece[s.shown], y=s.value[s.shown] * SCALE, mode="markers", name=name,
+                                 legendgroup=name, marker={"color": colour, "size": 4, "opacity": 0.5}))
+        grid = [xmax * i / 50 for i in range(51)]
+        a, b, c = s.coef
+        fig.add_trace(go.Scatter(x=grid, y=[(a * g * g + b * g + c) * SCALE for g in grid], mode="lines",
+                                 name=f"{name} fit", legendgroup=name, line={"color": colour, "width": 3}))
+    shown, total = sum(len(s.shown) for s in items), sum(len(s.ece) for s in items)
+    note = "" if shown == total else f" \u2014 DOWNSAMPLED: {shown:,} of {total:,} images drawn"
+    fig.update_layout(**LAYOUT, height=520, xaxis_title="ECE", yaxis_title=f"{metric_label} (%)",
+                      title=f"{metric_label} against ECE per test image at {design.axis_label} = {value}{note}")
+    return fig

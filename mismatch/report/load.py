@@ -1,0 +1,130 @@
+"""Read a study's Parquet rows (and where its optional extras live) for the report.
+
+``RESULTS`` is either a study folder ``<storage>/<study>/`` with ``trials/``, ``images/``,
+``predictions/`` (and optionally ``optuna/journal.log``), or one Parquet file (or a folder of
+Parquet files) of merged per-image rows, in which case trial-level information is absent.
+Only the columns the report uses are read; string columns come back as categoricals, which
+keeps a million rows small and group-bys fast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+N_BINS = 5
+IDENTITY = ["study", "trial_id", "method", "model", "alpha", "labelled_slices",
+            "unlabelled_slices", "fold", "seed", "dataset_fingerprint", "schema_version"]
+BIN_COLUMNS = [f"bin{k}_{part}" for k in range(N_BINS) for part in ("count", "conf_sum", "correct_sum")]
+IMAGE_COLUMNS = IDENTITY + ["fg_pixels", "iou", "dice", "mean_dice_2class", "ece"] + BIN_COLUMNS
+TRIAL_COLUMNS = IDENTITY + ["status", "error", "params", "infer_time_per_image_s", "train_time_s",
+                            "n_test_images", "device", "code_version", "torch_version",
+                            "started_at", "finished_at"]
+_STRINGS = {"study", "trial_id", "method", "model", "dataset_fingerprint"}
+
+
+@dataclass
+class StudyData:
+    """Rows of one study, as read from disk.
+
+    ``images`` has one row per test image; ``trials`` one row per trial, or None when the
+    input was a merged Parquet file. ``fs``/``base`` locate the optional extras.
+    """
+
+    source: str
+    images: pd.DataFrame
+    trials: pd.DataFrame | None
+    fs: pafs.FileSystem
+    base: str | None
+    files: dict[str, int] = field(default_factory=dict)
+
+    def prediction_path(self, trial_id: str) -> str | None:
+        """Path of ``predictions/<trial_id>.npz`` if it exists."""
+        if self.base is None:
+            return None
+        path = f"{self.base}/predictions/{trial_id}.npz"
+        return path if self.fs.get_file_info(path).type == pafs.FileType.File else None
+
+    def optuna_journal(self) -> str | None:
+        """Path of ``optuna/journal.log`` if the study has an Optuna search (local files only)."""
+        if self.base is None or not isinstance(self.fs, pafs.LocalFileSystem):
+            return None
+        path = f"{self.base}/optuna/journal.log"
+        return path if self.fs.get_file_info(path).type == pafs.FileType.File else None
+
+
+def _resolve(results: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in results:
+        return pafs.FileSystem.from_uri(results)
+    return pafs.LocalFileSystem(), os.path.abspath(os.fspath(results))
+
+
+def _parquet_files(fs: pafs.FileSystem, folder: str) -> list[str]:
+    info = fs.get_file_info(folder)
+    if info.type != pafs.FileType.Directory:
+        return []
+    found = fs.get_file_info(pafs.FileSelector(folder))
+    return sorted(f.path for f in found if f.path.endswith(".parquet") and not f.base_name.startswith("."))
+
+
+def _read(fs: pafs.FileSystem, files: list[str], wanted: list[str]) -> pd.DataFrame:
+    """Concatenate ``files`` reading only ``wanted`` columns; strings become categoricals."""
+    tables = []
+    for path in files:
+        names = set(pq.read_schema(path, filesystem=fs).names)
+        tables.append(pq.read_table(path, filesystem=fs, columns=[c for c in wanted if c in names]))
+    if not tables:
+        return pd.DataFrame(columns=wanted)
+    table = pa.concat_tables(tables, promote_options="permissive")
+    for name in _STRINGS & set(table.column_names):
+        column = table.column(name)
+        if not pa.types.is_dictionary(column.type):
+            table = table.set_column(table.column_names.index(name), name, pc.dictionary_encode(column))
+    return table.to_pandas()
+
+
+def _complete(images: pd.DataFrame) -> pd.DataFrame:
+    """Fill identity columns a merged file may lack, so the rest of the report can rely on them."""
+    defaults = {"alpha": np.nan, "labelled_slices": -1, "unlabelled_slices": -1, "fold": 0, "seed": 0,
+                "study": "unknown", "model": "unknown", "dataset_fingerprint": "unknown", "schema_version": 1}
+    for name, value in defaults.items():
+        if name not in images:
+            images[name] = value
+    if "method" not in images:
+        raise ValueError("the per-image rows have no 'method' column; is this a results file?")
+    if "trial_id" not in images:
+        key = images[["method", "model", "alpha", "labelled_slices", "unlabelled_slices", "fold", "seed"]]
+        images["trial_id"] = pd.Categorical(key.astype(str).agg("|".join, axis=1))
+    return images
+
+
+def load_study(results: str | Path) -> StudyData:
+    """Read a study folder or a merged Parquet file of per-image rows."""
+    results = os.fspath(results)
+    fs, path = _resolve(results)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no such study folder or Parquet file: {results}")
+    if info.type == pafs.FileType.File:
+        images = _read(fs, [path], IMAGE_COLUMNS)
+        return StudyData(results, _complete(images), None, fs, None, {"images": 1})
+    image_files = _parquet_files(fs, f"{path}/images")
+    if not image_files:  # a bare folder of merged Parquet files
+        image_files = _parquet_files(fs, path)
+        if not image_files:
+            raise FileNotFoundError(f"{results} has no images/ folder and no Parquet files")
+        return StudyData(results, _complete(_read(fs, image_files, IMAGE_COLUMNS)), None, fs, None,
+                         {"images": len(image_files)})
+    trial_files = _parquet_files(fs, f"{path}/trials")
+    trials = _complete(_read(fs, trial_files, TRIAL_COLUMNS)) if trial_files else None
+    images = _complete(_read(fs, image_files, IMAGE_COLUMNS))
+    files = {"images": len(image_files), "trials": len(trial_files)}
+    return StudyData(results, images, trials, fs, path, files)

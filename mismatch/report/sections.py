@@ -1,0 +1,157 @@
+"""The report's sections: each turns the study context into page content and the tables it shows.
+
+Sections never fail the whole report for lack of data: a study without an alpha sweep, maps,
+an Optuna search or trial-level rows gets a sentence saying so instead of the section's figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mismatch.report import ablations, calibration, figures, inventory, search, significance, tables, visual
+from mismatch.report.design import Design
+from mismatch.report.html import Section, bullets, figure_html, paragraph, table_html, visual_html
+from mismatch.report.load import StudyData
+from mismatch.report.table import Table
+
+Built = tuple[Section, list[Table]]
+
+
+@dataclass
+class Context:
+    """Everything a section may use: rows, detected design and the report's options."""
+
+    data: StudyData
+    images: pd.DataFrame
+    trials: pd.DataFrame
+    design: Design
+    metric: str
+    metric_label: str
+    at: int
+    calibration_at: int
+    options: dict[str, object]
+
+
+def main_section(ctx: Context) -> Built:
+    """Tables I/II: methods against the count axis, with costs."""
+    table = tables.main_table(ctx.trials, ctx.design, ctx.metric_label)
+    name = "Table I/II" if ctx.design.axis == "labelled_slices" else "Table II/I"
+    return Section("main", f"{name}: methods compared", [table_html(table)]), [table]
+
+
+def significance_section(ctx: Context) -> Built:
+    """Table III: p-values of the reference against each baseline."""
+    sec = Section("pvalues", "Table III: statistical tests")
+    table = significance.pvalue_table(ctx.trials, ctx.design, ctx.at, str(ctx.options["mwu_alternative"]),
+                                      str(ctx.options["mwu_method"]))
+    if table is None:
+        sec.body.append(paragraph("No reference method (or no baseline) in this study: no tests.", "warn"))
+        return sec, []
+    sec.body.append(table_html(table))
+    return sec, [table]
+
+
+def curves_section(ctx: Context) -> Built:
+    """Fig. 5: per-replicate curves against the count axis."""
+    fig = figures.fold_curves(ctx.trials, ctx.design, ctx.metric_label)
+    caption = (f"Each panel is one {ctx.design.replicate}; each point is the mean {ctx.metric_label} over "
+               "the test images of that trial (mean over trials if several share the cell).")
+    return Section("curves", "Fig. 5: per-" + ctx.design.replicate + " results", [figure_html(fig, "fig5", caption)]), []
+
+
+def ablation_section(ctx: Context) -> Built:
+    """Table IV (alpha) and Fig. 6 (decoder ablation per replicate)."""
+    sec, out = Section("ablations", "Table IV and Fig. 6: ablations"), []
+    alpha = ablations.alpha_table(ctx.trials, ctx.design, ctx.metric_label)
+    if alpha is None:
+        sec.body.append(paragraph("No alpha ablation: the reference method was run with one alpha per count."))
+    else:
+        sec.body.append(table_html(alpha))
+        out.append(alpha)
+    variants = ablations.decoder_variants(ctx.trials, ctx.design)
+    if not variants:
+        sec.body.append(paragraph("No decoder ablation: the reference method was run with one network per count."))
+    for value, columns in variants.items():
+        frame = ablations.decoder_frame(ctx.trials, ctx.design, value, columns)
+        table = ablations.decoder_table(frame, ctx.design, value, ctx.metric_label)
+        fig = figures.decoder_figure(ctx.trials, ctx.design, value, columns, ctx.metric_label)
+        sec.body += [figure_html(fig, f"fig6-{value}"), table_html(table)]
+        out.append(table)
+    return sec, out
+
+
+def calibration_section(ctx: Context) -> Built:
+    """Fig. 8 (reliability diagrams) and Fig. 9 (ECE against the metric, with fits)."""
+    sec, out, value = Section("calibration", "Fig. 8 and Fig. 9: calibration"), [], ctx.calibration_at
+    items = calibration.reliabilities(ctx.trials, ctx.design, value)
+    if items:
+        table = calibration.reliability_table(items, ctx.design, value)
+        sec.body += [figure_html(figures.reliability_figure(items, ctx.design, value), "fig8"), table_html(table)]
+        out.append(table)
+    limit = int(ctx.options["max_points"])
+    points = calibration.scatters(ctx.images, ctx.trials, ctx.design, value, ctx.metric, limit)
+    if points:
+        fits = calibration.fit_table(points, ctx.design, value, ctx.metric)
+        shown, total = sum(len(p.shown) for p in points), sum(len(p.ece) for p in points)
+        caption = ("Every test image is drawn." if shown == total else
+                   f"Downsampled for display: {shown:,} of {total:,} images drawn (at most {limit:,} per method, "
+                   "uniform random sample with seed 0); the fitted curves use every image.")
+        sec.body += [figure_html(figures.scatter_figure(points, ctx.design, value, ctx.metric_label), "fig9", caption),
+                     table_html(fits)]
+        out.append(fits)
+    if not sec.body:
+        sec.body.append(paragraph("No calibration columns (ece, reliability bins) in the rows.", "warn"))
+    return sec, out
+
+
+def visual_section(ctx: Context) -> Built:
+    """Fig. 7: stored prediction maps of a few fixed test slices."""
+    sec = Section("visual", "Fig. 7: visual results")
+    grid = visual.visual_grid(ctx.data, ctx.trials, ctx.design, ctx.calibration_at,
+                              int(ctx.options["visual_slices"]))
+    if grid is None:
+        sec.body.append(paragraph(f"No prediction maps stored at {ctx.design.axis_label} = {ctx.calibration_at} "
+                                  "(trials write them with train.prediction_maps > 0)."))
+        return sec, []
+    trials = "; ".join(f"{k}: {v}" for k, v in grid.trials.items())
+    sec.body += [paragraph(f"{ctx.design.replicate} {grid.replicate}, {ctx.design.axis_label} = {grid.value}. "
+                           f"Trials: {trials}."), visual_html(grid)]
+    return sec, []
+
+
+def search_section(ctx: Context) -> Built | None:
+    """The Optuna search, or None when the study has none."""
+    journal = ctx.data.optuna_journal()
+    if journal is None:
+        return None
+    result = search.load_search(journal)
+    sec = Section("search", "Hyper-parameter search (Optuna)", [bullets(result.facts)] if result.facts else [])
+    if result.error:
+        sec.body.append(paragraph(f"Could not read the search journal: {result.error}", "warn"))
+    for i, (_, fig) in enumerate(result.figures):
+        sec.body.append(figure_html(fig, f"optuna-{i}"))
+    return sec, []
+
+
+def missing_section(ctx: Context) -> Built:
+    """Incomplete cells, failed trials, and every trial (collapsed)."""
+    cells = tables.summary_cells(ctx.trials, ctx.design, list(ctx.design.columns), list(ctx.design.axis_values))
+    missing = inventory.incomplete_table(cells, ctx.design)
+    failed = inventory.failed_table(ctx.trials, ctx.design)
+    every = inventory.trials_table(ctx.trials, ctx.metric)
+    sec = Section("missing", "What is missing")
+    if ctx.data.trials is None:
+        sec.body.append(paragraph("Input is a merged per-image file: failed trials cannot be known.", "warn"))
+    for table, empty in ((missing, "Every cell of the main table has all replicates."),
+                         (failed, "No failed trials.")):
+        sec.body.append(table_html(table) if table.rows else paragraph(empty))
+    sec.body.append(table_html(every, collapsed=True))
+    return sec, [missing, failed, every]
+
+
+def provenance_section(ctx: Context) -> Built:
+    """Where the rows came from and how the report was made."""
+    table = inventory.provenance_table(ctx.data, ctx.trials, ctx.design, ctx.options)
+    return Section("provenance", "Provenance", [table_html(table)]), [table]
