@@ -75,7 +75,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     result = run_trial(spec, on_epoch_end=_print_epoch if not args.quiet else None)
     folder = write_trial(
-        args.out, spec.study, spec.trial_id(), result.trial, result.images, result.epochs, result.predictions
+        args.out, spec.study, spec.trial_id(), result.trial, result.images, result.epochs, result.predictions,
+        result.splits,
     )
     print(format_summary(result, folder))
     return 0
@@ -118,6 +119,44 @@ def cmd_models(args: argparse.Namespace) -> int:
         net = build_model(name, in_channels=args.in_channels, width=args.width)
         print(f"{name:8s} {sum(p.numel() for p in net.parameters()):>12,d}")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Build a study's HTML report and write its tables as CSV, Markdown and LaTeX."""
+    from mismatch.report import build_report
+
+    try:
+        index = build_report(
+            args.results, args.out, metric=args.metric, at=args.at, calibration_at=args.calibration_at,
+            reference=args.reference, mwu_alternative=args.mwu_alternative, mwu_method=args.mwu_method,
+            max_points=args.max_points, visual_slices=args.visual_slices, exclude_empty=args.exclude_empty,
+            title=args.title,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {index}")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="a study's rows -> one HTML page, tables as CSV / Markdown / LaTeX")
+    p.add_argument("results", help="a study folder <storage>/<study>/ or a Parquet file of per-image rows")
+    p.add_argument("--out", help="output folder (default: reports/<study>/)")
+    p.add_argument("--metric", choices=["iou", "dice", "mean_dice_2class"], default="iou",
+                   help="foreground IoU (default), foreground Dice, or the authors' two-class mean Dice")
+    p.add_argument("--at", type=int, help="count of Table III (default: the largest with reference results)")
+    p.add_argument("--calibration-at", type=int, help="count of Figs. 7-9 (default: --at)")
+    p.add_argument("--reference", default="mismatch", help="method (or column) tested against every other")
+    p.add_argument("--mwu-alternative", choices=["two-sided", "less", "greater"], default="two-sided",
+                   help="Mann-Whitney sidedness; the paper's: greater")
+    p.add_argument("--mwu-method", choices=["auto", "exact", "asymptotic"], default="auto",
+                   help="auto: exact for small samples without ties; the paper's: asymptotic")
+    p.add_argument("--max-points", type=int, default=3000, help="most images drawn per method in Fig. 9")
+    p.add_argument("--visual-slices", type=int, default=4, help="slices shown in Fig. 7")
+    p.add_argument("--exclude-empty", action="store_true", help="drop test images with an empty ground truth")
+    p.add_argument("--title", help="page title (default: 'Study report: <study>')")
+    p.set_defaults(func=cmd_report)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -182,7 +221,9 @@ def make_parser() -> argparse.ArgumentParser:
     """The ``mismatch`` argument parser."""
     parser = argparse.ArgumentParser(prog="mismatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    adders: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_erf, _add_data, _add_models]
+    adders: list[Callable[[argparse._SubParsersAction], None]] = [
+        _add_train, _add_report, _add_erf, _add_data, _add_models,
+    ]
     for add in adders:
         add(sub)
     return parser
@@ -191,11 +232,12 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mismatch`` console script."""
     from mismatch.config import SpecError
+    from mismatch.data.errors import DataError
 
     args = make_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except SpecError as err:
+    except (SpecError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

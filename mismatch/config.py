@@ -47,7 +47,7 @@ class SynthSpec(StrictModel):
 
     kind: Literal["vessels", "tumours"] = "vessels"
     cases: int = Field(10, ge=1)
-    size: tuple[int, int] = (64, 64)
+    size: tuple[Annotated[int, Field(ge=16)], Annotated[int, Field(ge=16)]] = (64, 64)
     slices: int = Field(24, ge=1)
     seed: int = 0
 

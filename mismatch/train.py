@@ -26,6 +26,8 @@ import torch
 from mismatch import metrics
 from mismatch.config import SCHEMA_VERSION, TrialSpec
 from mismatch.data import SliceSet, TrialData, load_trial_data
+from mismatch.data.layouts import get_layout
+from mismatch.data.splits import make_all_splits
 from mismatch.methods import Batch, Method, build_method
 from mismatch.runtime import code_version, peak_memory_mb, seed_everything, select_device
 
@@ -66,6 +68,7 @@ class TrialResult:
     images: pd.DataFrame
     epochs: pd.DataFrame
     predictions: dict[str, np.ndarray] | None = None
+    splits: dict[str, dict[str, list[str]]] | None = None
 
 
 def identity_columns(spec: TrialSpec, method: Method, data: TrialData) -> dict[str, Any]:
@@ -81,7 +84,7 @@ def identity_columns(spec: TrialSpec, method: Method, data: TrialData) -> dict[s
         "unlabelled_slices": len(data.unlabelled.images) if method.uses_unlabelled else 0,
         "fold": spec.protocol.fold,
         "seed": spec.train.seed,
-        "dataset_fingerprint": data.fingerprint,
+        "dataset_fingerprint": data.data_fingerprint,
     }
 
 
@@ -322,6 +325,12 @@ def trial_row(
     }
 
 
+def all_fold_splits(spec: TrialSpec, data: TrialData) -> dict[str, dict[str, list[str]]]:
+    """Every fold's split of this dataset and protocol, as stored in ``splits/<key>.json``."""
+    cases = get_layout(spec.data.layout).list_cases(data.root)
+    return {str(fold): splits for fold, splits in make_all_splits(cases, spec.protocol).items()}
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -343,7 +352,9 @@ def run_trial(
     ensemble = snapshot_methods(method, state)
     prob = predict(ensemble, data.test.images, device)
     ident = identity_columns(spec, method, data)
+    splits = all_fold_splits(spec, data)
     extra = {
+        "splits_json": json.dumps(data.splits, sort_keys=True),
         "infer_time_per_image_s": time_inference(method, data.test.images, device),
         "peak_memory_mb": peak_memory_mb(device),
         "n_test_images": len(prob),
@@ -357,6 +368,7 @@ def run_trial(
         images=image_rows(ident, data.test, prob),
         epochs=epochs,
         predictions=prediction_maps(data.test, prob, spec.train.prediction_maps),
+        splits=splits,
     )
 
 

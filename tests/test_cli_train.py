@@ -51,3 +51,20 @@ def test_train_cli_typo_is_an_error_naming_the_key_and_file(tmp_path):
     assert proc.returncode == 2
     assert "train.epoch: unknown key" in proc.stderr and "typo.yaml" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_splits_file_holds_every_fold_without_leakage(tmp_path):
+    from mismatch.data.splits import load_splits
+    from mismatch.study.store import write_trial
+    from mismatch.train import run_trial
+
+    spec = load_trial_spec(tiny_spec_dict(train={"epochs": 1, "snapshot_k": 1}))
+    result = run_trial(spec)
+    folder = write_trial(str(tmp_path), "s", spec.trial_id(), result.trial, result.images, result.epochs,
+                         splits=result.splits)
+    row = read_table(str(tmp_path), "s", "trials").iloc[0]
+    folds = load_splits(f"{folder}/{row['splits_file']}")
+    assert sorted(folds) == list(range(6))  # 6 cases, 1 labelled case per fold
+    import json
+    assert folds[0] == json.loads(row["splits_json"])
+    assert [folds[f]["labelled"] for f in range(6)] == [[c] for c in sorted(c for s in folds[0].values() for c in s)]

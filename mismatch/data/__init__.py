@@ -4,9 +4,15 @@ The training loop calls :func:`load_trial_data`; everything else is exposed for 
 tests and the ``mismatch data`` commands.
 """
 
-from mismatch.data.errors import DataError, FingerprintMismatchError, LeakageError, SplitError
+from mismatch.data.errors import (
+    DataError,
+    FingerprintMismatchError,
+    LeakageError,
+    OutputExistsError,
+    SplitError,
+)
 from mismatch.data.layouts import Layout, get_layout, list_layouts, register_layout
-from mismatch.data.msd import Case, DatasetInfo, list_cases, load_case, read_dataset_json
+from mismatch.data.msd import Case, DatasetInfo, list_cases, load_case, load_label, read_dataset_json
 from mismatch.data.splits import (
     ROLES,
     check_splits,
@@ -26,6 +32,7 @@ __all__ = [
     "FingerprintMismatchError",
     "Layout",
     "LeakageError",
+    "OutputExistsError",
     "ROLES",
     "SliceSet",
     "SplitError",
@@ -35,6 +42,7 @@ __all__ = [
     "list_cases",
     "list_layouts",
     "load_case",
+    "load_label",
     "load_splits",
     "load_trial_data",
     "make_all_splits",

@@ -17,3 +17,7 @@ class LeakageError(SplitError):
 
 class FingerprintMismatchError(DataError):
     """The prepared data differ from the fingerprint pinned in the data spec."""
+
+
+class OutputExistsError(DataError, FileExistsError):
+    """An output folder exists and is not empty (and overwriting was not asked for)."""

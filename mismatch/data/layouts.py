@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from mismatch.data.errors import DataError
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ class Layout:
     name: str
     list_cases: Callable[[Path], list[str]]
     load_case: Callable[[Path, str], "Case"]
+    load_label: Callable[[Path, str], np.ndarray]
     files: Callable[[Path, str], list[Path]]
     meta_files: Callable[[Path], list[Path]]
 

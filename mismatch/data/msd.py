@@ -167,6 +167,13 @@ def load_case(root: str | Path, case_id: str, info: DatasetInfo | None = None) -
     )
 
 
+def load_label(root: str | Path, case_id: str, info: DatasetInfo | None = None) -> np.ndarray:
+    """Only the label (S, H, W) of a case: cheaper than :func:`load_case` when selecting slices."""
+    label_path = case_files(root, case_id, info)[-1]
+    label, _ = _read_volume(label_path, "label")
+    return _as_label(_to_shw(label), label_path)
+
+
 def _read_volume(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
     """A 3D array (H, W, S) and its affine; a missing or broken file raises DataError."""
     if not path.is_file():
@@ -277,6 +284,7 @@ LAYOUT = register_layout(
         name="msd",
         list_cases=list_cases,
         load_case=load_case,
+        load_label=load_label,
         files=case_files,
         meta_files=dataset_meta_files,
     )

@@ -11,13 +11,15 @@ from typing import Sequence
 
 import numpy as np
 
+from mismatch.data.errors import DataError
+
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
 def clip_intensity(image: np.ndarray, low: float, high: float) -> np.ndarray:
     """Clip intensities (e.g. Hounsfield units) to ``[low, high]``."""
     if low > high:
-        raise ValueError(f"clip bounds must be ordered, got ({low}, {high})")
+        raise DataError(f"clip bounds must be ordered, got ({low}, {high})")
     return np.clip(image, low, high)
 
 
@@ -50,7 +52,7 @@ def normalise(image: np.ndarray, how: str) -> np.ndarray:
         return zscore(image, nonzero=True)
     if how == "none":
         return image.astype(np.float32, copy=False)
-    raise ValueError(f"unknown normalisation {how!r}")
+    raise DataError(f"unknown normalisation {how!r}")
 
 
 def foreground(label: np.ndarray, foreground_labels: Sequence[int]) -> np.ndarray:
@@ -69,7 +71,7 @@ def crop(array: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
     """The ``size`` x ``size`` window at (``top``, ``left``) of the last two axes."""
     h, w = array.shape[-2:]
     if not (0 <= top and top + size <= h and 0 <= left and left + size <= w):
-        raise ValueError(f"crop {size}x{size} at ({top}, {left}) does not fit in {h}x{w}")
+        raise DataError(f"crop {size}x{size} at ({top}, {left}) does not fit in {h}x{w}")
     return array[..., top : top + size, left : left + size]
 
 
@@ -93,7 +95,7 @@ def centre_offset(height: int, width: int, size: int) -> tuple[int, int]:
 
 def _check_fits(height: int, width: int, size: int) -> None:
     if size > height or size > width:
-        raise ValueError(f"crop_size {size} is larger than the slice ({height}x{width})")
+        raise DataError(f"crop_size {size} is larger than the slice ({height}x{width})")
 
 
 def pad_to_multiple(
@@ -136,7 +138,7 @@ def context_stack(image: np.ndarray, slices: np.ndarray, context: int) -> np.nda
     of the volume.
     """
     if context % 2 != 1:
-        raise ValueError(f"context must be odd, got {context}")
+        raise DataError(f"context must be odd, got {context}")
     c, s = image.shape[:2]
     half = context // 2
     offsets = np.arange(-half, half + 1)

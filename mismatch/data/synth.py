@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from mismatch.config import SynthSpec
+from mismatch.data.errors import DataError, OutputExistsError
 from mismatch.data.msd import DATASET_JSON, write_case, write_dataset_json
 
 # Bump when a change to the generators changes their output: it invalidates cached phantoms.
@@ -65,7 +65,7 @@ def make_phantom(
     spec = phantom_kind(kind)
     h, w = size
     if h < 16 or w < 16 or slices < 1:
-        raise ValueError(f"phantom size must be at least 16x16 with >= 1 slice, got {size}x{slices}")
+        raise DataError(f"phantom size must be at least 16x16 with >= 1 slice, got {size}x{slices}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     image, label = spec.generate(rng, (h, w), slices)
     image = np.rint(image).astype(spec.image_dtype).astype(np.float32)
@@ -78,7 +78,7 @@ def phantom_kind(kind: str) -> PhantomKind:
     """The phantom kind registered as ``kind`` (``vessels`` or ``tumours``)."""
     kinds = _phantom_kinds()
     if kind not in kinds:
-        raise ValueError(f"unknown phantom kind {kind!r} (known: {', '.join(sorted(kinds))})")
+        raise DataError(f"unknown phantom kind {kind!r} (known: {', '.join(sorted(kinds))})")
     return kinds[kind]
 
 
@@ -95,15 +95,16 @@ def write_synthetic_dataset(
 
     Written atomically: the cases go to a temporary sibling folder that is renamed to
     ``out_dir`` at the end, so a crash never leaves a half-written dataset. A non-empty
-    ``out_dir`` is refused unless ``overwrite`` is true.
+    ``out_dir`` is refused (:class:`OutputExistsError`, a ``DataError`` and a
+    ``FileExistsError``) unless ``overwrite`` is true. This is ``mismatch data synth``.
     """
     out = Path(out_dir).expanduser().absolute()
     spec = phantom_kind(kind)
     if cases < 1:
-        raise ValueError(f"cases must be >= 1, got {cases}")
+        raise DataError(f"cases must be >= 1, got {cases}")
     _refuse_non_empty(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = _temporary_sibling(out)
     try:
         _write_into(tmp, spec, cases, tuple(size), slices, seed)
         _publish(tmp, out, overwrite)
@@ -125,7 +126,7 @@ def synthetic_dataset(spec: SynthSpec, cache_dir: str | Path | None = None) -> P
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = _temporary_sibling(final)
     try:
         _write_into(tmp, phantom_kind(spec.kind), spec.cases, spec.size, spec.slices, spec.seed)
         try:
@@ -173,11 +174,18 @@ def _write_into(
     )
 
 
+def _temporary_sibling(path: Path) -> Path:
+    """A new hidden folder beside ``path`` (mkdir, unlike mkdtemp, honours the umask)."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp.mkdir()
+    return tmp
+
+
 def _refuse_non_empty(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
+        raise OutputExistsError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty (pass overwrite=True / --overwrite to replace it)")
+        raise OutputExistsError(f"{out} is not empty (pass overwrite=True / --overwrite to replace it)")
 
 
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:

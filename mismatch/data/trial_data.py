@@ -24,7 +24,7 @@ from mismatch.data.errors import DataError, FingerprintMismatchError
 from mismatch.data.layouts import Layout, get_layout
 from mismatch.data.msd import Case
 from mismatch.data.selection import SliceRef, all_qualifying, select_labelled, select_unlabelled
-from mismatch.data.splits import Splits, check_splits, make_splits
+from mismatch.data.splits import ROLES, Splits, check_splits, make_splits
 from mismatch.data.synth import synthetic_dataset
 
 # DataSpec fields that change the prepared slices (root, synthetic and fingerprint do not:
@@ -102,22 +102,14 @@ class TrialData:
     root: Path | None = None
 
 
-@dataclass
-class _Prepared:
-    """One case after normalisation: image (C, S, H, W), foreground (S, H, W), qualifying."""
-
-    image: np.ndarray
-    mask: np.ndarray
-    qualifying: np.ndarray
-    pad_value: np.ndarray
-
-
 def load_trial_data(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | None = None) -> TrialData:
     """Prepare the slices of fold ``protocol.fold`` of the dataset named by ``data``.
 
     ``cache_dir`` holds generated phantoms (default ``$MISMATCH_CACHE`` or
     ``~/.cache/mismatch``). Raises :class:`FingerprintMismatchError` when ``data.fingerprint``
-    is set and differs from the data fingerprint computed here.
+    is set and differs from the data fingerprint computed here. Labels are read first to
+    choose slices; then one case at a time is loaded, prepared and reduced to its samples,
+    so memory holds one volume plus the samples.
     """
     root = dataset_root(data, cache_dir)
     layout = get_layout(data.layout)
@@ -132,20 +124,19 @@ def load_trial_data(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | No
             f"data in {root} with this recipe have fingerprint {data_fp}, "
             f"but the spec pins {data.fingerprint}"
         )
-    used = [c for role in splits.values() for c in role]
-    prepared = {c: _prepare_case(layout.load_case(root, c), data) for c in used}
-    refs = _select(prepared, splits, protocol)
-    pad_shape = _common_shape([prepared[c].image for c in used])
-    sets = {
-        role: _build_set(prepared, refs[role], data, pad_shape, _corner_rng(protocol, i), role != "unlabelled")
-        for i, (role, _) in enumerate(refs.items())
-    }
-    channels = next(iter(prepared.values())).image.shape[0] * data.context_slices
+    qualifying, pad_shape = _qualifying(root, layout, [c for r in ROLES for c in splits[r]], data)
+    refs = _select(qualifying, splits, protocol)
+    built = {}
+    for i, role in enumerate(ROLES):
+        rng = np.random.default_rng([protocol.split_seed, protocol.fold, _CORNER_STREAM, i])
+        built[role] = _build_set(root, layout, refs[role], data, pad_shape, rng, role != "unlabelled")
+    sample_shape = built["labelled"].images.shape[1:]  # type: ignore[union-attr]  # never empty
+    sets = {role: s if s is not None else SliceSet.empty(*sample_shape) for role, s in built.items()}
     return TrialData(
         **sets,
         splits=splits,
         fingerprint=trial_fingerprint(data_fp, protocol),
-        in_channels=channels,
+        in_channels=sets["test"].images.shape[1],
         data_fingerprint=data_fp,
         root=root,
     )
@@ -161,18 +152,20 @@ def dataset_root(data: DataSpec, cache_dir: Path | None = None) -> Path:
     return root
 
 
-def _prepare_case(case: Case, data: DataSpec) -> _Prepared:
-    image = case.image
-    if data.clip is not None:
-        image = pp.clip_intensity(image, *data.clip)
-    image = pp.normalise(image, data.normalise)
-    mask = pp.foreground(case.label, data.foreground_labels)
-    qualifying = pp.qualifying_slices(mask, data.min_foreground)
-    return _Prepared(image, mask, qualifying, pp.channel_minimum(image))
+def _qualifying(
+    root: Path, layout: Layout, cases: list[str], data: DataSpec
+) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
+    """Qualifying slice indices of each case, and the largest (H, W) among them."""
+    qualifying, height, width = {}, 0, 0
+    for case in cases:
+        label = layout.load_label(root, case)  # (S, H, W)
+        mask = pp.foreground(label, data.foreground_labels)
+        qualifying[case] = pp.qualifying_slices(mask, data.min_foreground)
+        height, width = max(height, label.shape[1]), max(width, label.shape[2])
+    return qualifying, (height, width)
 
 
-def _select(prepared: dict[str, _Prepared], splits: Splits, protocol: ProtocolSpec) -> dict[str, list[SliceRef]]:
-    qualifying = {c: p.qualifying for c, p in prepared.items()}
+def _select(qualifying: dict[str, np.ndarray], splits: Splits, protocol: ProtocolSpec) -> dict[str, list[SliceRef]]:
     rng = np.random.default_rng([protocol.split_seed, protocol.fold, _UNLABELLED_STREAM])
     return {
         "labelled": select_labelled(qualifying, splits["labelled"], protocol.labelled_slices),
@@ -182,33 +175,38 @@ def _select(prepared: dict[str, _Prepared], splits: Splits, protocol: ProtocolSp
     }
 
 
-def _corner_rng(protocol: ProtocolSpec, role_index: int) -> np.random.Generator:
-    return np.random.default_rng([protocol.split_seed, protocol.fold, _CORNER_STREAM, role_index])
-
-
-def _common_shape(images: Sequence[np.ndarray]) -> tuple[int, int]:
-    """Largest (H, W) among the cases: 'none' pads every slice to it (then to a multiple of 8)."""
-    return max(i.shape[-2] for i in images), max(i.shape[-1] for i in images)
+def _prepare_image(case: Case, data: DataSpec) -> np.ndarray:
+    """Clip (if asked), then normalise over the whole case: (C, S, H, W) float32."""
+    image = case.image
+    if data.clip is not None:
+        image = pp.clip_intensity(image, *data.clip)
+    return pp.normalise(image, data.normalise)
 
 
 def _build_set(
-    prepared: dict[str, _Prepared],
+    root: Path,
+    layout: Layout,
     refs: list[SliceRef],
     data: DataSpec,
     pad_shape: tuple[int, int],
     rng: np.random.Generator,
     expose_labels: bool,
-) -> SliceSet:
+) -> SliceSet | None:
+    """Load each case named in ``refs`` once and turn its chosen slices into samples.
+
+    None when ``refs`` is empty (the caller knows the sample shape from another role).
+    """
     by_case: dict[str, list[int]] = {}
     for case, s in refs:
         by_case.setdefault(case, []).append(s)
-    parts = [
-        _case_samples(case, prepared[case], np.array(index, dtype=np.int64), data, pad_shape, rng)
-        for case, index in by_case.items()
-    ]
+    parts = []
+    for case_id, index in by_case.items():
+        case = layout.load_case(root, case_id)
+        image = _prepare_image(case, data)
+        mask = pp.foreground(case.label, data.foreground_labels)
+        parts.append(_case_samples(case_id, image, mask, np.array(index, dtype=np.int64), data, pad_shape, rng))
     if not parts:
-        channels = next(iter(prepared.values())).image.shape[0] * data.context_slices
-        return SliceSet.empty(channels, *_sample_shape(data, pad_shape))
+        return None
     labels = np.concatenate([p.labels for p in parts])
     return SliceSet(
         images=np.concatenate([p.images for p in parts]),
@@ -219,23 +217,21 @@ def _build_set(
     )
 
 
-def _sample_shape(data: DataSpec, pad_shape: tuple[int, int]) -> tuple[int, int]:
-    """(H, W) of every sample: the crop size, or the common shape padded to a multiple of 8."""
-    if data.crop != "none":
-        return data.crop_size, data.crop_size
-    return pp.round_up(pad_shape[0], 8), pp.round_up(pad_shape[1], 8)
-
-
 def _case_samples(
-    case: str, prep: _Prepared, index: np.ndarray, data: DataSpec, pad_shape: tuple[int, int],
+    case: str,
+    image: np.ndarray,
+    mask: np.ndarray,
+    index: np.ndarray,
+    data: DataSpec,
+    pad_shape: tuple[int, int],
     rng: np.random.Generator,
 ) -> SliceSet:
-    """The samples of one case's slices ``index`` (crop/pad applied)."""
-    images = pp.context_stack(prep.image, index, data.context_slices)  # (N, C * k, H, W)
-    labels = prep.mask[index]  # (N, H, W)
+    """The samples of slices ``index`` of one prepared case: image (C, S, H, W), mask (S, H, W)."""
+    images = pp.context_stack(image, index, data.context_slices)  # (N, C * k, H, W)
+    labels = mask[index]  # (N, H, W)
     h, w = labels.shape[-2:]
     if data.crop == "none":
-        pad_value = np.repeat(prep.pad_value, data.context_slices)  # per output channel
+        pad_value = np.repeat(pp.channel_minimum(image), data.context_slices)  # per output channel
         images = pp.pad_to_multiple(images, 8, pad_value, shape=pad_shape)
         labels = pp.pad_to_multiple(labels, 8, 0, shape=pad_shape)
         patches = ["full"] * len(index)

@@ -18,7 +18,7 @@ from mismatch.methods.base import (
     register_method,
 )
 
-_METHOD_MODULES = ("mismatch",)
+_METHOD_MODULES = ("mismatch", "sup", "mean_teacher", "fixmatch", "cct", "mta", "morph")
 
 for _module in _METHOD_MODULES:
     importlib.import_module(f"mismatch.methods.{_module}")

@@ -44,8 +44,9 @@ def _image_summary(images: pd.DataFrame, metric: str) -> pd.DataFrame:
     bins = [c for c in BIN_COLUMNS if c in images]
     if bins:
         out = out.join(grouped[bins].sum())
-    ident = images.drop_duplicates("trial_id").set_index("trial_id")
-    out = out.join(ident[[c for c in _KEYS if c in ident]])
+    keys = [c for c in _KEYS if c in images]
+    if keys:  # merged files carry identity per image; a study folder's comes from trials/
+        out = out.join(images.drop_duplicates("trial_id").set_index("trial_id")[keys])
     out.index = out.index.astype(str)
     return out
 
@@ -60,6 +61,11 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce").fillna(-1).astype(np.int64)
     frame["alpha"] = pd.to_numeric(frame["alpha"], errors="coerce").astype(float)
     frame["alpha_key"] = alpha_key(frame["alpha"])
+    # Object columns: row selections on this small table are then plain NumPy takes, many
+    # times faster than Arrow-backed strings (hundreds of selections per report).
+    for col in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[col]):
+            frame[col] = frame[col].astype(object)
     return frame
 
 
@@ -72,6 +78,8 @@ def per_trial(data: StudyData, metric: str, exclude_empty: bool = False) -> pd.D
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     images = image_subset(data, exclude_empty)
+    if metric not in images:
+        raise ValueError(f"the per-image rows have no {metric!r} column")
     summary = _image_summary(images, metric)
     if data.trials is None:
         summary["status"] = "completed"

@@ -93,10 +93,10 @@ def scatters(images: pd.DataFrame, trials: pd.DataFrame, design: Design, value: 
 def reliability_table(items: list[Reliability], design: Design, value: int) -> Table:
     """ECE per column with per-bin accuracy / confidence (the numbers behind Fig. 8)."""
     header = ["method", "images", "ECE (pooled)", "mean image ECE"] + [
-        f"bin {c - 0.05:.1f}-{c + 0.05:.1f} acc/conf" for c in BIN_CENTRES]
+        f"acc/conf {c - 0.05:.1f}-{c + 0.05:.1f}" for c in BIN_CENTRES]
     rows, data = [], []
     for r in items:
-        bins = [Cell(f"{fmt_num(a, 1, 3)}/{fmt_num(c, 1, 3)}") for a, c in zip(r.accuracy, r.confidence)]
+        bins = [Cell(f"{fmt_num(a, 1, 3)}/{fmt_num(c, 1, 3)}") for a, c in zip(r.accuracy, r.confidence, strict=True)]
         rows.append([Cell(r.column), Cell(str(r.images)), Cell(fmt_num(r.ece, 1, 4)),
                      Cell(fmt_num(r.mean_image_ece, 1, 4))] + bins)
         for k in range(N_BINS):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import math
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
@@ -56,7 +57,7 @@ def fold_curves(trials: pd.DataFrame, design: Design, metric_label: str) -> go.F
                                      line={"color": palette[col.key]}),
                           row=i // ncols + 1, col=i % ncols + 1)
     fig.update_xaxes(type="log" if min(design.axis_values) > 0 else "linear", tickvals=list(design.axis_values))
-    fig.update_layout(**LAYOUT, height=120 + 260 * nrows,
+    fig.update_layout(**{**LAYOUT, "margin": {**LAYOUT["margin"], "t": 90}}, height=150 + 260 * nrows,
                       title=f"{metric_label} (%) per {design.replicate} against {design.axis_label}")
     return fig
 
@@ -72,7 +73,8 @@ def decoder_figure(trials: pd.DataFrame, design: Design, value: int, columns: li
         fig.add_trace(go.Bar(x=x, y=frame[model] * SCALE, name=label(model), marker_color=palette[model]))
     finite = frame.stack()
     low = max(0.0, float(finite.min()) * SCALE - 5) if len(finite) else 0.0
-    fig.update_layout(**LAYOUT, barmode="group", height=420, yaxis={"range": [low, None], "title": f"{metric_label} (%)"},
+    fig.update_layout(**LAYOUT, barmode="group", height=420,
+                      yaxis={"range": [low, None], "title": f"{metric_label} (%)"},
                       title=f"Decoder ablation of {label(design.reference.method)} at {design.axis_label} = {value}")
     return fig
 
@@ -94,7 +96,7 @@ def reliability_figure(items: list[Reliability], design: Design, value: int) -> 
                                  name="perfect calibration", legendgroup="diag", showlegend=(i == 0)), **pos)
     fig.update_xaxes(range=[0.5, 1.0], dtick=0.1)
     fig.update_yaxes(range=[0, 1.02])
-    fig.update_layout(**LAYOUT, height=140 + 280 * nrows,
+    fig.update_layout(**{**LAYOUT, "margin": {**LAYOUT["margin"], "t": 110}}, height=170 + 280 * nrows,
                       title=f"Reliability diagrams at {design.axis_label} = {value} (x: confidence bin, y: accuracy)")
     return fig
 
@@ -103,12 +105,12 @@ def scatter_figure(items: list[Scatter], design: Design, value: int, metric_labe
     """Fig. 9: per-image metric against ECE with each method's second-order fit."""
     fig = go.Figure()
     palette = colours([s.column for s in items])
-    xmax = max((float(s.ece.max()) for s in items if len(s.ece)), default=1.0)
     for s in items:
         name, colour = label(s.column), palette[s.column]
         fig.add_trace(go.Scatter(x=s.ece[s.shown], y=s.value[s.shown] * SCALE, mode="markers", name=name,
                                  legendgroup=name, marker={"color": colour, "size": 4, "opacity": 0.5}))
-        grid = [xmax * i / 50 for i in range(51)]
+        low, high = float(np.nanmin(s.ece)), float(np.nanmax(s.ece))  # the fit, over the data's range only
+        grid = [low + (high - low) * i / 50 for i in range(51)]
         a, b, c = s.coef
         fig.add_trace(go.Scatter(x=grid, y=[(a * g * g + b * g + c) * SCALE for g in grid], mode="lines",
                                  name=f"{name} fit", legendgroup=name, line={"color": colour, "width": 3}))

@@ -81,14 +81,14 @@ def figure_html(fig: go.Figure, div_id: str, caption: str = "") -> str:
     script = (f"(function(){{var f={_json_for_script(fig)};"
               f"Plotly.newPlot('{fig_id}',f.data,f.layout,{PLOTLY_CONFIG});}})();")
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><div id="{fig_id}" class="plot"></div><script>{script}</script>{cap}</figure>'
+    return f'<figure><div id="{fig_id}" class="plot plotly-graph-div"></div><script>{script}</script>{cap}</figure>'
 
 
 def visual_html(grid: VisualGrid) -> str:
     """Fig. 7 as an image table: rows are slices; image, ground truth, then one column per method."""
     head = "".join(f"<th>{esc(h)}</th>" for h in ["slice", "image", "ground truth"] + grid.columns)
     rows = []
-    for key, cells in zip(grid.slices, grid.cells):
+    for key, cells in zip(grid.slices, grid.cells, strict=True):
         imgs = "".join(f'<td><img class="map" alt="{esc(key)}" src="{uri}"></td>' for uri in cells)
         rows.append(f"<tr><th>{esc(key)}</th>{imgs}</tr>")
     legend = " ".join(f'<span class="swatch" style="background:rgb{c}"></span>{esc(n)}'
@@ -99,23 +99,41 @@ def visual_html(grid: VisualGrid) -> str:
 
 
 CSS = """
-:root{--fg:#1d2330;--muted:#5b6473;--line:#d8dde6;--warn:#fff1d6;--best:#e7f5ea}
-*{box-sizing:border-box}body{margin:0;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg)}
-header,main{max-width:1280px;margin:0 auto;padding:0 20px}header{padding-top:18px}
-h1{font-size:24px;margin:0 0 4px}h2{font-size:20px;margin:34px 0 8px;border-bottom:1px solid var(--line);padding-bottom:4px}
-h3{font-size:16px;margin:18px 0 6px}nav{position:sticky;top:0;background:#fff;border-bottom:1px solid var(--line);z-index:10}
-nav div{max-width:1280px;margin:0 auto;padding:6px 20px;display:flex;flex-wrap:wrap;gap:4px 14px;font-size:13px}
-nav a{color:#2456a6;text-decoration:none}.sub{color:var(--muted);margin:0}
-.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
-th,td{border:1px solid var(--line);padding:3px 8px;text-align:right;white-space:nowrap}
-thead th{background:#f3f5f9;text-align:center}tbody th{text-align:left;font-weight:600}
-td.best{background:var(--best)}td.missing,th.missing{background:var(--warn)}
-.note{color:var(--muted);font-size:13px;margin:4px 0;max-width:1100px}.files{font-size:13px;margin:4px 0 12px}
-.files a{margin-right:10px}figure{margin:10px 0 18px}figcaption{color:var(--muted);font-size:13px}
-.plot{width:100%;min-height:300px}img.map{width:176px;height:auto;image-rendering:pixelated;display:block}
-table.visual td{padding:2px}.legend{font-size:13px;margin:6px 0}
-.swatch{display:inline-block;width:12px;height:12px;margin:0 4px 0 10px;vertical-align:middle;border:1px solid #888}
-.warn{background:var(--warn);padding:6px 10px;border-radius:4px}details{margin:8px 0}summary{cursor:pointer}
+:root { --fg: #1d2330; --muted: #5b6473; --line: #d8dde6; --warn: #fff1d6; --best: #e7f5ea; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); }
+header, main { max-width: 1280px; margin: 0 auto; padding: 0 20px; }
+header { padding-top: 18px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 20px; margin: 34px 0 8px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
+h3 { font-size: 16px; margin: 18px 0 6px; }
+section { scroll-margin-top: 64px; }
+nav { position: sticky; top: 0; background: #fff; border-bottom: 1px solid var(--line); z-index: 10; }
+nav div { max-width: 1280px; margin: 0 auto; padding: 6px 20px; display: flex; flex-wrap: wrap;
+          gap: 4px 14px; font-size: 13px; }
+nav a { color: #2456a6; text-decoration: none; }
+.sub { color: var(--muted); margin: 0; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 13px; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid var(--line); padding: 3px 8px; text-align: right; white-space: nowrap; }
+thead th { background: #f3f5f9; text-align: center; }
+tbody th { text-align: left; font-weight: 600; }
+td.best { background: var(--best); }
+td.missing, th.missing { background: var(--warn); }
+.note { color: var(--muted); font-size: 13px; margin: 4px 0; max-width: 1100px; }
+.files { font-size: 13px; margin: 4px 0 12px; }
+.files a { margin-right: 10px; }
+figure { margin: 10px 0 18px; }
+figcaption { color: var(--muted); font-size: 13px; }
+.plot { width: 100%; min-height: 300px; }
+img.map { width: 176px; height: auto; image-rendering: pixelated; display: block; }
+table.visual td { padding: 2px; }
+.legend { font-size: 13px; margin: 6px 0; }
+.swatch { display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 10px; vertical-align: middle;
+          border: 1px solid #888; }
+.warn { background: var(--warn); padding: 6px 10px; border-radius: 4px; }
+details { margin: 8px 0; }
+summary { cursor: pointer; }
 """
 
 

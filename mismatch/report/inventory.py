@@ -38,7 +38,8 @@ def failed_table(trials: pd.DataFrame, design: Design) -> Table:
     for tid, r in bad.iterrows():
         error = r.get("error")
         error = "" if error is None or pd.isna(error) else str(error)
-        rows.append([Cell(tid), Cell(r["status"]), Cell(r["method"]), Cell(r["model"]), Cell(r["alpha_key"] or "\u2014"),
+        rows.append([Cell(tid), Cell(r["status"]), Cell(r["method"]), Cell(r["model"]),
+                     Cell(r["alpha_key"] or "\u2014"),
                      Cell(str(r[design.axis])), Cell(str(r[design.replicate])), Cell(error or "\u2014")])
         data.append({"trial_id": tid, "status": r["status"], "method": r["method"], "model": r["model"],
                      "alpha": r["alpha_key"], design.axis: r[design.axis], design.replicate: r[design.replicate],
@@ -54,7 +55,8 @@ def trials_table(trials: pd.DataFrame, metric: str) -> Table:
     frame = frame.rename(columns={"alpha_key": "alpha", "value": f"mean_{metric}"})
     frame = frame.sort_values(["method", "model", "alpha", "labelled_slices", "unlabelled_slices", "fold", "seed"])
     header = list(frame.columns)
-    rows = [[Cell(fmt_num(v, 1, 4) if isinstance(v, float) else str(v)) for v in r] for r in frame.itertuples(index=False)]
+    rows = [[Cell(fmt_num(v, 1, 4) if isinstance(v, float) else str(v)) for v in r]
+            for r in frame.itertuples(index=False)]
     return Table("trials", "Every trial", header, rows, frame)
 
 
@@ -88,8 +90,11 @@ def provenance_table(data: StudyData, trials: pd.DataFrame, design: Design, opti
                                         f"{raw['finished_at'].dropna().astype(str).max()}"))
     else:
         facts.append(("trial-level rows", "absent (merged per-image file): no costs, errors or versions"))
-    if "schema_version" in data.images:
-        facts.append(("schema version", _counts(data.images["schema_version"])))
+    rows = raw if raw is not None else data.images
+    if "schema_version" in rows:
+        facts.append(("schema version", _counts(rows["schema_version"])))
+    if data.uncommitted:
+        facts.append(("uncommitted image files (no trials row; not read)", " ".join(data.uncommitted)))
     facts.append(("report", f"mismatch {version}, generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}"))
     facts += [(f"option {k}", str(v)) for k, v in options.items()]
     rows = [[Cell(k), Cell(v)] for k, v in facts]

@@ -24,7 +24,6 @@ N_BINS = 5
 IDENTITY = ["study", "trial_id", "method", "model", "alpha", "labelled_slices",
             "unlabelled_slices", "fold", "seed", "dataset_fingerprint", "schema_version"]
 BIN_COLUMNS = [f"bin{k}_{part}" for k in range(N_BINS) for part in ("count", "conf_sum", "correct_sum")]
-IMAGE_COLUMNS = IDENTITY + ["fg_pixels", "iou", "dice", "mean_dice_2class", "ece"] + BIN_COLUMNS
 TRIAL_COLUMNS = IDENTITY + ["status", "error", "params", "infer_time_per_image_s", "train_time_s",
                             "n_test_images", "device", "code_version", "torch_version",
                             "started_at", "finished_at"]
@@ -45,6 +44,7 @@ class StudyData:
     fs: pafs.FileSystem
     base: str | None
     files: dict[str, int] = field(default_factory=dict)
+    uncommitted: list[str] = field(default_factory=list)
 
     def prediction_path(self, trial_id: str) -> str | None:
         """Path of ``predictions/<trial_id>.npz`` if it exists."""
@@ -79,8 +79,9 @@ def _read(fs: pafs.FileSystem, files: list[str], wanted: list[str]) -> pd.DataFr
     """Concatenate ``files`` reading only ``wanted`` columns; strings become categoricals."""
     tables = []
     for path in files:
-        names = set(pq.read_schema(path, filesystem=fs).names)
-        tables.append(pq.read_table(path, filesystem=fs, columns=[c for c in wanted if c in names]))
+        handle = pq.ParquetFile(path, filesystem=fs, read_dictionary=sorted(_STRINGS))
+        names = set(handle.schema_arrow.names)
+        tables.append(handle.read(columns=[c for c in wanted if c in names]))
     if not tables:
         return pd.DataFrame(columns=wanted)
     table = pa.concat_tables(tables, promote_options="permissive")
@@ -89,6 +90,11 @@ def _read(fs: pafs.FileSystem, files: list[str], wanted: list[str]) -> pd.DataFr
         if not pa.types.is_dictionary(column.type):
             table = table.set_column(table.column_names.index(name), name, pc.dictionary_encode(column))
     return table.to_pandas()
+
+
+def image_columns(metric: str, exclude_empty: bool) -> list[str]:
+    """Per-image columns the report needs besides identity: the metric, ECE and the bins."""
+    return ["trial_id", metric, "ece", *BIN_COLUMNS] + (["fg_pixels"] if exclude_empty else [])
 
 
 def _complete(images: pd.DataFrame) -> pd.DataFrame:
@@ -106,25 +112,45 @@ def _complete(images: pd.DataFrame) -> pd.DataFrame:
     return images
 
 
-def load_study(results: str | Path) -> StudyData:
-    """Read a study folder or a merged Parquet file of per-image rows."""
+def _stem(path: str) -> str:
+    return path.rsplit("/", 1)[-1][: -len(".parquet")]
+
+
+def _load_folder(results: str, fs: pafs.FileSystem, path: str, columns: list[str]) -> StudyData:
+    """A study folder: trials/ rows are authoritative; image files without one are uncommitted."""
+    image_files = _parquet_files(fs, f"{path}/images")
+    trial_files = _parquet_files(fs, f"{path}/trials")
+    if not trial_files:  # no trial-level rows: identity must come from the image rows
+        images = _complete(_read(fs, image_files, IDENTITY + columns))
+        return StudyData(results, images, None, fs, path, {"images": len(image_files)})
+    trials = _complete(_read(fs, trial_files, TRIAL_COLUMNS))
+    committed = set(trials["trial_id"].astype(str))
+    keep = [f for f in image_files if _stem(f) in committed]
+    orphans = sorted(_stem(f) for f in image_files if _stem(f) not in committed)
+    images = _read(fs, keep, columns)
+    files = {"images": len(keep), "trials": len(trial_files)}
+    return StudyData(results, images, trials, fs, path, files, orphans)
+
+
+def load_study(results: str | Path, metric: str = "iou", exclude_empty: bool = False) -> StudyData:
+    """Read a study folder or merged Parquet file(s), only the columns the report needs.
+
+    In a study folder, identity comes from trials/ (the store writes a trial's row last, as its
+    commit marker); image files of trials without a row are not read and are listed in
+    ``uncommitted``.
+    """
     results = os.fspath(results)
     fs, path = _resolve(results)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no such study folder or Parquet file: {results}")
+    columns = image_columns(metric, exclude_empty)
     if info.type == pafs.FileType.File:
-        images = _read(fs, [path], IMAGE_COLUMNS)
-        return StudyData(results, _complete(images), None, fs, None, {"images": 1})
-    image_files = _parquet_files(fs, f"{path}/images")
-    if not image_files:  # a bare folder of merged Parquet files
-        image_files = _parquet_files(fs, path)
-        if not image_files:
-            raise FileNotFoundError(f"{results} has no images/ folder and no Parquet files")
-        return StudyData(results, _complete(_read(fs, image_files, IMAGE_COLUMNS)), None, fs, None,
-                         {"images": len(image_files)})
-    trial_files = _parquet_files(fs, f"{path}/trials")
-    trials = _complete(_read(fs, trial_files, TRIAL_COLUMNS)) if trial_files else None
-    images = _complete(_read(fs, image_files, IMAGE_COLUMNS))
-    files = {"images": len(image_files), "trials": len(trial_files)}
-    return StudyData(results, images, trials, fs, path, files)
+        return StudyData(results, _complete(_read(fs, [path], IDENTITY + columns)), None, fs, None, {"images": 1})
+    if _parquet_files(fs, f"{path}/images"):
+        return _load_folder(results, fs, path, columns)
+    merged = _parquet_files(fs, path)  # a bare folder of merged Parquet files
+    if not merged:
+        raise FileNotFoundError(f"{results} has no images/ folder and no Parquet files")
+    return StudyData(results, _complete(_read(fs, merged, IDENTITY + columns)), None, fs, None,
+                     {"images": len(merged)})

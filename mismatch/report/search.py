@@ -61,13 +61,16 @@ def load_search(journal: str) -> SearchResult:
         for summary in optuna.get_all_study_summaries(storage):
             study = optuna.load_study(study_name=summary.study_name, storage=storage)
             done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            best = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+                             for k, v in study.best_params.items()) if done else ""
             result.facts.append(f"study {summary.study_name}: {len(study.trials)} trials, {len(done)} complete"
-                                + (f", best value {study.best_value:.6g} with {study.best_params}" if done else ""))
+                                + (f", best value {study.best_value:.6g} at {best}" if done else ""))
             if not done:
                 continue
             history = optuna.visualization.plot_optimization_history(study)
             _escape_text(history)
-            history.update_layout(title=f"Optimisation history ({label(summary.study_name)})", height=420)
+            history.update_layout(**LAYOUT, height=420,
+                                  title=f"Optimisation history ({label(summary.study_name)})")
             result.figures.append((summary.study_name, history))
             param = _alpha_param({p for t in done for p in t.params})
             if param:

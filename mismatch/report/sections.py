@@ -10,7 +10,17 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mismatch.report import ablations, calibration, figures, inventory, search, significance, tables, visual
+from mismatch.report import (
+    ablations,
+    calibration,
+    figures,
+    inventory,
+    published,
+    search,
+    significance,
+    tables,
+    visual,
+)
 from mismatch.report.design import Design
 from mismatch.report.html import Section, bullets, figure_html, paragraph, table_html, visual_html
 from mismatch.report.load import StudyData
@@ -35,10 +45,14 @@ class Context:
 
 
 def main_section(ctx: Context) -> Built:
-    """Tables I/II: methods against the count axis, with costs."""
+    """Tables I/II: methods against the count axis, with costs (and the published numbers)."""
     table = tables.main_table(ctx.trials, ctx.design, ctx.metric_label)
-    name = "Table I/II" if ctx.design.axis == "labelled_slices" else "Table II/I"
-    return Section("main", f"{name}: methods compared", [table_html(table)]), [table]
+    sec = Section("main", "Tables I/II: methods compared", [table_html(table)])
+    if ctx.metric == "mean_dice_2class" and ctx.design.axis == "labelled_slices":
+        reference = published.published_table()
+        sec.body.append(table_html(reference))
+        return sec, [table, reference]
+    return sec, [table]
 
 
 def significance_section(ctx: Context) -> Built:
@@ -58,7 +72,8 @@ def curves_section(ctx: Context) -> Built:
     fig = figures.fold_curves(ctx.trials, ctx.design, ctx.metric_label)
     caption = (f"Each panel is one {ctx.design.replicate}; each point is the mean {ctx.metric_label} over "
                "the test images of that trial (mean over trials if several share the cell).")
-    return Section("curves", "Fig. 5: per-" + ctx.design.replicate + " results", [figure_html(fig, "fig5", caption)]), []
+    title = f"Fig. 5: per-{ctx.design.replicate} results"
+    return Section("curves", title, [figure_html(fig, "fig5", caption)]), []
 
 
 def ablation_section(ctx: Context) -> Built:
@@ -144,6 +159,10 @@ def missing_section(ctx: Context) -> Built:
     sec = Section("missing", "What is missing")
     if ctx.data.trials is None:
         sec.body.append(paragraph("Input is a merged per-image file: failed trials cannot be known.", "warn"))
+    if ctx.data.uncommitted:
+        names = " ".join(ctx.data.uncommitted)
+        sec.body.append(paragraph(f"{len(ctx.data.uncommitted)} image files have no trials row (a trial that "
+                                  f"stopped while writing) and were not read: {names}", "warn"))
     for table, empty in ((missing, "Every cell of the main table has all replicates."),
                          (failed, "No failed trials.")):
         sec.body.append(table_html(table) if table.rows else paragraph(empty))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,12 @@ def paper_variants() -> tuple[tuple[str, str, float], ...]:
             ("morph", "unet", nan), ("mismatch", "mm", 0.002))
 
 
+def _trial_id(row: tuple, seed: int) -> str:
+    """A content-derived id like the real ones: file-name safe even for odd method names."""
+    digest = hashlib.sha256(repr((*map(str, row), seed)).encode()).hexdigest()[:12]
+    return f"{re.sub(r'[^a-z0-9-]+', '', str(row[0]).lower()) or 'trial'}-{digest}"
+
+
 def trial_grid(grid: SyntheticGrid) -> pd.DataFrame:
     """One row of identity columns per trial of ``grid`` (ablation ``extra`` rows included)."""
     rows = [(m, mo, a, c, r) for (m, mo, a) in grid.variants for c in grid.counts for r in grid.replicates]
@@ -64,10 +71,7 @@ def trial_grid(grid: SyntheticGrid) -> pd.DataFrame:
     frame["schema_version"] = np.int32(1)
     frame["study"] = grid.study
     frame["dataset_fingerprint"] = "synthetic-0123456789ab"
-    frame["trial_id"] = [
-        f"{m}-{hashlib.sha256(repr((m, mo, str(a), c, r, grid.seed)).encode()).hexdigest()[:12]}"
-        for m, mo, a, c, r in rows
-    ]
+    frame["trial_id"] = [_trial_id(row, grid.seed) for row in rows]
     return frame
 
 
@@ -181,7 +185,8 @@ def write_synthetic_study(root: str | Path, grid: SyntheticGrid, failed: int = 0
         if trial_id not in failed_ids:
             part.to_parquet(base / "images" / f"{trial_id}.parquet", index=False)
     for i, row in rows.iterrows():
-        row.to_frame().T.astype(rows.dtypes.to_dict()).to_parquet(base / "trials" / f"{row['trial_id']}.parquet", index=False)
+        one = row.to_frame().T.astype(rows.dtypes.to_dict())
+        one.to_parquet(base / "trials" / f"{row['trial_id']}.parquet", index=False)
         wanted = prediction_replicates is None or row[grid.replicate] in prediction_replicates
         if predictions and wanted and row["trial_id"] not in failed_ids:
             buf = io.BytesIO()

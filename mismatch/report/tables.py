@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from mismatch.report.design import Column, Design
-from mismatch.report.stats import holm, mann_whitney, mean_std, rank_biserial, wilcoxon_paired
-from mismatch.report.table import Cell, Table, fmt_num, fmt_p, fmt_sci
+from mismatch.report.stats import mean_std
+from mismatch.report.table import Cell, Table, fmt_num, fmt_sci
 
 SCALE = 100.0  # metrics are shown in percent
 

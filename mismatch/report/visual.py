@@ -88,7 +88,8 @@ def _load(data: StudyData, trial_id: str) -> dict[str, np.ndarray] | None:
 
 
 def _keys(maps: dict[str, np.ndarray]) -> list[str]:
-    return [f"{c} / slice {s} / {p}" for c, s, p in zip(maps["case_ids"], maps["slice_index"], maps["patch"])]
+    return [f"{c} / slice {s} / {p}" for c, s, p in zip(maps["case_ids"], maps["slice_index"], maps["patch"],
+                                                        strict=True)]
 
 
 def _choose(data: StudyData, trials: pd.DataFrame, design: Design, value: int) -> tuple[int, dict[str, str]] | None:

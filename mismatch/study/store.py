@@ -14,7 +14,9 @@ half-written file and a crash loses at most the trial being written.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import uuid
 from typing import Any
@@ -59,14 +61,22 @@ def write_trial(
     images: pd.DataFrame | None = None,
     epochs: pd.DataFrame | None = None,
     predictions: dict[str, np.ndarray] | None = None,
+    splits: dict[str, Any] | None = None,
 ) -> str:
     """Write one trial's tables under ``<storage>/<study>/``; the trials row is written last.
 
     Writing the per-trial row last makes it the commit marker: a trial whose row exists has
-    all its other files. Returns the study folder.
+    all its other files. ``splits`` (every fold of the dataset) goes to a content-addressed
+    ``splits/<sha>.json`` that trials sharing a dataset and protocol write identically; the
+    row's ``splits_file`` names it. Returns the study folder.
     """
     fs, root = resolve(storage)
     base = f"{root}/{study}"
+    if splits:
+        payload = json.dumps(splits, sort_keys=True, indent=1).encode()
+        name = f"splits/{hashlib.sha256(payload).hexdigest()[:16]}.json"
+        _write_atomic(fs, f"{base}/{name}", payload)
+        trial = {**trial, "splits_file": name}
     if epochs is not None and len(epochs):
         _write_atomic(fs, f"{base}/epochs/{trial_id}.parquet", _parquet_bytes(epochs))
     if images is not None and len(images):

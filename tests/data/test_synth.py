@@ -10,7 +10,14 @@ import pytest
 from scipy import ndimage
 
 from mismatch.config import SynthSpec
-from mismatch.data import load_case, make_phantom, read_dataset_json, synthetic_dataset, write_synthetic_dataset
+from mismatch.data import (
+    OutputExistsError,
+    load_case,
+    make_phantom,
+    read_dataset_json,
+    synthetic_dataset,
+    write_synthetic_dataset,
+)
 from mismatch.data import synth
 from mismatch.data.msd import list_cases
 
@@ -122,7 +129,7 @@ def test_refuses_non_empty_output_unless_overwrite(tmp_path):
     out = tmp_path / "ds"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(OutputExistsError, match="not empty"):
         write_synthetic_dataset(out, "vessels", 1, (16, 16), 2)
     assert (out / "keep.txt").exists()
     write_synthetic_dataset(out, "vessels", 1, (16, 16), 2, overwrite=True)

@@ -1,0 +1,157 @@
+"""Cross-consistency training, CCT (Ouali et al. 2020), on the U-Net backbone.
+
+A shared encoder, the U-Net's decoder as the main decoder and ``K`` auxiliary decoders of the
+same architecture. The main decoder always reads the clean encoder features; auxiliary decoder
+``k`` reads a perturbed copy of ALL encoder features (skips and bridge: perturbing the bridge
+alone would let a U-Net decoder route around it through the clean skips), with its own
+perturbation. On unlabelled slices each auxiliary prediction is pulled toward the main
+decoder's detached prediction by an MSE; the weight ramps up as in Ouali's code
+(``alpha * exp(-5 (1 - t)^2)``). At test time only the encoder and main decoder run: a U-Net.
+
+Perturbations (Ouali et al., Sec. 3.2), one per auxiliary decoder:
+
+- ``feature-noise``: ``z + z * n``, ``n ~ U(-0.3, 0.3)`` elementwise;
+- ``feature-drop``: zero the positions whose channel-mean activation exceeds ``gamma`` times
+  its maximum, ``gamma ~ U(0.7, 0.9)`` per slice (drops the most activated regions);
+- ``dropout``: spatial dropout (whole channels), p = 0.5;
+- ``object-masking`` / ``context-masking``: keep only the context / only the objects of the
+  main decoder's (detached) prediction ``p >= 0.5``, resized to each feature's resolution.
+
+Not implemented: VAT (one extra forward/backward per step for the adversarial direction) and
+guided cutout (needs connected-component boxes of the prediction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from mismatch.config import MethodConfig
+from mismatch.losses import soft_dice_loss
+from mismatch.methods.base import Batch, Method, register_method
+from mismatch.methods.mean_teacher import sigmoid_rampup
+from mismatch.models import UNetDecoder, build_model
+
+FEATURE_NOISE = 0.3
+FEATURE_DROP_RANGE = (0.7, 0.9)
+DROPOUT_P = 0.5
+
+Perturbation = Callable[[list[torch.Tensor], torch.Tensor], list[torch.Tensor]]
+PerturbationName = Literal["feature-noise", "feature-drop", "dropout", "object-masking", "context-masking"]
+
+
+def feature_noise(features: list[torch.Tensor], prob: torch.Tensor) -> list[torch.Tensor]:
+    """Multiplicative uniform noise ``z + z * U(-0.3, 0.3)``."""
+    return [z + z * (torch.rand_like(z) * 2 - 1) * FEATURE_NOISE for z in features]
+
+
+def feature_drop(features: list[torch.Tensor], prob: torch.Tensor) -> list[torch.Tensor]:
+    """Zero the most activated positions (channel mean above ``gamma * max``)."""
+    out = []
+    lo, hi = FEATURE_DROP_RANGE
+    for z in features:
+        attention = z.mean(dim=1, keepdim=True)  # (B, 1, h, w)
+        peak = attention.amax(dim=(-2, -1), keepdim=True)  # (B, 1, 1, 1)
+        gamma = lo + (hi - lo) * torch.rand(z.shape[0], 1, 1, 1, device=z.device, dtype=z.dtype)
+        out.append(z * (attention < gamma * peak).to(z.dtype))
+    return out
+
+
+def dropout(features: list[torch.Tensor], prob: torch.Tensor) -> list[torch.Tensor]:
+    """Spatial dropout (whole channels), p = 0.5, always on (it is a training perturbation)."""
+    return [F.dropout2d(z, p=DROPOUT_P, training=True) for z in features]
+
+
+def _object_mask(z: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+    return F.interpolate((prob >= 0.5).to(z.dtype), size=z.shape[-2:], mode="nearest")  # (B, 1, h, w)
+
+
+def object_masking(features: list[torch.Tensor], prob: torch.Tensor) -> list[torch.Tensor]:
+    """Mask out the predicted objects, keeping their context."""
+    return [z * (1 - _object_mask(z, prob)) for z in features]
+
+
+def context_masking(features: list[torch.Tensor], prob: torch.Tensor) -> list[torch.Tensor]:
+    """Mask out the context, keeping the predicted objects."""
+    return [z * _object_mask(z, prob) for z in features]
+
+
+PERTURBATIONS: dict[str, Perturbation] = {
+    "feature-noise": feature_noise,
+    "feature-drop": feature_drop,
+    "dropout": dropout,
+    "object-masking": object_masking,
+    "context-masking": context_masking,
+}
+
+
+class CCTConfig(MethodConfig):
+    """Settings of CCT: one auxiliary decoder per entry of ``perturbations``.
+
+    ``alpha`` is Ouali's unsupervised weight w_u (30), ramped up over ``rampup_epochs``
+    (Ouali: the first 10% of training, i.e. 5 of the paper's 50 epochs).
+    """
+
+    name: Literal["cct"] = "cct"
+    width: int = Field(24, ge=1)
+    alpha: float = Field(30.0, ge=0)
+    rampup_epochs: int = Field(5, ge=0)
+    perturbations: tuple[PerturbationName, ...] = Field(("feature-noise", "feature-drop", "dropout"), min_length=1)
+
+
+@register_method("cct")
+class CCT(Method):
+    """CCT: a U-Net whose encoder also feeds ``K`` auxiliary decoders through perturbations."""
+
+    config_class = CCTConfig
+    config: CCTConfig
+    reference = "Ouali et al. 2020, Semi-supervised semantic segmentation with cross-consistency training (CVPR)"
+
+    def __init__(self, config: CCTConfig, in_channels: int) -> None:
+        super().__init__(config, in_channels)
+        self.net = build_model("unet", in_channels=in_channels, width=config.width)  # encoder + main decoder
+        self.aux = nn.ModuleList(UNetDecoder(config.width) for _ in config.perturbations)
+
+    @property
+    def model_name(self) -> str:
+        return "unet"
+
+    def consistency_weight(self, epoch: int) -> float:
+        """The ramped unsupervised weight used in ``epoch`` (0-based)."""
+        return self.config.alpha * sigmoid_rampup(epoch, self.config.rampup_epochs)
+
+    def aux_logits(self, features: Sequence[torch.Tensor], main_prob: torch.Tensor) -> list[torch.Tensor]:
+        """Each auxiliary decoder's logits on its own perturbation of ``features``."""
+        return [
+            decoder(PERTURBATIONS[name](list(features), main_prob))
+            for name, decoder in zip(self.config.perturbations, self.aux)
+        ]
+
+    def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
+        """Dice on the main decoder for labelled slices; aux-to-main MSE for unlabelled ones."""
+        features = self.net.encoder(batch.image)  # [x0, x1, x2, x3, bridge]
+        prob = torch.sigmoid(self.net.decoders[0](features))  # (B, 1, H, W)
+        losses: dict[str, torch.Tensor] = {}
+        lab, unl = batch.labelled, ~batch.labelled
+        if lab.any():
+            losses["dice"] = soft_dice_loss(prob[lab], batch.label[lab])
+        if unl.any():
+            target = prob[unl].detach()
+            aux = self.aux_logits([z[unl] for z in features], target)
+            mse = sum(torch.mean((torch.sigmoid(lg) - target) ** 2) for lg in aux) / len(aux)
+            losses["consistency"] = self.consistency_weight(epoch) * mse
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
+        """The main decoder's probability (auxiliary decoders are training-only)."""
+        return self.net.probabilities(image)
+
+    def inference_parameters(self) -> int:
+        """Encoder and main decoder only."""
+        return sum(p.numel() for p in self.net.parameters())

@@ -1,0 +1,102 @@
+"""FixMatch (Sohn et al. 2020) adapted to segmentation, as in the MisMatch paper.
+
+Weak view: the slice plus Gaussian noise. Its prediction, without gradient, gives a per-pixel
+pseudo-label ``p >= 0.5`` kept where the confidence ``max(p, 1 - p)`` reaches the threshold.
+Strong view: RandAugment without shear (:func:`mismatch.methods.augment.rand_augment`) of the
+slice; its geometric operations move the pseudo-label and the confidence mask with the image,
+so every pixel keeps its own target. Unsupervised loss: binary cross-entropy between the
+strong view's prediction and the pseudo-label, averaged over ALL pixels with the masked ones
+counting zero (FixMatch's ``1 / (mu B)`` normalisation, per pixel), weighted by ``alpha``
+(FixMatch's lambda_u).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from mismatch.config import MethodConfig
+from mismatch.losses import soft_dice_loss
+from mismatch.methods.augment import RANDAUGMENT_NAMES, gaussian_noise, rand_augment
+from mismatch.methods.base import Batch, Method, register_method
+from mismatch.methods.sup import NOISE_STD
+from mismatch.models import build_model
+
+RandAugmentOp = Literal[RANDAUGMENT_NAMES]  # type: ignore[valid-type]
+
+
+def pseudo_labels(prob: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard pseudo-labels ``prob >= 0.5`` and the mask of pixels whose confidence
+    ``max(prob, 1 - prob)`` is at least ``threshold`` (both float, shaped like ``prob``)."""
+    label = (prob >= 0.5).to(prob.dtype)
+    confidence = torch.maximum(prob, 1 - prob)
+    return label, (confidence >= threshold).to(prob.dtype)
+
+
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over all pixels of ``mask * BCE(sigmoid(logits), target)``."""
+    return (mask * F.binary_cross_entropy_with_logits(logits, target, reduction="none")).mean()
+
+
+class FixMatchConfig(MethodConfig):
+    """Settings of FixMatch. ``alpha`` is lambda_u; ``ra_*`` configure the strong view."""
+
+    name: Literal["fixmatch"] = "fixmatch"
+    width: int = Field(24, ge=1)
+    alpha: float = Field(1.0, ge=0)
+    threshold: float = Field(0.95, ge=0.5, le=1)
+    noise_std: float = Field(NOISE_STD, ge=0)
+    ra_n_ops: int = Field(2, ge=0)
+    ra_max_magnitude: float = Field(1.0, ge=0, le=1)
+    ra_ops: tuple[RandAugmentOp, ...] = Field(RANDAUGMENT_NAMES, min_length=1)
+
+
+@register_method("fixmatch")
+class FixMatch(Method):
+    """FixMatch on the U-Net backbone: confident weak-view pseudo-labels train the strong view."""
+
+    config_class = FixMatchConfig
+    config: FixMatchConfig
+    reference = "Sohn et al. 2020, FixMatch (NeurIPS); strong view: RandAugment, Cubuk et al. 2020"
+
+    def __init__(self, config: FixMatchConfig, in_channels: int) -> None:
+        super().__init__(config, in_channels)
+        self.net = build_model("unet", in_channels=in_channels, width=config.width)
+
+    @property
+    def model_name(self) -> str:
+        return "unet"
+
+    def strong_view(
+        self, image: torch.Tensor, label: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """RandAugment of ``image``; the same geometric transforms applied to label and mask."""
+        cfg = self.config
+        targets = torch.cat([label, mask], dim=1)  # (B, 2, H, W): moved together, pixel for pixel
+        image, targets = rand_augment(image, targets, cfg.ra_n_ops, cfg.ra_max_magnitude, cfg.ra_ops)
+        return image, targets[:, :1], targets[:, 1:]
+
+    def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
+        """Dice on the weak view of labelled slices; masked BCE on strong views of unlabelled ones."""
+        losses: dict[str, torch.Tensor] = {}
+        lab, unl = batch.labelled, ~batch.labelled
+        if lab.any():
+            weak = gaussian_noise(batch.image[lab], self.config.noise_std)
+            losses["dice"] = soft_dice_loss(torch.sigmoid(self.net(weak)[0]), batch.label[lab])
+        if unl.any():
+            image = batch.image[unl]
+            with torch.no_grad():
+                weak_prob = torch.sigmoid(self.net(gaussian_noise(image, self.config.noise_std))[0])
+                label, mask = pseudo_labels(weak_prob, self.config.threshold)
+                strong, label, mask = self.strong_view(image, label, mask)
+            logits = self.net(strong)[0]
+            losses["pseudo_label"] = self.config.alpha * masked_bce(logits, label, mask)
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
+        """The U-Net's probability."""
+        return self.net.probabilities(image)

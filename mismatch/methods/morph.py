@@ -1,0 +1,97 @@
+"""Morph: the MisMatch paper's hand-crafted counterpart of MisMatch.
+
+A U-Net with two standard decoders (the ``mm-a`` network: the paper's "two-headed U-net with
+standard convolutional blocks"). After every decoder stage, decoder 1's features are eroded
+(a 3x3 min-pool, ``-maxpool(-x)``) and decoder 2's dilated (a 3x3 max-pool), stride 1, so the
+first decoder's foreground shrinks and the second's grows: paired predictions of lower and
+higher confidence made by fixed morphology instead of MisMatch's learned attention. Training
+is MisMatch's: Dice on each decoder for labelled slices, ``alpha`` x symmetric MSE between the
+decoders for unlabelled ones, plus Gaussian input noise. The morphology is part of the
+network, so it also runs at test time, where the prediction is the decoders' mean probability.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from mismatch.config import MethodConfig
+from mismatch.losses import symmetric_mse
+from mismatch.methods.augment import gaussian_noise
+from mismatch.methods.base import Batch, Method, register_method
+from mismatch.methods.sup import NOISE_STD, dice_per_decoder
+from mismatch.models import build_model
+from mismatch.models.decoders import FeatureTransform
+
+
+def dilate(x: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
+    """Grey-scale dilation: ``kernel_size`` max-pool, stride 1, same size."""
+    return F.max_pool2d(x, kernel_size, stride=1, padding=kernel_size // 2)
+
+
+def erode(x: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
+    """Grey-scale erosion: ``-maxpool(-x)``, stride 1, same size."""
+    return -F.max_pool2d(-x, kernel_size, stride=1, padding=kernel_size // 2)
+
+
+class MorphConfig(MethodConfig):
+    """Settings of Morph. ``alpha`` and the consistency follow MisMatch's; ``stages`` are the
+    decoder stages (0 deepest .. 3 last) whose output is eroded / dilated."""
+
+    name: Literal["morph"] = "morph"
+    model: Literal["mm-a"] = "mm-a"
+    width: int = Field(24, ge=1)
+    alpha: float = Field(0.002, ge=0)
+    noise_std: float = Field(NOISE_STD, ge=0)
+    kernel_size: Literal[3, 5, 7] = 3
+    stages: tuple[Literal[0, 1, 2, 3], ...] = Field((0, 1, 2, 3), min_length=1)
+
+
+@register_method("morph")
+class Morph(Method):
+    """Two standard decoders, one eroding and one dilating its features at every stage."""
+
+    config_class = MorphConfig
+    config: MorphConfig
+    reference = "Xu et al. 2021 (MisMatch), Morph baseline: erosion and dilation of decoder features"
+
+    def __init__(self, config: MorphConfig, in_channels: int) -> None:
+        super().__init__(config, in_channels)
+        self.net = build_model(config.model, in_channels=in_channels, width=config.width)
+
+    def transforms(self) -> list[FeatureTransform]:
+        """The feature hooks of decoder 1 (erosion) and decoder 2 (dilation)."""
+        k, stages = self.config.kernel_size, set(self.config.stages)
+
+        def eroding(index: int, y: torch.Tensor) -> torch.Tensor:
+            return erode(y, k) if index in stages else y
+
+        def dilating(index: int, y: torch.Tensor) -> torch.Tensor:
+            return dilate(y, k) if index in stages else y
+
+        return [eroding, dilating]
+
+    def logits(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Both decoders' logits ``(B, 1, H, W)``, with their morphology."""
+        features = self.net.encoder(image)
+        return [dec(features, feature_transform=t) for dec, t in zip(self.net.decoders, self.transforms())]
+
+    def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
+        """Dice on each decoder for labelled slices, alpha x symmetric MSE for unlabelled."""
+        logits = self.logits(gaussian_noise(batch.image, self.config.noise_std))
+        losses: dict[str, torch.Tensor] = {}
+        lab, unl = batch.labelled, ~batch.labelled
+        if lab.any():
+            losses["dice"] = dice_per_decoder([lg[lab] for lg in logits], batch.label[lab])
+        if unl.any():
+            p1, p2 = (torch.sigmoid(lg[unl]) for lg in logits)
+            losses["consistency"] = self.config.alpha * symmetric_mse(p1, p2)
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
+        """Mean of the eroding and the dilating decoder's probabilities."""
+        return torch.stack([torch.sigmoid(lg) for lg in self.logits(image)]).mean(dim=0)

@@ -1,0 +1,117 @@
+"""Multi-task attention-based semi-supervised segmentation, MTA (Chen et al. 2019, "MASSL").
+
+A shared encoder (the U-Net's), the U-Net decoder for segmentation, and a reconstruction
+decoder. The attention of Chen et al. separates the reconstruction of the image areas of the
+two classes: the reconstruction decoder outputs ``2C`` channels, the foreground-attended image
+``x * a`` and the background-attended image ``x * (1 - a)``, where the attention ``a`` is the
+label on labelled slices and the segmentation decoder's detached probability on unlabelled
+ones. The reconstruction decoder reads the bridge only (no skip connections: with the
+full-resolution skip it could copy the input without the encoder learning anything). Inputs
+get Gaussian noise; the reconstruction targets are the clean slice's attended images.
+
+Loss: labelled slices ``Dice + alpha * MSE``, unlabelled slices ``alpha * MSE`` (joint
+training; Chen et al. also describe alternating training, not offered here). At test time
+only the segmentation path runs: a U-Net.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from mismatch.config import MethodConfig
+from mismatch.losses import soft_dice_loss
+from mismatch.methods.augment import gaussian_noise
+from mismatch.methods.base import Batch, Method, register_method
+from mismatch.methods.sup import NOISE_STD
+from mismatch.models import DoubleConv, build_model
+from mismatch.models.decoders import upsample2x
+
+
+class ReconstructionDecoder(nn.Module):
+    """Bridge ``(B, 8w, H/8, W/8)`` to an image ``(B, out_channels, H, W)``, without skips.
+
+    Four double-conv stages ``8w -> 4w -> 2w -> w -> w`` with a bilinear x2 upsampling after
+    each of the first three (U-Net order), then a 1x1 conv (with bias).
+    """
+
+    def __init__(self, width: int, out_channels: int) -> None:
+        super().__init__()
+        w = width
+        self.stages = nn.ModuleList(
+            DoubleConv(i, o) for i, o in zip([8 * w, 4 * w, 2 * w, w], [4 * w, 2 * w, w, w])
+        )
+        self.head = nn.Conv2d(w, out_channels, kernel_size=1)
+
+    def forward(self, bridge: torch.Tensor) -> torch.Tensor:
+        y = bridge
+        for index, stage in enumerate(self.stages):
+            y = stage(y)
+            if index < len(self.stages) - 1:
+                y = upsample2x(y)
+        return self.head(y)
+
+
+def attended_images(image: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """``cat([x * a, x * (1 - a)])`` along channels: ``(B, 2C, H, W)`` for ``x`` ``(B, C, H, W)``."""
+    return torch.cat([image * attention, image * (1 - attention)], dim=1)
+
+
+class MTAConfig(MethodConfig):
+    """Settings of MTA. ``alpha`` weighs the reconstruction loss."""
+
+    name: Literal["mta"] = "mta"
+    width: int = Field(24, ge=1)
+    alpha: float = Field(1.0, ge=0)
+    noise_std: float = Field(NOISE_STD, ge=0)
+
+
+@register_method("mta")
+class MTA(Method):
+    """Segmentation plus attention-separated image reconstruction from a shared encoder."""
+
+    config_class = MTAConfig
+    config: MTAConfig
+    reference = (
+        "Chen et al. 2019, Multi-task attention-based semi-supervised learning for medical image segmentation (MICCAI)"
+    )
+
+    def __init__(self, config: MTAConfig, in_channels: int) -> None:
+        super().__init__(config, in_channels)
+        self.net = build_model("unet", in_channels=in_channels, width=config.width)  # segmentation path
+        self.reconstruction = ReconstructionDecoder(config.width, 2 * in_channels)
+
+    @property
+    def model_name(self) -> str:
+        return "unet"
+
+    def reconstruction_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-slice reconstruction MSE ``(B,)`` and the segmentation probability ``(B, 1, H, W)``."""
+        features = self.net.encoder(gaussian_noise(batch.image, self.config.noise_std))
+        prob = torch.sigmoid(self.net.decoders[0](features))
+        lab = batch.labelled.view(-1, 1, 1, 1)
+        attention = torch.where(lab, batch.label, prob.detach())
+        error = (self.reconstruction(features[-1]) - attended_images(batch.image, attention)) ** 2
+        return error.flatten(1).mean(dim=1), prob
+
+    def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
+        """Dice on labelled slices; ``alpha`` x reconstruction MSE on every slice."""
+        reconstruction, prob = self.reconstruction_loss(batch)
+        losses: dict[str, torch.Tensor] = {}
+        lab = batch.labelled
+        if lab.any():
+            losses["dice"] = soft_dice_loss(prob[lab], batch.label[lab])
+        losses["reconstruction"] = self.config.alpha * reconstruction.mean()
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
+        """The segmentation decoder's probability."""
+        return self.net.probabilities(image)
+
+    def inference_parameters(self) -> int:
+        """The segmentation path (encoder + segmentation decoder) only."""
+        return sum(p.numel() for p in self.net.parameters())

@@ -1,0 +1,27 @@
+"""Every baseline through the one training loop (slow: run with ``-m slow``)."""
+
+import json
+import math
+
+import pytest
+
+from mismatch.config import load_trial_spec
+from mismatch.train import run_trial
+
+from conftest import tiny_spec_dict
+
+BASELINES = ["sup1", "sup2", "mean-teacher", "fixmatch", "cct", "mta", "morph"]
+MODEL = {"sup2": "mm", "morph": "mm-a"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BASELINES)
+def test_baseline_trains_with_the_one_loop_and_is_deterministic(name):
+    spec = load_trial_spec(tiny_spec_dict(method={"name": name, "width": 4}))
+    first, second = run_trial(spec), run_trial(spec)
+    row = first.trial
+    assert row["method"] == name and row["model"] == MODEL.get(name, "unet")
+    assert row["params"] > 0 and row["infer_time_per_image_s"] > 0
+    assert all(math.isfinite(v) for v in json.loads(row["final_losses_json"]).values())
+    assert (row["unlabelled_slices"] == 0) == (name in ("sup1", "sup2"))
+    assert first.images.equals(second.images)
