@@ -159,6 +159,21 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    """List the registered training methods with their reference and parameter count."""
+    from mismatch.methods.describe import describe_methods, format_methods
+
+    print(format_methods(describe_methods(width=args.width, in_channels=args.in_channels)))
+    return 0
+
+
+def _add_methods(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("methods", help="list registered methods, their references and parameter counts")
+    p.add_argument("--width", type=int, default=24)
+    p.add_argument("--in-channels", type=int, default=1)
+    p.set_defaults(func=cmd_methods)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train and evaluate one trial, write its Parquet rows")
     p.add_argument("spec", nargs="?", help="YAML trial spec (optional: flags alone give a synthetic-phantom trial)")
@@ -222,7 +237,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mismatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     adders: list[Callable[[argparse._SubParsersAction], None]] = [
-        _add_train, _add_report, _add_erf, _add_data, _add_models,
+        _add_train, _add_report, _add_erf, _add_data, _add_models, _add_methods,
     ]
     for add in adders:
         add(sub)

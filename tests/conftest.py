@@ -30,3 +30,9 @@ def _cache_dir(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def tiny_spec() -> TrialSpec:
     return load_trial_spec(tiny_spec_dict())
+
+
+@pytest.fixture
+def tiny_dict():
+    """The factory :func:`tiny_spec_dict` (conftest modules cannot be imported by name)."""
+    return tiny_spec_dict

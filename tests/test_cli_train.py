@@ -9,20 +9,19 @@ import yaml
 from mismatch.config import load_trial_spec
 from mismatch.study.store import read_table
 
-from conftest import tiny_spec_dict
 
 
 def _mismatch(*args, cwd):
     return subprocess.run([sys.executable, "-m", "mismatch", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def test_train_cli_writes_rows_that_read_back(tmp_path):
+def test_train_cli_writes_rows_that_read_back(tmp_path, tiny_dict):
     spec_file = tmp_path / "trial.yaml"
-    spec_file.write_text(yaml.safe_dump(tiny_spec_dict()))
+    spec_file.write_text(yaml.safe_dump(tiny_dict()))
     out = tmp_path / "runs"
     proc = _mismatch("train", str(spec_file), "--out", str(out), "--set", "method.alpha=0.004", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    spec = load_trial_spec({**tiny_spec_dict(), "method": {"name": "mismatch", "width": 4, "alpha": 0.004}})
+    spec = load_trial_spec({**tiny_dict(), "method": {"name": "mismatch", "width": 4, "alpha": 0.004}})
     trial_id = spec.trial_id()
     assert trial_id in proc.stdout and "IoU (fg)" in proc.stdout
 
@@ -42,8 +41,8 @@ def test_train_cli_writes_rows_that_read_back(tmp_path):
     assert not list(out.rglob("*.tmp"))
 
 
-def test_train_cli_typo_is_an_error_naming_the_key_and_file(tmp_path):
-    spec = tiny_spec_dict()
+def test_train_cli_typo_is_an_error_naming_the_key_and_file(tmp_path, tiny_dict):
+    spec = tiny_dict()
     spec["train"]["epoch"] = 3
     spec_file = tmp_path / "typo.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
@@ -53,12 +52,12 @@ def test_train_cli_typo_is_an_error_naming_the_key_and_file(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_splits_file_holds_every_fold_without_leakage(tmp_path):
+def test_splits_file_holds_every_fold_without_leakage(tmp_path, tiny_dict):
     from mismatch.data.splits import load_splits
     from mismatch.study.store import write_trial
     from mismatch.train import run_trial
 
-    spec = load_trial_spec(tiny_spec_dict(train={"epochs": 1, "snapshot_k": 1}))
+    spec = load_trial_spec(tiny_dict(train={"epochs": 1, "snapshot_k": 1}))
     result = run_trial(spec)
     folder = write_trial(str(tmp_path), "s", spec.trial_id(), result.trial, result.images, result.epochs,
                          splits=result.splits)

@@ -10,7 +10,6 @@ from mismatch.data import load_trial_data
 from mismatch.methods.mismatch import MisMatch
 from mismatch.train import NonFiniteLossError, run_trial, stream_batches
 
-from conftest import tiny_spec_dict
 
 
 def test_stream_sees_every_slice_once_per_epoch_in_a_seeded_order(tiny_spec):
@@ -44,8 +43,8 @@ def test_trial_rows_are_deterministic_and_complete(tiny_spec):
     assert first.predictions["prob"].shape[0] == 2
 
 
-def test_snapshot_ensemble_differs_from_the_final_epoch(tiny_spec):
-    final = load_trial_spec(tiny_spec_dict(train={"snapshot": "final"}))
+def test_snapshot_ensemble_differs_from_the_final_epoch(tiny_spec, tiny_dict):
+    final = load_trial_spec(tiny_dict(train={"snapshot": "final"}))
     assert final.trial_id() != tiny_spec.trial_id()
     a, b = run_trial(tiny_spec).images, run_trial(final).images
     assert not np.allclose(a["brier"], b["brier"])

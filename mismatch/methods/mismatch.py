@@ -37,6 +37,7 @@ class MisMatch(Method):
 
     config_class = MisMatchConfig
     config: MisMatchConfig
+    reference = "Xu et al. 2021, MisMatch: learning to change predictive confidences with attention (IEEE TMI)"
 
     def __init__(self, config: MisMatchConfig, in_channels: int) -> None:
         super().__init__(config, in_channels)
