@@ -174,6 +174,63 @@ def _add_methods(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_methods)
 
 
+def cmd_study_run(args: argparse.Namespace) -> int:
+    """Run the trials of a study file that have no stored result yet."""
+    from mismatch.study.runner import run_study
+    from mismatch.study.spec import load_study
+
+    study = load_study(args.file, args.profile)
+    outcome = run_study(study, args.storage, args.address, verbose=args.verbose, retry_failed=args.retry_failed)
+    return 1 if outcome.failed else 0
+
+
+def cmd_study_status(args: argparse.Namespace) -> int:
+    """Print done / running / failed / pending trials and an ETA."""
+    from mismatch.study.runner import absolute_storage
+    from mismatch.study.spec import load_study
+    from mismatch.study.status import format_eta, study_status
+
+    study = load_study(args.file, args.profile)
+    storage = absolute_storage(args.storage or study.file.storage)
+    st = study_status(study, storage)
+    print(f"{study.name}: {st.total} trials: {st.done} done, {st.running} running, {st.failed} failed, "
+          f"{st.pending} pending; ETA {format_eta(st.eta_s)}")
+    for trial_id, error in st.failures:
+        print(f"  failed {trial_id}: {error}")
+    return 0
+
+
+def cmd_study_export(args: argparse.Namespace) -> int:
+    """Merge a study's per-image rows into one Parquet file."""
+    from mismatch.study.runner import absolute_storage
+    from mismatch.study.spec import load_study
+    from mismatch.study.store import export_images
+
+    study = load_study(args.file, args.profile)
+    rows = export_images(absolute_storage(args.storage or study.file.storage), study.name, args.out)
+    print(f"wrote {rows} per-image rows to {args.out}")
+    return 0
+
+
+def _add_study(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="run a study file on Ray Tune; status; export")
+    study_sub = p.add_subparsers(dest="study_command", required=True)
+    for name, func, text in (("run", cmd_study_run, "run the study's missing trials"),
+                             ("status", cmd_study_status, "done / running / failed / pending and ETA"),
+                             ("export", cmd_study_export, "merge the per-image rows into one Parquet file")):
+        s = study_sub.add_parser(name, help=text)
+        s.add_argument("file", help="study file (YAML)")
+        s.add_argument("--profile", help="a profile of the study file, e.g. smoke")
+        s.add_argument("--storage", help="results storage: a folder or a URI (default: the file's 'storage')")
+        s.set_defaults(func=func)
+        if name == "run":
+            s.add_argument("--address", help="a running Ray cluster (default: start an embedded local Ray)")
+            s.add_argument("--verbose", action="store_true", help="Ray's own tables and logs")
+            s.add_argument("--retry-failed", action="store_true", help="run trials that failed for good again")
+        if name == "export":
+            s.add_argument("--out", required=True, help="merged Parquet file")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train and evaluate one trial, write its Parquet rows")
     p.add_argument("spec", nargs="?", help="YAML trial spec (optional: flags alone give a synthetic-phantom trial)")
@@ -237,7 +294,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mismatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     adders: list[Callable[[argparse._SubParsersAction], None]] = [
-        _add_train, _add_report, _add_erf, _add_data, _add_models, _add_methods,
+        _add_study, _add_train, _add_report, _add_erf, _add_data, _add_models, _add_methods,
     ]
     for add in adders:
         add(sub)

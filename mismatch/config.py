@@ -167,29 +167,31 @@ class TrialSpec(StrictModel):
         return data
 
 
-def _format_validation_error(err: ValidationError, source: str | None, data: dict[str, Any]) -> str:
+def _format_validation_error(
+    err: ValidationError, source: str | None, data: dict[str, Any], root: type[BaseModel] | None = None
+) -> str:
     lines = []
     for item in err.errors():
         loc = tuple(p for p in item["loc"] if not str(p).startswith("function-"))
         key = ".".join(str(p) for p in loc)
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
-            msg = "unknown key" + _suggestion(loc, data)
+            msg = "unknown key" + _suggestion(loc, data, root or TrialSpec)
         lines.append(f"  {key or '<root>'}: {msg}")
     where = f" in {source}" if source else ""
     return f"invalid spec{where}:\n" + "\n".join(lines)
 
 
-def _suggestion(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+def _suggestion(loc: tuple[Any, ...], data: dict[str, Any], root: type[BaseModel]) -> str:
     """A 'did you mean' hint for a mistyped key, from the fields of the enclosing model."""
-    known = _known_keys(loc[:-1], data)
+    known = _known_keys(loc[:-1], data, root)
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _known_keys(parent: tuple[Any, ...], data: dict[str, Any]) -> list[str]:
-    model: Any = TrialSpec
-    if parent[:1] == ("method",):
+def _known_keys(parent: tuple[Any, ...], data: dict[str, Any], root: type[BaseModel]) -> list[str]:
+    model: Any = root
+    if root is TrialSpec and parent[:1] == ("method",):
         try:
             model = importlib.import_module("mismatch.methods").method_config_class(
                 data["method"]["name"]

@@ -23,7 +23,7 @@ from mismatch.data.splits import (
     save_splits,
 )
 from mismatch.data.synth import make_phantom, synthetic_dataset, write_synthetic_dataset
-from mismatch.data.trial_data import SliceSet, TrialData, load_trial_data
+from mismatch.data.trial_data import SliceSet, TrialData, load_trial_data, n_folds_of
 
 __all__ = [
     "Case",
@@ -49,6 +49,7 @@ __all__ = [
     "make_phantom",
     "make_splits",
     "n_folds",
+    "n_folds_of",
     "read_dataset_json",
     "register_layout",
     "save_splits",

@@ -24,7 +24,7 @@ from mismatch.data.errors import DataError, FingerprintMismatchError
 from mismatch.data.layouts import Layout, get_layout
 from mismatch.data.msd import Case
 from mismatch.data.selection import SliceRef, all_qualifying, select_labelled, select_unlabelled
-from mismatch.data.splits import ROLES, Splits, check_splits, make_splits
+from mismatch.data.splits import ROLES, Splits, check_splits, make_splits, n_folds
 from mismatch.data.synth import synthetic_dataset
 
 # DataSpec fields that change the prepared slices (root, synthetic and fingerprint do not:
@@ -304,3 +304,11 @@ def _file_sha256(path: Path) -> str:
     except OSError as err:
         raise DataError(f"cannot read {path}: {err}") from None
     return digest.hexdigest()
+
+
+def n_folds_of(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | None = None) -> int:
+    """How many folds the dataset named by ``data`` gives under ``protocol`` (for ``fold: all``)."""
+    if data.synthetic is not None:
+        return n_folds(data.synthetic.cases, protocol.labelled_cases)
+    root = dataset_root(data, cache_dir)
+    return n_folds(len(get_layout(data.layout).list_cases(root)), protocol.labelled_cases)

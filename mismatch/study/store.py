@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import uuid
 from typing import Any
 
@@ -105,3 +106,61 @@ def read_table(storage: str, study: str, table: str, columns: list[str] | None =
     # Files of different trials may have different loss columns; promote to one schema.
     tables = [pq.read_table(p, filesystem=fs, columns=columns) for p in sorted(files)]
     return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def trial_statuses(storage: str, study: str) -> dict[str, str]:
+    """``{trial_id: status}`` of every trial row written for ``study``."""
+    rows = read_table(storage, study, "trials", columns=["trial_id", "status"])
+    return dict(zip(rows["trial_id"], rows["status"])) if len(rows) else {}
+
+
+def export_images(storage: str, study: str, out: str) -> int:
+    """Merge every per-image file of ``study`` into one Parquet file (atomically); returns rows."""
+    frame = read_table(storage, study, "images")
+    fs, path = resolve(out)
+    _write_atomic(fs, path, _parquet_bytes(frame))
+    return len(frame)
+
+
+class TrialCheckpoint:
+    """Where a trial keeps the checkpoint that a retry or a re-run continues from.
+
+    On a local path the training loop writes straight into
+    ``<storage>/<study>/checkpoints/<trial_id>/``; on an object store the checkpoint is kept
+    in a local folder and copied up after every epoch (and down before a retry).
+    """
+
+    FILE = "trial.pt"
+
+    def __init__(self, storage: str, study: str, trial_id: str, scratch: str | None = None) -> None:
+        self.fs, root = resolve(storage)
+        self.remote = f"{root}/{study}/checkpoints/{trial_id}"
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.local = self.remote if self.is_local else os.path.join(scratch or "/tmp", f"mismatch-ckpt-{trial_id}")
+
+    def fetch(self) -> str:
+        """The local folder to train in, holding the latest checkpoint if one exists."""
+        os.makedirs(self.local, exist_ok=True)
+        src = f"{self.remote}/{self.FILE}"
+        if not self.is_local and self.fs.get_file_info(src).type == pafs.FileType.File:
+            pafs.copy_files(src, os.path.join(self.local, self.FILE), source_filesystem=self.fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+        return self.local
+
+    def push(self) -> None:
+        """Copy the local checkpoint up (no-op on a local path)."""
+        path = os.path.join(self.local, self.FILE)
+        if not self.is_local and os.path.exists(path):
+            with open(path, "rb") as handle:
+                _write_atomic(self.fs, f"{self.remote}/{self.FILE}", handle.read())
+
+    def exists(self) -> bool:
+        """Whether a checkpoint has been written for this trial."""
+        return self.fs.get_file_info(f"{self.remote}/{self.FILE}").type == pafs.FileType.File
+
+    def delete(self) -> None:
+        """Remove the checkpoint once the trial's rows are written."""
+        if self.fs.get_file_info(self.remote).type != pafs.FileType.NotFound:
+            self.fs.delete_dir(self.remote)
+        if not self.is_local and os.path.isdir(self.local):
+            shutil.rmtree(self.local, ignore_errors=True)

@@ -1,0 +1,179 @@
+"""Run a study's trials as Ray Tune trials, on an embedded local Ray or a running cluster.
+
+Trials whose rows already exist in the results store are not run again (a study re-run after
+a kill, or with methods or folds added, runs only what is missing); a trial interrupted
+mid-way continues from its last epoch checkpoint. Every trial writes its own Parquet files
+from the worker, so a result is stored the moment a trial finishes, whatever happens to the
+driver. See docs/studies.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from mismatch.config import SpecError, TrialSpec
+from mismatch.data.errors import DataError
+from mismatch.study.progress import Progress
+from mismatch.study.spec import Study, trial_payload
+from mismatch.study.store import TrialCheckpoint, trial_statuses, write_trial
+from mismatch.train import NonFiniteLossError, failed_trial_row, run_trial
+
+#: Errors that would recur on every retry: the trial is recorded as failed at once.
+PERMANENT_ERRORS = (NonFiniteLossError, DataError, SpecError)
+
+
+@dataclass
+class StudyOutcome:
+    """What a study run did: trial counts by what happened to them."""
+
+    total: int
+    skipped: int
+    completed: int
+    failed: int
+
+
+def absolute_storage(storage: str) -> str:
+    """A URI unchanged, a local path made absolute (Ray and workers need it so)."""
+    return storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
+
+
+def trial_fn(config: dict[str, Any], storage: str, threads: int) -> None:
+    """The Ray Tune trainable: one trial, rows written by the worker itself."""
+    from ray import tune
+
+    from mismatch.runtime import set_threads
+
+    set_threads(threads)
+    spec = TrialSpec.model_validate(config["trial"]["spec"])
+    ckpt = TrialCheckpoint(storage, spec.study, spec.trial_id())
+    local = ckpt.fetch()
+
+    def on_epoch_end(report: Any) -> None:
+        ckpt.push()
+        tune.report({"epoch": report.epoch + 1, **report.val, **{f"loss_{k}": v for k, v in report.losses.items()}})
+
+    try:
+        result = run_trial(spec, on_epoch_end=on_epoch_end, checkpoint_dir=Path(local))
+    except PERMANENT_ERRORS as err:
+        write_trial(storage, spec.study, spec.trial_id(), failed_trial_row(spec, err))
+        ckpt.delete()
+        tune.report({"status_failed": 1, "error": f"{type(err).__name__}: {err}"})
+        return
+    write_trial(storage, spec.study, spec.trial_id(), result.trial, result.images, result.epochs,
+                result.predictions, result.splits)
+    ckpt.delete()
+    tune.report({"status_failed": 0, "test_iou": float(result.images["iou"].mean()), "done_trial": 1})
+
+
+def init_ray(address: str | None, verbose: bool) -> None:
+    """Join ``address`` or start an embedded local Ray; quiet unless ``verbose``."""
+    import ray
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    kwargs: dict[str, Any] = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(include_dashboard=False, **kwargs)
+
+
+def effective_resources(study: Study) -> dict[str, float]:
+    """The study's per-trial resources, with GPUs dropped where the cluster has none."""
+    import ray
+
+    wanted = study.file.resources
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    if wanted.gpu and not has_gpu:
+        print(f"[{study.name}] no GPU in the cluster: trials run on the CPU", file=sys.stderr)
+    return {"cpu": wanted.cpu, "gpu": wanted.gpu if has_gpu else 0}
+
+
+def pending_trials(study: Study, storage: str, retry_failed: bool) -> tuple[list[TrialSpec], dict[str, str]]:
+    """Trials of the study that still have to run, and the statuses already stored."""
+    statuses = trial_statuses(storage, study.name)
+    todo = []
+    for spec in study.trials():
+        status = statuses.get(spec.trial_id())
+        if status == "completed" or (status == "failed" and not retry_failed):
+            continue
+        todo.append(spec)
+    return todo, statuses
+
+
+def run_study(
+    study: Study,
+    storage: str | None = None,
+    address: str | None = None,
+    verbose: bool = False,
+    retry_failed: bool = False,
+    stream: TextIO = sys.stdout,
+) -> StudyOutcome:
+    """Run every trial of ``study`` that has no stored result yet; returns what happened."""
+    storage = absolute_storage(storage or study.file.storage)
+    specs = study.trials()
+    todo, statuses = pending_trials(study, storage, retry_failed)
+    skipped = len(specs) - len(todo)
+    print(f"[{study.name}] {len(specs)} trials: {skipped} already done, {len(todo)} to run -> {storage}/{study.name}",
+          file=stream, flush=True)
+    if not todo:
+        return StudyOutcome(len(specs), skipped, 0, 0)
+    init_ray(address, verbose)
+    grid = _fit(study, storage, todo, verbose, Progress(study.name, len(specs), skipped, stream))
+    _record_errored(grid, storage)
+    final = trial_statuses(storage, study.name)
+    ids = [s.trial_id() for s in todo]
+    completed = sum(final.get(i) == "completed" for i in ids)
+    failed = sum(final.get(i) == "failed" for i in ids)
+    print(f"[{study.name}] finished: {completed} completed, {failed} failed, {skipped} skipped", file=stream, flush=True)
+    return StudyOutcome(len(specs), skipped, completed, failed)
+
+
+def _fit(study: Study, storage: str, todo: list[TrialSpec], verbose: bool, progress: Any) -> Any:
+    from ray import tune
+
+    resources = effective_resources(study)
+    threads = max(1, int(resources["cpu"]))
+    trainable = tune.with_resources(tune.with_parameters(trial_fn, storage=storage, threads=threads), resources)
+    trials = [{"id": s.trial_id(), "spec": trial_payload(s)} for s in todo]
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(trials)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=study.file.max_concurrent,
+            trial_name_creator=lambda t: t.config["trial"]["id"],
+            trial_dirname_creator=lambda t: t.config["trial"]["id"],
+        ),
+        run_config=tune.RunConfig(
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=f"{storage}/{study.name}/_ray",
+            failure_config=tune.FailureConfig(max_failures=study.file.max_failures),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+            callbacks=[progress],
+            verbose=1 if verbose else 0,
+        ),
+    )
+    return tuner.fit()
+
+
+def _record_errored(grid: Any, storage: str) -> None:
+    """Trials that exhausted their retries get a failed row with Ray's error."""
+    for result in grid:
+        if result.error is None:
+            continue
+        spec = TrialSpec.model_validate(result.config["trial"]["spec"])
+        if trial_statuses(storage, spec.study).get(spec.trial_id()) == "completed":
+            continue
+        write_trial(storage, spec.study, spec.trial_id(), failed_trial_row(spec, _root_cause(result.error)))
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """Ray wraps a worker's exception; keep the innermost message for the row."""
+    cause = getattr(error, "cause", None) or error.__cause__
+    return cause if isinstance(cause, BaseException) else error

@@ -1,0 +1,202 @@
+"""Study files: one YAML grid that expands into the trial specs of a study.
+
+A study file names a base trial spec, a list of methods (list-valued settings of a method
+expand into variants), grid axes (labelled slices, unlabelled pool, folds — ``all`` for every
+fold of the dataset — and seeds), per-trial resources and named profiles that override parts
+of the file. Everything is validated strictly when the file is loaded: a mistyped key is an
+error naming the key and the file, before any trial runs. See docs/studies.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from mismatch.config import SpecError, StrictModel, TrialSpec, _format_validation_error, load_trial_spec
+
+GRID_AXES = {
+    "labelled_slices": "protocol.labelled_slices",
+    "unlabelled_slices": "protocol.unlabelled_slices",
+    "fold": "protocol.fold",
+    "seed": "train.seed",
+}
+
+
+class Resources(StrictModel):
+    """Resources of one trial. ``gpu`` may be fractional (0.25 packs four trials on a GPU);
+    where the cluster has no GPU, trials fall back to the CPU."""
+
+    cpu: float = Field(1, gt=0)
+    gpu: float = Field(0, ge=0)
+
+
+class Grid(StrictModel):
+    """Grid axes crossed with every method variant; ``fold: all`` means every fold."""
+
+    labelled_slices: list[int] | None = None
+    unlabelled_slices: list[int | None] | None = None
+    fold: list[int] | Literal["all"] | None = None
+    seed: list[int] | None = None
+
+
+class SearchSpec(StrictModel):
+    """An Optuna search over one method setting (``mismatch search alpha``)."""
+
+    param: str = "alpha"
+    low: float = Field(1e-4, gt=0)
+    high: float = Field(1e-2, gt=0)
+    log: bool = True
+    candidates: int = Field(12, ge=1)
+    folds: list[int] = [0, 1, 2]
+    enqueue: list[float] = [0.002]
+    sampler_seed: int = 0
+    storage: str | None = None
+
+
+class StudyFile(StrictModel):
+    """The validated content of a study file (after a profile is applied)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    storage: str = "runs"
+    base: dict[str, Any] = {}
+    methods: list[dict[str, Any]] = Field(min_length=1)
+    grid: Grid = Grid()
+    resources: Resources = Resources()
+    max_failures: int = Field(2, ge=0)
+    max_concurrent: int | None = Field(None, ge=1)
+    search: SearchSpec | None = None
+    profiles: dict[str, dict[str, Any]] = {}
+
+    @field_validator("methods")
+    @classmethod
+    def _named(cls, methods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, entry in enumerate(methods):
+            if "name" not in entry:
+                raise ValueError(f"methods[{i}] has no 'name'")
+        return methods
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` merged into a copy of ``base``: mappings merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def method_variants(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Expand list-valued settings of one method entry into one dict per combination."""
+    keys = [k for k, v in entry.items() if isinstance(v, list)]
+    variants = []
+    for combo in itertools.product(*(entry[k] for k in keys)):
+        variants.append({**entry, **dict(zip(keys, combo))})
+    return variants
+
+
+class Study:
+    """A loaded study: its file, the profile applied, and the trial specs it expands to."""
+
+    def __init__(self, file: StudyFile, source: str, profile: str | None) -> None:
+        self.file = file
+        self.source = source
+        self.profile = profile
+
+    @property
+    def name(self) -> str:
+        """The study's name (its folder under the storage)."""
+        return self.file.name
+
+    def trials(self, n_folds: int | None = None) -> list[TrialSpec]:
+        """Every trial spec of the grid, validated, without duplicates, in a stable order."""
+        folds = self.file.grid.fold
+        if folds == "all":
+            folds = list(range(n_folds if n_folds is not None else self.n_folds()))
+        axes = {"fold": folds, **{a: getattr(self.file.grid, a) for a in ("labelled_slices", "unlabelled_slices", "seed")}}
+        axes = {a: v for a, v in axes.items() if v is not None}
+        specs: dict[str, TrialSpec] = {}
+        for entry in self.file.methods:
+            for method in method_variants(entry):
+                for combo in itertools.product(*axes.values()):
+                    spec = self._trial(method, dict(zip(axes, combo)))
+                    specs.setdefault(spec.trial_id(), spec)
+        return list(specs.values())
+
+    def _trial(self, method: dict[str, Any], point: dict[str, Any]) -> TrialSpec:
+        tree = deep_merge(self.file.base, {"study": self.name, "method": method})
+        for axis, value in point.items():
+            _set_dotted(tree, GRID_AXES[axis], value)
+        return load_trial_spec(tree, source=self.source)
+
+    def n_folds(self) -> int:
+        """How many folds the base dataset and protocol give (for ``fold: all``)."""
+        from mismatch.data import n_folds_of  # data reading stays out of file parsing
+
+        probe = load_trial_spec(deep_merge(self.file.base, {"method": method_variants(self.file.methods[0])[0]}),
+                                source=self.source)
+        return n_folds_of(probe.data, probe.protocol)
+
+
+def _apply_profile(raw: dict[str, Any], profile: str | None, source: str) -> dict[str, Any]:
+    profiles = raw.get("profiles") or {}
+    if profile is None:
+        return raw
+    if profile not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise SpecError(f"{source}: unknown profile {profile!r} (profiles: {known})")
+    override = profiles[profile]
+    if not isinstance(override, dict):
+        raise SpecError(f"{source}: profile {profile!r} must be a mapping")
+    unknown = set(override) - (set(StudyFile.model_fields) - {"profiles"})
+    if unknown:
+        key = sorted(unknown)[0]
+        close = difflib.get_close_matches(key, list(StudyFile.model_fields), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise SpecError(f"invalid study in {source}:\n  profiles.{profile}.{key}: unknown key{hint}")
+    return deep_merge(raw, override)
+
+
+def load_study(path: str | Path, profile: str | None = None) -> Study:
+    """Load, validate and expand a study file; every trial spec is checked here."""
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"study file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a study file must be a mapping at the top level")
+    merged = _apply_profile(raw, profile, source)
+    try:
+        file = StudyFile.model_validate(merged)
+    except ValidationError as err:
+        message = _format_validation_error(err, source, merged, root=StudyFile)
+        raise SpecError(message.replace("invalid spec", "invalid study", 1)) from None
+    study = Study(file, source, profile)
+    study.trials()  # validate every trial now, not hours into a cluster run
+    return study
+
+
+def trial_payload(spec: TrialSpec) -> dict[str, Any]:
+    """A spec as plain JSON-able data (what travels to a Ray worker)."""
+    return json.loads(spec.model_dump_json())

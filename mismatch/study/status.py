@@ -1,0 +1,71 @@
+"""`mismatch study status`: done / running / failed / pending trials of a study, and an ETA."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass
+
+from mismatch.study.spec import Study
+from mismatch.study.store import TrialCheckpoint, read_table
+
+
+def format_eta(seconds: float | None) -> str:
+    """``1h02m``, ``4m10s`` or ``?`` when unknown."""
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def estimate_eta(durations: list[float], remaining: int, parallel: int) -> float | None:
+    """Remaining trials x median trial time / trials running at once (None before any finished)."""
+    if not durations or remaining <= 0:
+        return 0.0 if remaining <= 0 else None
+    return statistics.median(durations) * remaining / max(1, parallel)
+
+
+@dataclass
+class StudyStatus:
+    """Counts of a study's trials by state, and the estimated time to finish."""
+
+    done: int
+    running: int
+    failed: int
+    pending: int
+    eta_s: float | None
+    failures: list[tuple[str, str]]
+
+    @property
+    def total(self) -> int:
+        return self.done + self.running + self.failed + self.pending
+
+
+def study_status(study: Study, storage: str, parallel: int | None = None) -> StudyStatus:
+    """Classify every trial of the grid from the store; running = has a checkpoint, no row.
+
+    The ETA is the median stored trial time x (running + pending) / trials at once (by
+    default, this machine's CPUs / CPUs per trial).
+    """
+    rows = read_table(storage, study.name, "trials", columns=["trial_id", "status", "error", "train_time_s"])
+    by_id = {r.trial_id: r for r in rows.itertuples()} if len(rows) else {}
+    counts = {"done": 0, "running": 0, "failed": 0, "pending": 0}
+    failures = []
+    for spec in study.trials():
+        tid = spec.trial_id()
+        row = by_id.get(tid)
+        if row is not None and row.status == "completed":
+            counts["done"] += 1
+        elif row is not None and row.status == "failed":
+            counts["failed"] += 1
+            failures.append((tid, str(row.error)))
+        elif TrialCheckpoint(storage, study.name, tid).exists():
+            counts["running"] += 1
+        else:
+            counts["pending"] += 1
+    done_times = [float(t) for t in rows.get("train_time_s", []) if t == t] if len(rows) else []
+    slots = parallel or max(1, int((os.cpu_count() or 1) // study.file.resources.cpu))
+    eta = estimate_eta(done_times, counts["running"] + counts["pending"], slots)
+    return StudyStatus(**counts, eta_s=eta, failures=failures)
