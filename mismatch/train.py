@@ -58,6 +58,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     snapshots: list[dict[str, torch.Tensor]] = field(default_factory=list)
     train_time_s: float = 0.0
+    resumed_from_epoch: int = 0
 
 
 @dataclass
@@ -213,6 +214,7 @@ def fit(
     optimizer = build_optimizer(method, spec)
     ckpt = checkpoint_dir / "trial.pt" if checkpoint_dir else None
     state = load_checkpoint(ckpt, method, optimizer) if ckpt and ckpt.exists() else TrainState()
+    state.resumed_from_epoch = state.epoch
     keep_from = spec.train.epochs - _snapshot_epochs(spec)
     while state.epoch < spec.train.epochs:
         start = time.perf_counter()
@@ -315,6 +317,7 @@ def trial_row(
         "params": method.inference_parameters(),
         "train_time_s": state.train_time_s,
         "epochs": state.epoch,
+        "resumed_from_epoch": state.resumed_from_epoch,
         "final_loss": losses.get("loss", float("nan")),
         "final_losses_json": json.dumps(losses, sort_keys=True),
         "best_val_iou": max(h["val_iou"] for h in state.history),

@@ -103,9 +103,22 @@ def read_table(storage: str, study: str, table: str, columns: list[str] | None =
     files = [f.path for f in fs.get_file_info(selector) if f.path.endswith(".parquet")]
     if not files:
         return pd.DataFrame(columns=columns or [])
-    # Files of different trials may have different loss columns; promote to one schema.
-    tables = [pq.read_table(p, filesystem=fs, columns=columns) for p in sorted(files)]
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
+    tables = [_read_file(fs, p, columns) for p in sorted(files)]
+    # Files of different trials may differ in columns (loss terms, failed vs completed rows):
+    # promote to one schema, missing columns becoming nulls.
+    frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    for column in columns or []:
+        if column not in frame:
+            frame[column] = None
+    return frame
+
+
+def _read_file(fs: pafs.FileSystem, path: str, columns: list[str] | None) -> pa.Table:
+    """One Parquet file, restricted to the requested columns it has."""
+    if columns is None:
+        return pq.read_table(path, filesystem=fs)
+    present = set(pq.read_schema(path, filesystem=fs).names)
+    return pq.read_table(path, filesystem=fs, columns=[c for c in columns if c in present])
 
 
 def trial_statuses(storage: str, study: str) -> dict[str, str]:
