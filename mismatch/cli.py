@@ -179,20 +179,18 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     from mismatch.study.runner import run_study
     from mismatch.study.spec import load_study
 
-    study = load_study(args.file, args.profile)
-    outcome = run_study(study, args.storage, args.address, verbose=args.verbose, retry_failed=args.retry_failed)
+    study = load_study(args.file, args.profile, args.storage)
+    outcome = run_study(study, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed)
     return 1 if outcome.failed else 0
 
 
 def cmd_study_status(args: argparse.Namespace) -> int:
     """Print done / running / failed / pending trials and an ETA."""
-    from mismatch.study.runner import absolute_storage
     from mismatch.study.spec import load_study
     from mismatch.study.status import format_eta, study_status
 
-    study = load_study(args.file, args.profile)
-    storage = absolute_storage(args.storage or study.file.storage)
-    st = study_status(study, storage)
+    study = load_study(args.file, args.profile, args.storage)
+    st = study_status(study, study.storage)
     print(f"{study.name}: {st.total} trials: {st.done} done, {st.running} running, {st.failed} failed, "
           f"{st.pending} pending; ETA {format_eta(st.eta_s)}")
     for trial_id, error in st.failures:
@@ -202,14 +200,39 @@ def cmd_study_status(args: argparse.Namespace) -> int:
 
 def cmd_study_export(args: argparse.Namespace) -> int:
     """Merge a study's per-image rows into one Parquet file."""
-    from mismatch.study.runner import absolute_storage
     from mismatch.study.spec import load_study
     from mismatch.study.store import export_images
 
-    study = load_study(args.file, args.profile)
-    rows = export_images(absolute_storage(args.storage or study.file.storage), study.name, args.out)
+    study = load_study(args.file, args.profile, args.storage)
+    rows = export_images(study.storage, study.name, args.out)
     print(f"wrote {rows} per-image rows to {args.out}")
     return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run (or resume) an Optuna search of a method setting; write the best value."""
+    from mismatch.study.search import run_search
+    from mismatch.study.spec import load_study
+
+    study = load_study(args.file, args.profile, args.storage)
+    if study.file.search is None or study.file.search.param != args.param:
+        print(f"error: {args.file} has no search of {args.param!r}", file=sys.stderr)
+        return 2
+    best = run_search(study, address=args.address, verbose=args.verbose)
+    print(f"[{study.name}] best {best['param']} = {best['value']:.6g} (mean validation IoU {best['mean_val_iou']:.4f} "
+          f"over folds {best['folds']}); written to {study.storage}/{study.name}/best.json")
+    return 0
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="Optuna search of a method setting on Ray Tune (e.g. alpha)")
+    p.add_argument("param", choices=["alpha"], help="the setting searched")
+    p.add_argument("file", help="study file with a 'search:' section")
+    p.add_argument("--profile")
+    p.add_argument("--storage")
+    p.add_argument("--address")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=cmd_search)
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:
@@ -294,7 +317,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mismatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     adders: list[Callable[[argparse._SubParsersAction], None]] = [
-        _add_study, _add_train, _add_report, _add_erf, _add_data, _add_models, _add_methods,
+        _add_study, _add_search, _add_train, _add_report, _add_erf, _add_data, _add_models, _add_methods,
     ]
     for add in adders:
         add(sub)

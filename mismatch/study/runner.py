@@ -21,7 +21,7 @@ from mismatch.config import SpecError, TrialSpec
 from mismatch.data.errors import DataError
 from mismatch.study.progress import Progress
 from mismatch.study.spec import Study, trial_payload
-from mismatch.study.store import TrialCheckpoint, trial_statuses, write_trial
+from mismatch.study.store import TrialCheckpoint, absolute_storage, trial_statuses, write_trial
 from mismatch.train import NonFiniteLossError, failed_trial_row, run_trial
 
 #: Errors that would recur on every retry: the trial is recorded as failed at once.
@@ -36,11 +36,6 @@ class StudyOutcome:
     skipped: int
     completed: int
     failed: int
-
-
-def absolute_storage(storage: str) -> str:
-    """A URI unchanged, a local path made absolute (Ray and workers need it so)."""
-    return storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
 
 
 def trial_fn(config: dict[str, Any], storage: str, threads: int) -> None:
@@ -116,7 +111,7 @@ def run_study(
     stream: TextIO = sys.stdout,
 ) -> StudyOutcome:
     """Run every trial of ``study`` that has no stored result yet; returns what happened."""
-    storage = absolute_storage(storage or study.file.storage)
+    storage = study.storage if storage is None else absolute_storage(storage)
     specs = study.trials()
     todo, statuses = pending_trials(study, storage, retry_failed)
     skipped = len(specs) - len(todo)

@@ -20,6 +20,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from mismatch.config import SpecError, StrictModel, TrialSpec, _format_validation_error, load_trial_spec
+from mismatch.study.store import absolute_storage
 
 GRID_AXES = {
     "labelled_slices": "protocol.labelled_slices",
@@ -115,10 +116,11 @@ def method_variants(entry: dict[str, Any]) -> list[dict[str, Any]]:
 class Study:
     """A loaded study: its file, the profile applied, and the trial specs it expands to."""
 
-    def __init__(self, file: StudyFile, source: str, profile: str | None) -> None:
+    def __init__(self, file: StudyFile, source: str, profile: str | None, storage: str | None = None) -> None:
         self.file = file
         self.source = source
         self.profile = profile
+        self.storage = absolute_storage(storage or file.storage)
 
     @property
     def name(self) -> str:
@@ -141,10 +143,19 @@ class Study:
         return list(specs.values())
 
     def _trial(self, method: dict[str, Any], point: dict[str, Any]) -> TrialSpec:
+        method = {k: self._resolve(v) for k, v in method.items()}
         tree = deep_merge(self.file.base, {"study": self.name, "method": method})
         for axis, value in point.items():
             _set_dotted(tree, GRID_AXES[axis], value)
         return load_trial_spec(tree, source=self.source)
+
+    def _resolve(self, value: Any) -> Any:
+        """``{best_of: SEARCH}`` becomes the best value that search wrote to its best.json."""
+        if isinstance(value, dict) and set(value) == {"best_of"}:
+            from mismatch.study.search import read_best
+
+            return read_best(self.storage, str(value["best_of"]))["value"]
+        return value
 
     def n_folds(self) -> int:
         """How many folds the base dataset and protocol give (for ``fold: all``)."""
@@ -174,8 +185,11 @@ def _apply_profile(raw: dict[str, Any], profile: str | None, source: str) -> dic
     return deep_merge(raw, override)
 
 
-def load_study(path: str | Path, profile: str | None = None) -> Study:
-    """Load, validate and expand a study file; every trial spec is checked here."""
+def load_study(path: str | Path, profile: str | None = None, storage: str | None = None) -> Study:
+    """Load, validate and expand a study file; every trial spec is checked here.
+
+    ``storage`` overrides the file's ``storage`` (where results and searches' best values are).
+    """
     path = Path(path)
     source = str(path)
     try:
@@ -192,7 +206,7 @@ def load_study(path: str | Path, profile: str | None = None) -> Study:
     except ValidationError as err:
         message = _format_validation_error(err, source, merged, root=StudyFile)
         raise SpecError(message.replace("invalid spec", "invalid study", 1)) from None
-    study = Study(file, source, profile)
+    study = Study(file, source, profile, storage)
     study.trials()  # validate every trial now, not hours into a cluster run
     return study
 

@@ -31,6 +31,11 @@ import pyarrow.parquet as pq
 TABLES = ("trials", "images", "epochs")
 
 
+def absolute_storage(storage: str) -> str:
+    """A URI unchanged, a local path made absolute (Ray and its workers need it so)."""
+    return storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
+
+
 def resolve(storage: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and the path inside it for a local path or a URI."""
     if "://" in storage:

@@ -85,3 +85,17 @@ def test_shipped_study_files_load_with_every_profile():
         assert "smoke" in raw.get("profiles", {}), f"{path.name} has no smoke profile"
         study = load_study(path, profile="smoke")
         assert study.trials(), path.name
+
+
+def test_best_of_a_search_is_read_from_its_best_json(tmp_path):
+    import json
+
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["methods"] = [{"name": "mismatch", "alpha": {"best_of": "my_search"}}]
+    path = _write(tmp_path, data)
+    with pytest.raises(SpecError, match="mismatch search alpha"):
+        load_study(path, storage=str(tmp_path / "store"))
+    (tmp_path / "store" / "my_search").mkdir(parents=True)
+    (tmp_path / "store" / "my_search" / "best.json").write_text(json.dumps({"param": "alpha", "value": 0.0031}))
+    trials = load_study(path, storage=str(tmp_path / "store")).trials()
+    assert {t.method.alpha for t in trials} == {0.0031}
