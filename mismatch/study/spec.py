@@ -161,7 +161,7 @@ class Study:
         """How many folds the base dataset and protocol give (for ``fold: all``)."""
         from mismatch.data import n_folds_of  # data reading stays out of file parsing
 
-        probe = load_trial_spec(deep_merge(self.file.base, {"method": method_variants(self.file.methods[0])[0]}),
+        probe = load_trial_spec(deep_merge(self.file.base, {"method": {"name": self.file.methods[0]["name"]}}),
                                 source=self.source)
         return n_folds_of(probe.data, probe.protocol)
 
