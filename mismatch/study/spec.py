@@ -147,7 +147,12 @@ class Study:
         tree = deep_merge(self.file.base, {"study": self.name, "method": method})
         for axis, value in point.items():
             _set_dotted(tree, GRID_AXES[axis], value)
-        return load_trial_spec(tree, source=self.source)
+        spec = load_trial_spec(tree, source=self.source)
+        if spec.protocol.unlabelled_slices is not None and not _uses_unlabelled(spec.method.name):
+            # A supervised-only method trains the same whatever the unlabelled pool: one trial,
+            # not one per pool size (the report repeats it in every row, as the paper's Table II).
+            spec = spec.model_copy(update={"protocol": spec.protocol.model_copy(update={"unlabelled_slices": None})})
+        return spec
 
     def _resolve(self, value: Any) -> Any:
         """``{best_of: SEARCH}`` becomes the best value that search wrote to its best.json."""
@@ -164,6 +169,12 @@ class Study:
         probe = load_trial_spec(deep_merge(self.file.base, {"method": {"name": self.file.methods[0]["name"]}}),
                                 source=self.source)
         return n_folds_of(probe.data, probe.protocol)
+
+
+def _uses_unlabelled(method: str) -> bool:
+    from mismatch.methods import method_class
+
+    return method_class(method).uses_unlabelled
 
 
 def _apply_profile(raw: dict[str, Any], profile: str | None, source: str) -> dict[str, Any]:
