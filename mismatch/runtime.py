@@ -47,7 +47,10 @@ def peak_memory_mb(device: torch.device) -> float:
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """Package version plus the git commit of the source tree, when it is a git checkout."""
-    version = metadata.version("mismatch")
+    try:
+        version = metadata.version("mismatch")
+    except metadata.PackageNotFoundError:  # imported from a source tree that was not installed
+        from mismatch import __version__ as version
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(

@@ -60,10 +60,17 @@ def trial_fn(config: dict[str, Any], storage: str, threads: int) -> None:
         ckpt.delete()
         tune.report({"status_failed": 1, "error": f"{type(err).__name__}: {err}"})
         return
-    write_trial(storage, spec.study, spec.trial_id(), result.trial, result.images, result.epochs,
+    write_trial(storage, spec.study, spec.trial_id(), {**result.trial, **placement()}, result.images, result.epochs,
                 result.predictions, result.splits)
     ckpt.delete()
     tune.report({"status_failed": 0, "test_iou": float(result.images["iou"].mean()), "done_trial": 1})
+
+
+def placement() -> dict[str, str]:
+    """The Ray node a trial ran on (its id and IP), for the per-trial row."""
+    import ray
+
+    return {"ray_node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
 
 
 def init_ray(address: str | None, verbose: bool) -> None:
