@@ -25,6 +25,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     flags = {
         "study": args.study,
         "data.root": args.data_root,
+        "data.prepared": args.data_prepared,
         "data.synthetic.kind": args.synthetic,
         "method.name": args.method,
         "method.model": args.model,
@@ -51,7 +52,7 @@ def build_train_spec(args: argparse.Namespace) -> Any:
         except (OSError, yaml.YAMLError) as err:
             raise SpecError(f"cannot read spec {args.spec}: {err}") from None
     tree.setdefault("method", {"name": "mismatch"})
-    if "data" not in tree and not args.data_root:
+    if "data" not in tree and not args.data_root and not args.data_prepared:
         tree["data"] = {"synthetic": {"kind": "vessels"}}
     for dotted, value in _train_overrides(args).items():
         _set_path(tree, dotted, value)
@@ -108,6 +109,81 @@ def cmd_synth(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     print(f"wrote {args.cases} {args.kind} cases to {out}")
+    return 0
+
+
+def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """DataSpec fields given as flags or ``--set key=value`` (over the preset's values)."""
+    flags = {
+        "foreground_labels": args.foreground_labels,
+        "label_values": args.label_values,
+        "min_foreground": getattr(args, "min_foreground", None),
+        "crop": getattr(args, "crop", None),
+        "crop_size": getattr(args, "crop_size", None),
+        "context_slices": getattr(args, "context_slices", None),
+    }
+    out = {k: v for k, v in flags.items() if v is not None}
+    for item in getattr(args, "set", None) or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        out[key.removeprefix("data.")] = yaml.safe_load(raw)
+    return out
+
+
+def _print_progress(i: int, n: int, case_id: str) -> None:
+    print(f"[{i + 1}/{n}] {case_id}", file=sys.stderr, flush=True)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check a raw dataset; print every problem as 'file: problem'; exit 1 if any."""
+    from mismatch.data.check import check_dataset
+    from mismatch.data.presets import data_spec_for
+
+    spec = data_spec_for(args.layout, args.raw_dir, args.preset, _data_overrides(args))
+    report = check_dataset(spec.layout, args.raw_dir, label_values=spec.label_values,
+                           foreground_labels=spec.foreground_labels, allow_empty=args.allow_empty,
+                           progress=_print_progress if args.progress else None)
+    for problem in report.problems:
+        print(problem)
+    if report.ok:
+        print(f"ok: {len(report.cases)} {args.layout} cases in {args.raw_dir}, no problem found")
+        return 0
+    print(f"{len(report.problems)} problem(s); cases with problems: {len(report.bad_cases())} of {len(report.cases)}",
+          file=sys.stderr)
+    return 1
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Check and prepare a raw dataset into a prepared-slice cache a study can name."""
+    from mismatch.data.cache import prepare_dataset
+    from mismatch.data.errors import DataCheckError
+    from mismatch.data.presets import data_spec_for
+
+    spec = data_spec_for(args.layout, args.raw_dir, args.preset, _data_overrides(args))
+    try:
+        result = prepare_dataset(spec, args.prepared_dir, dtype=args.dtype, allow_empty=args.allow_empty,
+                                 force=args.force, overwrite=args.overwrite,
+                                 progress=None if args.quiet else _print_progress)
+    except DataCheckError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(err.problems)} problem(s) in {args.raw_dir}: nothing was written", file=sys.stderr)
+        return 1
+    if result.up_to_date:
+        print(f"{result.path} is up to date ({result.cases} cases, {result.samples} samples): nothing to do")
+    else:
+        print(f"prepared {result.cases} cases ({result.samples} samples) into {result.path} in {result.seconds:.1f} s")
+    print("a study names it with:")
+    print(yaml.safe_dump({"data": result.study_data}, sort_keys=False).rstrip())
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    """List the data and protocol presets with their values."""
+    from mismatch.data.presets import describe_presets
+
+    print(describe_presets())
     return 0
 
 
@@ -260,6 +336,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs", help="results storage: a folder or a URI (default: runs)")
     p.add_argument("--study")
     p.add_argument("--data-root", help="a dataset in the MSD / nnU-Net raw layout")
+    p.add_argument("--data-prepared", help="a prepared-slice cache written by `mismatch data prepare`")
     p.add_argument("--synthetic", choices=["vessels", "tumours"], help="train on a generated phantom")
     p.add_argument("--method")
     p.add_argument("--model")
@@ -291,9 +368,42 @@ def _add_erf(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_erf)
 
 
+def _add_recipe_flags(s: argparse.ArgumentParser, prepare: bool) -> None:
+    s.add_argument("layout", help="dataset layout: msd | carve14 | brats2018")
+    s.add_argument("raw_dir", help="the raw dataset folder (see docs/data.md for each layout's tree)")
+    if prepare:
+        s.add_argument("prepared_dir", help="where the prepared cache is written")
+    s.add_argument("--preset", help="carve | brats | brats-msd | msd (default: the layout's; "
+                                    "`mismatch data presets` lists them)")
+    s.add_argument("--foreground-labels", type=int, nargs="+", metavar="L", help="label values that are foreground")
+    s.add_argument("--label-values", type=int, nargs="+", metavar="L",
+                   help="label values allowed in the files (default: the layout's / dataset.json)")
+    s.add_argument("--allow-empty", action="store_true", help="a case without foreground is not a problem")
+    if prepare:
+        s.add_argument("--crop", choices=["none", "corners", "random-corner", "centre"])
+        s.add_argument("--crop-size", type=int)
+        s.add_argument("--context-slices", type=int, choices=[1, 3])
+        s.add_argument("--min-foreground", type=int, help="keep slices with MORE foreground pixels than this")
+        s.add_argument("--set", action="append", metavar="KEY=VALUE", help="any data spec key, e.g. clip=[-1000,400]")
+        s.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                       help="storage of the prepared images (float16 halves the size; not bit-identical)")
+        s.add_argument("--force", action="store_true", help="prepare again even if the cache is up to date")
+        s.add_argument("--overwrite", action="store_true", help="replace a non-empty folder that is not a cache")
+        s.add_argument("--quiet", action="store_true", help="no per-case progress lines")
+    else:
+        s.add_argument("--progress", action="store_true", help="a line per case on stderr")
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="datasets: synthetic phantoms")
+    p = sub.add_parser("data", help="datasets: check, prepare, presets, synthetic phantoms")
     data_sub = p.add_subparsers(dest="data_command", required=True)
+    c = data_sub.add_parser("check", help="list every problem of a raw dataset (exit status 1 if any)")
+    _add_recipe_flags(c, prepare=False)
+    c.set_defaults(func=cmd_check)
+    r = data_sub.add_parser("prepare", help="check a raw dataset and write a prepared-slice cache a study can name")
+    _add_recipe_flags(r, prepare=True)
+    r.set_defaults(func=cmd_prepare)
+    data_sub.add_parser("presets", help="list the data and protocol presets").set_defaults(func=cmd_presets)
     s = data_sub.add_parser("synth", help="write a synthetic phantom dataset (MSD layout)")
     s.add_argument("kind", choices=["vessels", "tumours"])
     s.add_argument("out")

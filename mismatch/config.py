@@ -52,15 +52,75 @@ class SynthSpec(StrictModel):
     seed: int = 0
 
 
+# Named preparation recipes (the paper's, from the authors' code; see docs/data.md). A preset
+# fills every DataSpec field it names that the spec does not set itself; this table is the
+# one place their values live.
+DATA_PRESETS: dict[str, dict[str, Any]] = {
+    # CARVE14: HU clip, per-case z-score, vessel = artery + vein, slices with > 100 vessel
+    # pixels, the four 176x176 corner patches of each slice (paper; `crop: random-corner`
+    # is the authors' code), one slice per sample (`context_slices: 3` for adjacent slices).
+    "carve": {
+        "layout": "carve14", "foreground_labels": [1, 2], "clip": [-950.0, 100.0], "normalise": "zscore",
+        "min_foreground": 100, "crop": "corners", "crop_size": 176, "context_slices": 1,
+    },
+    # BRATS 2018 (HGG): whole tumour = {1, 2, 4}, per-modality z-score over non-zero voxels,
+    # centre crop 176, slices with > 5 tumour pixels, 4 modalities as channels.
+    "brats": {
+        "layout": "brats2018", "foreground_labels": [1, 2, 4], "clip": None, "normalise": "zscore-nonzero",
+        "min_foreground": 5, "crop": "centre", "crop_size": 176, "context_slices": 1,
+    },
+    # The same recipe for the MSD Task01_BrainTumour labels (1 edema, 2 non-enhancing, 3 enhancing).
+    "brats-msd": {
+        "layout": "msd", "foreground_labels": [1, 2, 3], "clip": None, "normalise": "zscore-nonzero",
+        "min_foreground": 5, "crop": "centre", "crop_size": 176, "context_slices": 1,
+    },
+    # Any MSD / nnU-Net dataset: per-case z-score, label 1 (override foreground_labels),
+    # every slice, full slices padded to a multiple of 8.
+    "msd": {
+        "layout": "msd", "foreground_labels": [1], "clip": None, "normalise": "zscore",
+        "min_foreground": 0, "crop": "none", "crop_size": 176, "context_slices": 1,
+    },
+}
+
+# Named split protocols of the paper. `unlabelled_cases: rest` = every case that is not
+# labelled, validation or test.
+PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
+    # CARVE14 10-fold cross-validation: fold f labels case f; 3 unlabelled, 1 validation, 5 test.
+    "carve-10fold": {"labelled_cases": 1, "unlabelled_cases": 3, "validation_cases": 1, "test_cases": 5},
+    # BRATS 2018: 1 labelled case (its first 20 tumour slices), 2 validation, 40 test cases,
+    # a pool of 3100 unlabelled slices from the rest (the paper: 3100 / 4650 / 6200).
+    "brats": {
+        "labelled_cases": 1, "unlabelled_cases": "rest", "validation_cases": 2, "test_cases": 40,
+        "labelled_slices": 20, "unlabelled_slices": 3100,
+    },
+}
+
+
+def _expand_preset(value: Any, presets: dict[str, dict[str, Any]], what: str, skip: tuple[str, ...] = ()) -> Any:
+    """``{preset: NAME, ...}`` -> the preset's values under the keys the mapping sets itself."""
+    if not isinstance(value, dict) or value.get("preset") is None:
+        return value
+    name = value["preset"]
+    if name not in presets:
+        raise ValueError(f"unknown {what} preset {name!r} (known: {', '.join(sorted(presets))})")
+    filled = {k: v for k, v in presets[name].items() if k not in skip}
+    return {**filled, **value}
+
+
 class DataSpec(StrictModel):
     """Where the images come from and how slices are prepared from them.
 
-    Exactly one of ``root`` (a dataset in the MSD / nnU-Net raw layout) and ``synthetic``
-    is given. The preparation fields follow the paper's recipe (see docs/config.md).
+    Exactly one source: ``root`` (a raw dataset in ``layout``), ``synthetic`` (a generated
+    phantom, always in the msd layout) or ``prepared`` (a cache written by
+    ``mismatch data prepare``, whose recipe must equal this spec's). ``preset`` names a
+    recipe of :data:`DATA_PRESETS` that fills the fields the spec does not set. The
+    preparation fields follow the paper's recipe (see docs/config.md and docs/data.md).
     """
 
     root: str | None = None
     synthetic: SynthSpec | None = None
+    prepared: str | None = None
+    preset: str | None = None
     layout: str = "msd"
     foreground_labels: tuple[int, ...] = (1,)
     clip: tuple[float, float] | None = None
@@ -69,12 +129,22 @@ class DataSpec(StrictModel):
     crop: Literal["none", "corners", "random-corner", "centre"] = "none"
     crop_size: int = Field(176, ge=8)
     context_slices: Literal[1, 3] = 1
+    label_values: tuple[int, ...] | None = None
     fingerprint: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, value: Any) -> Any:
+        synthetic = isinstance(value, dict) and value.get("synthetic") is not None
+        return _expand_preset(value, DATA_PRESETS, "data", skip=("layout",) if synthetic else ())
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataSpec":
-        if (self.root is None) == (self.synthetic is None):
-            raise ValueError("give exactly one of 'root' and 'synthetic'")
+        if sum(x is not None for x in (self.root, self.synthetic, self.prepared)) != 1:
+            raise ValueError("give exactly one of 'root' and 'synthetic' (or 'prepared', a cache written by "
+                             "`mismatch data prepare`)")
+        if self.synthetic is not None and self.layout != "msd":
+            raise ValueError(f"synthetic phantoms are written in the msd layout, not {self.layout!r}")
         if self.crop != "none" and self.crop_size % 8:
             raise ValueError(f"crop_size must be divisible by 8, got {self.crop_size}")
         return self
@@ -86,16 +156,24 @@ class ProtocolSpec(StrictModel):
     ``labelled_slices`` consecutive slices are taken from the labelled case(s), starting at
     the first slice that passes the foreground filter (the paper's protocol).
     ``unlabelled_slices`` caps the unlabelled pool (None: every qualifying slice).
+    ``unlabelled_cases: rest`` makes every case not otherwise used unlabelled. ``preset``
+    names a protocol of :data:`PROTOCOL_PRESETS` that fills the fields the spec does not set.
     """
 
+    preset: str | None = None
     fold: int = Field(0, ge=0)
     labelled_cases: int = Field(1, ge=1)
-    unlabelled_cases: int = Field(3, ge=0)
+    unlabelled_cases: Annotated[int, Field(ge=0)] | Literal["rest"] = 3
     validation_cases: int = Field(1, ge=1)
     test_cases: int = Field(5, ge=1)
     labelled_slices: int = Field(5, ge=1)
     unlabelled_slices: int | None = Field(None, ge=0)
     split_seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, value: Any) -> Any:
+        return _expand_preset(value, PROTOCOL_PRESETS, "protocol")
 
 
 class TrainSpec(StrictModel):
@@ -162,6 +240,13 @@ class TrialSpec(StrictModel):
         """The spec as plain data, without fields that do not change the trial's results."""
         data = self.model_dump(mode="json")
         data.pop("study", None)
+        # Presets only fill other fields, and label_values only validates: neither changes
+        # results. prepared is kept when set (like root); unset new keys keep old trial ids.
+        for section, keys in (("data", ("preset", "label_values")), ("protocol", ("preset",))):
+            for key in keys:
+                data[section].pop(key, None)
+        if data["data"].get("prepared") is None:
+            data["data"].pop("prepared", None)
         data["train"].pop("prediction_maps", None)
         data["train"].pop("device", None)
         return data
@@ -217,6 +302,17 @@ def load_trial_spec(data: dict[str, Any], source: str | None = None) -> TrialSpe
     except (KeyError, ValueError) as err:
         where = f" in {source}" if source else ""
         raise SpecError(f"invalid spec{where}: {err}") from None
+
+
+def load_data_spec(data: dict[str, Any], source: str | None = None) -> DataSpec:
+    """Build a :class:`DataSpec` from plain data, raising :class:`SpecError` on any bad key."""
+    try:
+        return DataSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(err, source, data, DataSpec)) from None
+    except (KeyError, ValueError) as err:
+        where = f" in {source}" if source else ""
+        raise SpecError(f"invalid data spec{where}: {err}") from None
 
 
 def load_trial_spec_file(path: str | Path) -> TrialSpec:

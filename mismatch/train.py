@@ -26,7 +26,6 @@ import torch
 from mismatch import metrics
 from mismatch.config import SCHEMA_VERSION, TrialSpec
 from mismatch.data import SliceSet, TrialData, load_trial_data
-from mismatch.data.layouts import get_layout
 from mismatch.data.splits import make_all_splits
 from mismatch.methods import Batch, Method, build_method
 from mismatch.runtime import code_version, peak_memory_mb, seed_everything, select_device
@@ -330,7 +329,7 @@ def trial_row(
 
 def all_fold_splits(spec: TrialSpec, data: TrialData) -> dict[str, dict[str, list[str]]]:
     """Every fold's split of this dataset and protocol, as stored in ``splits/<key>.json``."""
-    cases = get_layout(spec.data.layout).list_cases(data.root)
+    cases = data.cases
     return {str(fold): splits for fold, splits in make_all_splits(cases, spec.protocol).items()}
 
 

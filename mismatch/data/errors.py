@@ -21,3 +21,23 @@ class FingerprintMismatchError(DataError):
 
 class OutputExistsError(DataError, FileExistsError):
     """An output folder exists and is not empty (and overwriting was not asked for)."""
+
+
+class FileProblemError(DataError):
+    """One file cannot be used: ``path`` is the file, ``problem`` says why (without the path)."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class DataCheckError(DataError):
+    """A dataset failed its checks; ``problems`` lists every ``(path, problem)`` found."""
+
+    def __init__(self, root: object, problems: list) -> None:
+        self.root = root
+        self.problems = list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        count = len(self.problems)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in {root}:\n{lines}")

@@ -1,42 +1,91 @@
 """Dataset layouts on disk, looked up by the name used in ``DataSpec.layout``.
 
-A layout knows how to list the cases of a dataset root, which files hold a case, and how
-to load a case as arrays. ``"msd"`` (the Medical Segmentation Decathlon / nnU-Net raw
-layout) is built in; other layouts (BRATS 2018, CARVE14) register themselves the same way.
+A layout knows how to list the cases of a dataset root, which files hold each case's
+channels and label, the channel names, the label values the dataset may contain and the
+dataset-level files (e.g. ``dataset.json``). Reading and checking a case is shared by
+every layout (:meth:`Layout.load_case`, :func:`mismatch.data.check.check_dataset`).
+
+Built in: ``msd`` (Medical Segmentation Decathlon / nnU-Net raw), ``carve14`` (CARVE14
+MetaImage files) and ``brats2018`` (one folder per BRATS case). A new layout is one module
+that calls :func:`register_layout`.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from mismatch.data.errors import DataError
-
-if TYPE_CHECKING:
-    from mismatch.data.msd import Case
+from mismatch.data.errors import DataError, FileProblemError
+from mismatch.data.volumes import Case, CaseSources, Problem, as_label, data_files, read_case, read_volume
 
 # Modules that register the built-in layouts; imported on first lookup, not at import time.
-_BUILTIN_MODULES = ("mismatch.data.msd",)
+_BUILTIN_MODULES = ("mismatch.data.msd", "mismatch.data.carve14", "mismatch.data.brats")
+
+
+def _no_files(root: Path) -> list[Path]:
+    return []
+
+
+def _any_labels(root: Path) -> tuple[int, ...] | None:
+    return None
+
+
+def _no_problems(root: Path, cases: Sequence[str]) -> list[Problem]:
+    return []
 
 
 @dataclass(frozen=True)
 class Layout:
     """How one on-disk layout is read.
 
-    ``files(root, case_id)`` returns every file whose content defines the case (used for
-    the data fingerprint); ``meta_files(root)`` the dataset-level files (e.g. dataset.json).
+    ``list_cases(root)``: sorted case ids (every case with an image or a label file, so an
+    unpaired file shows up as a case with a missing partner). ``sources(root, case)``: the
+    files of a case. ``channel_names(root)``: the image channels. ``label_values(root)``:
+    the label values allowed (None: any non-negative integer). ``meta_files(root)``:
+    dataset-level files that enter the data fingerprint. ``stray_files(root, cases)``:
+    layout-specific problems with files that belong to no case.
     """
 
     name: str
     list_cases: Callable[[Path], list[str]]
-    load_case: Callable[[Path, str], "Case"]
-    load_label: Callable[[Path, str], np.ndarray]
-    files: Callable[[Path, str], list[Path]]
-    meta_files: Callable[[Path], list[Path]]
+    sources: Callable[[Path, str], CaseSources]
+    channel_names: Callable[[Path], tuple[str, ...]]
+    label_values: Callable[[Path], tuple[int, ...] | None] = _any_labels
+    meta_files: Callable[[Path], list[Path]] = _no_files
+    stray_files: Callable[[Path, Sequence[str]], list[Problem]] = _no_problems
+    description: str = field(default="", compare=False)
+
+    def load_case(self, root: Path, case_id: str, label_values: Sequence[int] | None = None) -> Case:
+        """Load one case: image float32 (C, S, H, W), label (S, H, W); the first problem raises.
+
+        ``label_values`` are the label values allowed (default: the layout's).
+        """
+        root = Path(root)
+        allowed = label_values if label_values is not None else self.label_values(root)
+        problems, case = read_case(case_id, self.sources(root, case_id), self.channel_names(root), allowed)
+        if problems:
+            path, problem = problems[0]
+            raise FileProblemError(path, problem)
+        assert case is not None
+        return case
+
+    def load_label(self, root: Path, case_id: str, label_values: Sequence[int] | None = None) -> np.ndarray:
+        """Only the label (S, H, W) of a case: cheaper than :meth:`load_case` when selecting slices."""
+        path = self.sources(Path(root), case_id).label
+        volume = read_volume(path, "label")
+        if volume.data.shape[0] != 1:
+            raise FileProblemError(path, f"a label must be one 3D volume, got shape {volume.file_shape}")
+        allowed = label_values if label_values is not None else self.label_values(Path(root))
+        return as_label(volume.data[0], path, allowed)
+
+    def files(self, root: Path, case_id: str) -> list[Path]:
+        """Every file whose bytes define the case (MetaImage data files included), for fingerprints."""
+        src = self.sources(Path(root), case_id)
+        return [f for path in (*src.images, src.label) for f in data_files(path)]
 
 
 _LAYOUTS: dict[str, Layout] = {}
@@ -52,8 +101,7 @@ def register_layout(layout: Layout) -> Layout:
 
 def get_layout(name: str) -> Layout:
     """The layout registered as ``name``; an unknown name lists the known ones."""
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    _import_builtins()
     try:
         return _LAYOUTS[name]
     except KeyError:
@@ -63,6 +111,10 @@ def get_layout(name: str) -> Layout:
 
 def list_layouts() -> list[str]:
     """Names of every registered layout."""
+    _import_builtins()
+    return sorted(_LAYOUTS)
+
+
+def _import_builtins() -> None:
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
-    return sorted(_LAYOUTS)

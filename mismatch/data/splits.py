@@ -4,8 +4,8 @@ Fold ``f`` (with ``L`` labelled cases out of ``n`` sorted cases) labels cases
 ``cases[(f * L + j) % n]`` for ``j < L``: with one labelled case, fold ``f`` labels the
 ``f``-th case, as in the paper's 10-fold CARVE protocol. The remaining cases, in sorted
 order, are permuted by ``numpy.random.default_rng([split_seed, fold])`` and taken in that
-order as unlabelled, validation and test cases; any left over are not used. There are
-``n // L`` folds.
+order as unlabelled, validation and test cases; any left over are not used
+(``unlabelled_cases: rest`` takes all of them). There are ``n // L`` folds.
 
 ``splits.json`` maps each fold (as a string) to its roles::
 
@@ -38,7 +38,7 @@ def n_folds(n_cases: int, labelled_cases: int) -> int:
 def make_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> Splits:
     """The cases of each role in fold ``protocol.fold``; see the module docstring."""
     cases = sorted(case_ids)
-    n, counts = len(cases), _role_counts(protocol)
+    n, counts = len(cases), _role_counts(protocol, len(cases))
     if len(set(cases)) != n:
         raise SplitError("case ids must be unique")
     needed = sum(counts.values())
@@ -70,10 +70,13 @@ def make_all_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> dict[int
     return {f: make_splits(case_ids, protocol.model_copy(update={"fold": f})) for f in range(folds)}
 
 
-def _role_counts(protocol: ProtocolSpec) -> dict[str, int]:
+def _role_counts(protocol: ProtocolSpec, n_cases: int) -> dict[str, int]:
+    """Cases per role; ``unlabelled_cases: rest`` is whatever the other roles leave (>= 0)."""
+    others = protocol.labelled_cases + protocol.validation_cases + protocol.test_cases
+    unlabelled = protocol.unlabelled_cases
     return {
         "labelled": protocol.labelled_cases,
-        "unlabelled": protocol.unlabelled_cases,
+        "unlabelled": max(n_cases - others, 0) if unlabelled == "rest" else int(unlabelled),
         "validation": protocol.validation_cases,
         "test": protocol.test_cases,
     }

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,7 +27,8 @@ from typing import Callable
 import numpy as np
 
 from mismatch.config import SynthSpec
-from mismatch.data.errors import DataError, OutputExistsError
+from mismatch.data.atomic import publish, refuse_non_empty, temporary_sibling
+from mismatch.data.errors import DataError
 from mismatch.data.msd import DATASET_JSON, write_case, write_dataset_json
 
 # Bump when a change to the generators changes their output: it invalidates cached phantoms.
@@ -102,12 +102,12 @@ def write_synthetic_dataset(
     spec = phantom_kind(kind)
     if cases < 1:
         raise DataError(f"cases must be >= 1, got {cases}")
-    _refuse_non_empty(out, overwrite)
+    refuse_non_empty(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(out)
+    tmp = temporary_sibling(out)
     try:
         _write_into(tmp, spec, cases, tuple(size), slices, seed)
-        _publish(tmp, out, overwrite)
+        publish(tmp, out, overwrite)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -126,7 +126,7 @@ def synthetic_dataset(spec: SynthSpec, cache_dir: str | Path | None = None) -> P
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(final)
+    tmp = temporary_sibling(final)
     try:
         _write_into(tmp, phantom_kind(spec.kind), spec.cases, spec.size, spec.slices, spec.seed)
         try:
@@ -172,32 +172,6 @@ def _write_into(
         description=f"{spec.description} (seed {seed}, {size[0]}x{size[1]}x{slices}, "
         f"phantom version {PHANTOM_VERSION})",
     )
-
-
-def _temporary_sibling(path: Path) -> Path:
-    """A new hidden folder beside ``path`` (mkdir, unlike mkdtemp, honours the umask)."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
-    tmp.mkdir()
-    return tmp
-
-
-def _refuse_non_empty(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out} is not empty (pass overwrite=True / --overwrite to replace it)")
-
-
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
-    _refuse_non_empty(out, overwrite)
-    if not out.is_dir():
-        os.rename(tmp, out)
-        return
-    trash = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(out, trash)
-    os.rename(tmp, out)
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _affine(spacing: tuple[float, float, float], shape_hws: tuple[int, int, int]) -> np.ndarray:

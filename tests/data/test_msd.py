@@ -21,7 +21,7 @@ def _write(root, cases=("a", "b"), channels=("t1", "t2"), shape=(3, 5, 6)):
     label = (s % 3).astype(np.uint8)
     for case in cases:
         write_case(root, case, image, label, np.diag([0.5, 0.5, 2.0, 1.0]))
-    write_dataset_json(root, name="t", channel_names=channels, labels={"background": 0, "x": 1}, num_training=len(cases))
+    write_dataset_json(root, name="t", channel_names=channels, labels={"background": 0, "x": 1, "y": 2}, num_training=len(cases))
     return image, label
 
 
@@ -70,13 +70,13 @@ def test_bad_dataset_json_names_the_file(tmp_path, content, message):
 
 def test_missing_label_file_is_named(root):
     (root / "labelsTr" / "b.nii.gz").unlink()
-    with pytest.raises(DataError, match=r"missing label file: .*labelsTr/b\.nii\.gz"):
+    with pytest.raises(DataError, match=r"labelsTr/b\.nii\.gz: missing label file"):
         load_case(root, "b")
 
 
 def test_missing_channel_file_is_named(root):
     (root / "imagesTr" / "a_0001.nii.gz").unlink()
-    with pytest.raises(DataError, match=r"missing image channel file: .*imagesTr/a_0001\.nii\.gz"):
+    with pytest.raises(DataError, match=r"imagesTr/a_0001\.nii\.gz: missing image channel file"):
         load_case(root, "a")
 
 
@@ -95,16 +95,16 @@ def test_channel_shape_mismatch_is_named(root):
 def test_unreadable_file_is_named(root):
     path = root / "imagesTr" / "b_0000.nii.gz"
     path.write_bytes(path.read_bytes()[:60])  # truncated download
-    with pytest.raises(DataError, match=r"cannot read image channel file .*imagesTr/b_0000\.nii\.gz"):
+    with pytest.raises(DataError, match=r"imagesTr/b_0000\.nii\.gz: cannot read image channel file \(corrupt or truncated\?\)"):
         load_case(root, "b")
 
 
 def test_non_integer_labels_are_refused(root):
-    nib.save(nib.Nifti1Image(np.full((5, 6, 3), 0.5, np.float32), np.eye(4)), root / "labelsTr" / "a.nii.gz")
+    nib.save(nib.Nifti1Image(np.full((5, 6, 3), 0.5, np.float32), np.diag([0.5, 0.5, 2.0, 1.0])), root / "labelsTr" / "a.nii.gz")
     with pytest.raises(DataError, match="label values must be integers"):
         load_case(root, "a")
 
 
 def test_unknown_layout_lists_known_ones():
-    with pytest.raises(DataError, match=r"unknown dataset layout 'carve' \(known: msd"):
+    with pytest.raises(DataError, match=r"unknown dataset layout 'carve' \(known: brats2018, carve14, msd\)"):
         get_layout("carve")

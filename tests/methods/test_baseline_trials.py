@@ -1,4 +1,4 @@
-"""Every baseline through the one training loop (slow: run with ``-m slow``)."""
+"""Every baseline through the one training loop, twice: same rows (deterministic on CPU)."""
 
 import json
 import math
@@ -8,16 +8,13 @@ import pytest
 from mismatch.config import load_trial_spec
 from mismatch.train import run_trial
 
-from conftest import tiny_spec_dict
-
 BASELINES = ["sup1", "sup2", "mean-teacher", "fixmatch", "cct", "mta", "morph"]
 MODEL = {"sup2": "mm", "morph": "mm-a"}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", BASELINES)
-def test_baseline_trains_with_the_one_loop_and_is_deterministic(name):
-    spec = load_trial_spec(tiny_spec_dict(method={"name": name, "width": 4}))
+def test_baseline_trains_with_the_one_loop_and_is_deterministic(name, tiny_dict):
+    spec = load_trial_spec(tiny_dict(method={"name": name, "width": 4}))
     first, second = run_trial(spec), run_trial(spec)
     row = first.trial
     assert row["method"] == name and row["model"] == MODEL.get(name, "unet")

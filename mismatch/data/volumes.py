@@ -1,0 +1,389 @@
+"""Reading and writing one volume file, whatever its format, and assembling a case from files.
+
+Formats, chosen by the file name's ending:
+
+- NIfTI (``.nii.gz``, ``.nii``) through nibabel. Stored axes (H, W, S[, C]): the last
+  spatial axis is the slice axis.
+- MetaImage (``.mhd`` header + ``.raw``/``.zraw`` data file, or ``.mha``) through
+  SimpleITK, an optional dependency (``pip install 'mismatch[carve]'``). SimpleITK gives
+  arrays (z, y, x): slices along z, rows y, columns x.
+
+Every reader returns a :class:`Volume` whose ``data`` is (C, S, H, W) (C = 1 for a 3D file)
+and whose ``affine`` maps voxel indices to millimetres. A missing, unreadable, corrupt or
+truncated file raises :class:`DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mismatch.data.errors import FileProblemError
+
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+METAIMAGE_ENDINGS = (".mhd", ".mha")
+SIMPLEITK_HINT = "reading MetaImage (.mhd/.mha) files needs SimpleITK: pip install 'mismatch[carve]'"
+
+# MetaImage element types -> bytes per element (MET_LONG is 4 bytes in MetaIO).
+_MET_BYTES = {
+    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+    "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+}
+
+
+@dataclass
+class Volume:
+    """One file's voxels: ``data`` (C, S, H, W), ``affine`` 4x4, ``file_shape`` as stored on disk."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    file_shape: tuple[int, ...]
+    path: Path
+
+
+@dataclass
+class Case:
+    """One case as arrays: ``image`` float32 (C, S, H, W), ``label`` integer (S, H, W)."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray
+    affine: np.ndarray
+    channel_names: tuple[str, ...]
+
+
+def file_format(path: Path) -> str:
+    """``"nifti"`` or ``"metaimage"`` from the file name; anything else is a DataError."""
+    name = path.name.lower()
+    if name.endswith(NIFTI_ENDINGS):
+        return "nifti"
+    if name.endswith(METAIMAGE_ENDINGS):
+        return "metaimage"
+    raise FileProblemError(path, f"unknown volume format (expected one of {NIFTI_ENDINGS + METAIMAGE_ENDINGS})")
+
+
+def read_volume(path: Path, what: str = "volume") -> Volume:
+    """Read ``path`` as (C, S, H, W); ``what`` ("label", "image channel", ...) goes into errors."""
+    if not path.is_file():
+        raise FileProblemError(path, f"missing {what} file")
+    if file_format(path) == "nifti":
+        return _read_nifti(path, what)
+    return _read_metaimage(path, what)
+
+
+def data_files(path: Path) -> list[Path]:
+    """The files whose bytes make up the volume at ``path``: itself, plus a MetaImage data file."""
+    if file_format(path) != "metaimage" or not path.is_file():
+        return [path]
+    data_file = metaimage_data_file(path, read_metaimage_header(path))
+    return [path] if data_file is None else [path, data_file]
+
+
+# ----------------------------------------------------------------------------- NIfTI
+
+
+def _read_nifti(path: Path, what: str) -> Volume:
+    import nibabel as nib
+
+    try:
+        img = _load_nifti(path)
+        data = np.asanyarray(img.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError,
+            nib.spatialimages.HeaderDataError, nib.wrapstruct.WrapStructError) as err:
+        raise FileProblemError(path, f"cannot read {what} file (corrupt or truncated?): {err}") from None
+    file_shape = tuple(int(n) for n in data.shape)
+    while data.ndim > 3 and data.shape[-1] == 1:  # trailing axes of length 1 (e.g. time) dropped
+        data = data[..., 0]
+    if data.ndim == 3:
+        data = data[..., None]
+    if data.ndim != 4:
+        raise FileProblemError(path, f"expected a 3D volume (or 4D with channels last), got shape {file_shape}")
+    return Volume(np.moveaxis(data, (3, 2), (0, 1)), np.asarray(img.affine, np.float64), file_shape, path)  # (C, S, H, W)
+
+
+def _load_nifti(path: Path):
+    """A NIfTI image; a ``.gz`` file is decompressed whole first, so its CRC and length are
+    verified (nibabel alone reads only as many bytes as the header asks for and can return
+    silently corrupted voxels)."""
+    import nibabel as nib
+
+    if not path.name.lower().endswith(".gz"):
+        return nib.load(path)
+    raw = gzip.decompress(path.read_bytes())  # BadGzipFile / EOFError / zlib.error on damage
+    nifti2 = 540 in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big"))
+    return (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(raw)
+
+
+def write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray, dtype: type | None = None) -> Path:
+    """Write ``volume`` (S, H, W) as NIfTI with stored axes (H, W, S)."""
+    import nibabel as nib
+
+    array = np.ascontiguousarray(np.moveaxis(volume, 0, 2).astype(dtype or volume.dtype))  # (H, W, S)
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_xyzt_units("mm")
+    img.set_data_dtype(array.dtype)
+    nib.save(img, path)
+    return path
+
+
+# ----------------------------------------------------------------------------- MetaImage
+
+
+def read_metaimage_header(path: Path) -> dict[str, str]:
+    """``key = value`` pairs of a MetaImage header, up to ``ElementDataFile`` (its last key)."""
+    header: dict[str, str] = {}
+    try:
+        with path.open("rb") as handle:
+            for _ in range(200):
+                line = handle.readline()
+                if not line:
+                    break
+                key, sep, value = line.decode("latin-1").partition("=")
+                if not sep:
+                    raise FileProblemError(path, f"not a MetaImage header (line {line[:40]!r})")
+                header[key.strip()] = value.strip()
+                if key.strip() == "ElementDataFile":
+                    break
+    except OSError as err:
+        raise FileProblemError(path, f"cannot read: {err}") from None
+    if "ElementDataFile" not in header or "DimSize" not in header:
+        raise FileProblemError(path, "not a MetaImage header (no DimSize / ElementDataFile)")
+    return header
+
+
+def metaimage_data_file(path: Path, header: dict[str, str]) -> Path | None:
+    """The data file a header names (None when the data follow the header, ``LOCAL``, or are
+    spread over several files, ``LIST`` / a ``%d`` pattern: SimpleITK resolves those)."""
+    name = header["ElementDataFile"]
+    if name.upper() in ("LOCAL", "LIST") or "%" in name:
+        return None
+    return path.parent / name
+
+
+def _check_metaimage_data(path: Path, header: dict[str, str], what: str) -> None:
+    """A missing or short data file gets a clear message (SimpleITK's says 'No such file')."""
+    data_file = metaimage_data_file(path, header)
+    if data_file is None:
+        return
+    if not data_file.is_file():
+        raise FileProblemError(data_file, f"missing data file of {what} file {path.name}")
+    if header.get("CompressedData", "False").lower() == "true":
+        return
+    try:
+        dims = [int(v) for v in header["DimSize"].split()]
+        per = _MET_BYTES[header.get("ElementType", "")] * int(header.get("ElementNumberOfChannels", "1"))
+        offset = max(int(header.get("HeaderSize", "0")), 0)
+    except (KeyError, ValueError):
+        return  # unusual header: let SimpleITK judge it
+    expected = offset + per * int(np.prod(dims))
+    actual = data_file.stat().st_size
+    if actual < expected:
+        raise FileProblemError(data_file, f"truncated {what} data file: {actual} bytes, header {path.name} needs {expected}")
+
+
+def _read_metaimage(path: Path, what: str) -> Volume:
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        raise FileProblemError(path, SIMPLEITK_HINT) from None
+    header = read_metaimage_header(path) if path.name.lower().endswith(".mhd") else {}
+    if header:
+        _check_metaimage_data(path, header, what)
+    try:
+        img = sitk.ReadImage(str(path))
+        data = sitk.GetArrayFromImage(img)  # (z, y, x[, c])
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[-1]
+        raise FileProblemError(path, f"cannot read {what} file (corrupt or truncated?): {reason}") from None
+    file_shape = tuple(int(n) for n in img.GetSize()) + ((img.GetNumberOfComponentsPerPixel(),) if data.ndim == 4 else ())
+    if img.GetDimension() != 3:
+        raise FileProblemError(path, f"expected a 3D volume, got {img.GetDimension()}D of size {file_shape}")
+    data = data[None] if data.ndim == 3 else np.moveaxis(data, 3, 0)  # (C, S, H, W)
+    return Volume(data, _metaimage_affine(img), file_shape, path)
+
+
+def _metaimage_affine(img) -> np.ndarray:
+    """Voxel (x, y, z) index -> physical point (ITK's LPS millimetres)."""
+    direction = np.asarray(img.GetDirection(), np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction @ np.diag(img.GetSpacing())
+    affine[:3, 3] = img.GetOrigin()
+    return affine
+
+
+def write_metaimage(
+    path: Path, volume: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    origin: Sequence[float] = (0.0, 0.0, 0.0), compress: bool = False,
+) -> list[Path]:
+    """Write ``volume`` (S, H, W) as ``path`` (``.mhd``) + a ``.raw`` (or ``.zraw``) data file.
+
+    ``spacing`` and ``origin`` are in (x, y, z) = (W, H, S) order, as MetaImage stores them.
+    Returns the header and data file paths.
+    """
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        raise FileProblemError(path, "writing MetaImage files needs SimpleITK: pip install 'mismatch[carve]'") from None
+    img = sitk.GetImageFromArray(np.ascontiguousarray(volume))
+    img.SetSpacing([float(s) for s in spacing])
+    img.SetOrigin([float(o) for o in origin])
+    sitk.WriteImage(img, str(path), compress)
+    return data_files(path)
+
+
+# ----------------------------------------------------------------------------- labels and cases
+
+
+def label_values(label: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer array, sorted (bincount when they are small: fast)."""
+    if label.size == 0:
+        return np.zeros(0, np.int64)
+    flat = label.reshape(-1)
+    low, high = int(flat.min()), int(flat.max())
+    if 0 <= low and high < 1 << 16:
+        return np.flatnonzero(np.bincount(flat, minlength=high + 1))
+    return np.unique(flat).astype(np.int64)
+
+
+def label_value_problems(label: np.ndarray, allowed: Sequence[int] | None = None) -> list[str]:
+    """What is wrong with a label array's values: non-integers, negatives, values not ``allowed``."""
+    if not np.issubdtype(label.dtype, np.integer):
+        finite = np.isfinite(label)
+        if not finite.all():
+            return [f"label has {int(finite.size - np.count_nonzero(finite))} NaN or infinite values"]
+        rounded = np.rint(label)
+        if not np.array_equal(rounded, label):
+            return [f"label values must be integers, found e.g. {float(label[rounded != label][0])!r}"]
+        label = rounded.astype(np.int64)
+    values = label_values(label)
+    problems = []
+    if values.size and values[0] < 0:
+        problems.append(f"label values must be >= 0, found {int(values[0])}")
+    if allowed is not None:
+        unexpected = sorted(set(values.tolist()) - {int(a) for a in allowed})
+        if unexpected:
+            problems.append(f"unexpected label values {unexpected} (expected a subset of {sorted(allowed)})")
+    return problems
+
+
+def as_label(label: np.ndarray, path: Path, allowed: Sequence[int] | None = None) -> np.ndarray:
+    """Integer labels (S, H, W): uint8 when every value fits, int32 otherwise; bad values raise."""
+    problems = label_value_problems(label, allowed)
+    if problems:
+        raise FileProblemError(path, problems[0])
+    high = int(label.max()) if label.size else 0
+    return np.ascontiguousarray(label, dtype=np.uint8 if high <= 255 else np.int32)
+
+
+def non_finite_count(image: np.ndarray) -> int:
+    """How many NaN or infinite values ``image`` holds (0 for integer arrays)."""
+    if np.issubdtype(image.dtype, np.integer):
+        return 0
+    return int(image.size - np.count_nonzero(np.isfinite(image)))
+
+
+def same_affine(a: np.ndarray, b: np.ndarray) -> bool:
+    """Affines equal up to float noise in headers (1e-4 mm, 1e-5 relative)."""
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-5, atol=1e-4))
+
+
+@dataclass(frozen=True)
+class CaseSources:
+    """The files of one case: ``images`` hold the channels in order (a 3D file is one
+    channel, a 4D file several), ``label`` the integer label volume."""
+
+    images: tuple[Path, ...]
+    label: Path
+
+
+Problem = tuple[Path, str]
+
+
+def read_case(
+    case_id: str,
+    sources: CaseSources,
+    channel_names: Sequence[str],
+    allowed_labels: Sequence[int] | None = None,
+) -> tuple[list[Problem], Case | None]:
+    """Read and check every file of a case; returns ALL problems found and the case if none.
+
+    Checked: each file exists and reads (corrupt / truncated files are problems, not
+    crashes); every channel and the label share the grid (shape) and the affine; the
+    channel count matches ``channel_names``; intensities are finite; label values are
+    non-negative integers within ``allowed_labels``.
+    """
+    problems: list[Problem] = []
+    channels: list[Volume] = []
+    for path in sources.images:
+        problems += _read_into(path, "image channel", channels)
+    image = _image_problems(channels, channel_names, sources, problems)
+    labels: list[Volume] = []
+    problems += _read_into(sources.label, "label", labels)
+    label = None
+    if labels:
+        label = _label_problems(labels[0], channels[0] if channels else None, allowed_labels, problems)
+    if problems or image is None or label is None:
+        return problems, None
+    return [], Case(case_id, image, label, channels[0].affine, tuple(channel_names))
+
+
+def _read_into(path: Path, what: str, out: list[Volume]) -> list[Problem]:
+    try:
+        out.append(read_volume(path, what))
+    except FileProblemError as err:
+        return [(Path(err.path), err.problem)]
+    return []
+
+
+def _image_problems(
+    channels: list[Volume], channel_names: Sequence[str], sources: CaseSources, problems: list[Problem]
+) -> np.ndarray | None:
+    """Check the channels against the first one; the stacked image (C, S, H, W) float32 or None."""
+    if not channels:
+        return None
+    first = channels[0]
+    ok = True
+    for vol in channels[1:]:
+        if vol.data.shape[1:] != first.data.shape[1:]:
+            problems.append((vol.path, f"shape {vol.file_shape} differs from {first.path.name} {first.file_shape} "
+                                       "(channels of one case must share a grid)"))
+            ok = False
+        elif not same_affine(vol.affine, first.affine):
+            problems.append((vol.path, f"affine differs from {first.path.name}"))
+            ok = False
+    for vol in channels:
+        bad = non_finite_count(vol.data)
+        if bad:
+            problems.append((vol.path, f"{bad} NaN or infinite intensities"))
+            ok = False
+    count = sum(v.data.shape[0] for v in channels)
+    if ok and len(channels) == len(sources.images) and count != len(channel_names):
+        problems.append((first.path, f"{count} channels, expected {len(channel_names)} ({', '.join(channel_names)})"))
+        ok = False
+    if not ok or len(channels) != len(sources.images):
+        return None
+    return np.ascontiguousarray(np.concatenate([v.data for v in channels]).astype(np.float32, copy=False))
+
+
+def _label_problems(
+    vol: Volume, first: Volume | None, allowed: Sequence[int] | None, problems: list[Problem]
+) -> np.ndarray | None:
+    if vol.data.shape[0] != 1:
+        problems.append((vol.path, f"a label must be one 3D volume, got shape {vol.file_shape}"))
+        return None
+    found = []
+    if first is not None and vol.data.shape[1:] != first.data.shape[1:]:
+        found.append(f"label shape {vol.file_shape} differs from image shape {first.file_shape} ({first.path.name})")
+    elif first is not None and not same_affine(vol.affine, first.affine):
+        found.append(f"label affine differs from image affine ({first.path.name})")
+    found += label_value_problems(vol.data[0], allowed)
+    problems += [(vol.path, p) for p in found]
+    if found:
+        return None
+    high = int(vol.data.max()) if vol.data.size else 0
+    return np.ascontiguousarray(vol.data[0], dtype=np.uint8 if high <= 255 else np.int32)
