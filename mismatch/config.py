@@ -315,15 +315,21 @@ def load_data_spec(data: dict[str, Any], source: str | None = None) -> DataSpec:
         raise SpecError(f"invalid data spec{where}: {err}") from None
 
 
-def load_trial_spec_file(path: str | Path) -> TrialSpec:
-    """Load a trial spec from a YAML (or JSON) file; errors name the file and the key."""
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; a missing file, bad YAML or a non-mapping is a
+    :class:`SpecError` naming the file (``what`` says what the file should be)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise SpecError(f"spec file not found: {path}") from None
+        raise SpecError(f"{what} file not found: {path}") from None
     except yaml.YAMLError as err:
         raise SpecError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: a trial spec must be a mapping at the top level")
-    return load_trial_spec(data, source=str(path))
+        raise SpecError(f"{path}: a {what} must be a mapping at the top level")
+    return data
+
+
+def load_trial_spec_file(path: str | Path) -> TrialSpec:
+    """Load a trial spec from a YAML (or JSON) file; errors name the file and the key."""
+    return load_trial_spec(read_yaml_mapping(path, "trial spec"), source=str(path))

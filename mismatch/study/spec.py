@@ -16,10 +16,16 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from mismatch.config import SpecError, StrictModel, TrialSpec, _format_validation_error, load_trial_spec
+from mismatch.config import (
+    SpecError,
+    StrictModel,
+    TrialSpec,
+    _format_validation_error,
+    load_trial_spec,
+    read_yaml_mapping,
+)
 from mismatch.study.store import absolute_storage
 
 GRID_AXES = {
@@ -201,16 +207,8 @@ def load_study(path: str | Path, profile: str | None = None, storage: str | None
 
     ``storage`` overrides the file's ``storage`` (where results and searches' best values are).
     """
-    path = Path(path)
     source = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"study file not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path} is not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: a study file must be a mapping at the top level")
+    raw = read_yaml_mapping(path, "study")
     merged = _apply_profile(raw, profile, source)
     try:
         file = StudyFile.model_validate(merged)
