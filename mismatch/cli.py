@@ -257,7 +257,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 
     study = load_study(args.file, args.profile, args.storage)
     outcome = run_study(study, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed)
-    return 1 if outcome.failed else 0
+    return 130 if outcome.unfinished else 1 if outcome.failed else 0
 
 
 def cmd_study_status(args: argparse.Namespace) -> int:

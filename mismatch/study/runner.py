@@ -36,6 +36,7 @@ class StudyOutcome:
     skipped: int
     completed: int
     failed: int
+    unfinished: int = 0
 
 
 def trial_fn(config: dict[str, Any], storage: str, threads: int) -> None:
@@ -133,8 +134,14 @@ def run_study(
     ids = [s.trial_id() for s in todo]
     completed = sum(final.get(i) == "completed" for i in ids)
     failed = sum(final.get(i) == "failed" for i in ids)
-    print(f"[{study.name}] finished: {completed} completed, {failed} failed, {skipped} skipped", file=stream, flush=True)
-    return StudyOutcome(len(specs), skipped, completed, failed)
+    unfinished = len(ids) - completed - failed
+    if unfinished:  # stopped early (SIGINT, a lost driver connection): nothing is marked failed
+        print(f"[{study.name}] stopped: {completed} completed, {failed} failed, {unfinished} not finished; "
+              "run the same command again to continue", file=stream, flush=True)
+    else:
+        print(f"[{study.name}] finished: {completed} completed, {failed} failed, {skipped} skipped",
+              file=stream, flush=True)
+    return StudyOutcome(len(specs), skipped, completed, failed, unfinished)
 
 
 def _fit(study: Study, storage: str, todo: list[TrialSpec], verbose: bool, progress: Any) -> Any:
