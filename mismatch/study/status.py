@@ -6,6 +6,8 @@ import os
 import statistics
 from dataclasses import dataclass
 
+import pandas as pd
+
 from mismatch.study.spec import Study
 from mismatch.study.store import TrialCheckpoint, read_table
 
@@ -65,7 +67,8 @@ def study_status(study: Study, storage: str, parallel: int | None = None) -> Stu
             counts["running"] += 1
         else:
             counts["pending"] += 1
-    done_times = [float(t) for t in rows.get("train_time_s", []) if t == t] if len(rows) else []
+    times = pd.to_numeric(rows["train_time_s"], errors="coerce").dropna() if len(rows) else []
+    done_times = [float(t) for t in times]
     slots = parallel or max(1, int((os.cpu_count() or 1) // study.file.resources.cpu))
     eta = estimate_eta(done_times, counts["running"] + counts["pending"], slots)
     return StudyStatus(**counts, eta_s=eta, failures=failures)

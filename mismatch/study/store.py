@@ -37,10 +37,20 @@ def absolute_storage(storage: str) -> str:
 
 
 def resolve(storage: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the path inside it for a local path or a URI."""
-    if "://" in storage:
+    """A pyarrow filesystem and the path inside it for a local path or a URI.
+
+    pyarrow's own filesystems serve ``s3://``, ``gs://``, ``hdfs://`` and ``file://``; any
+    other scheme that fsspec knows (``az://``, ``memory://``, ...) goes through fsspec.
+    """
+    if "://" not in storage:
+        return pafs.LocalFileSystem(), os.path.abspath(storage)
+    try:
         return pafs.FileSystem.from_uri(storage)
-    return pafs.LocalFileSystem(), os.path.abspath(storage)
+    except pa.ArrowInvalid:
+        import fsspec  # a dependency of ray[tune]; only needed for schemes pyarrow lacks
+
+        fs, path = fsspec.core.url_to_fs(storage)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/")
 
 
 def _write_atomic(fs: pafs.FileSystem, path: str, payload: bytes) -> None:

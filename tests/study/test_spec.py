@@ -99,3 +99,17 @@ def test_best_of_a_search_is_read_from_its_best_json(tmp_path):
     (tmp_path / "store" / "my_search" / "best.json").write_text(json.dumps({"param": "alpha", "value": 0.0031}))
     trials = load_study(path, storage=str(tmp_path / "store")).trials()
     assert {t.method.alpha for t in trials} == {0.0031}
+
+
+def test_status_of_a_study_whose_trials_all_failed(tmp_path):
+    from mismatch.study.status import study_status
+    from mismatch.study.store import write_trial
+
+    study = load_study(_write(tmp_path, BASE), profile="smoke", storage=str(tmp_path / "store"))
+    trials = study.trials()
+    for spec in trials[:3]:
+        write_trial(study.storage, study.name, spec.trial_id(), {"trial_id": spec.trial_id(), "status": "failed",
+                                                                   "error": "DataError: bad"})
+    st = study_status(study, study.storage)
+    assert (st.done, st.failed, st.pending) == (0, 3, len(trials) - 3)
+    assert st.eta_s is None and st.failures[0][1] == "DataError: bad"
