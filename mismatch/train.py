@@ -334,7 +334,7 @@ def all_fold_splits(spec: TrialSpec, data: TrialData) -> dict[str, dict[str, lis
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def run_trial(

@@ -6,6 +6,7 @@ subprocess, and checks the Parquet rows that the trials write.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -46,6 +47,33 @@ def _run(args: list[str], env: dict | None = None, timeout: int = 400) -> subpro
 
 def _rows(storage: Path, study: str = "e2e") -> pd.DataFrame:
     return read_table(str(storage), study, "trials")
+
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_quickstart_smoke_end_to_end(tmp_path):
+    study_file = ROOT / "studies" / "quickstart.yaml"
+    storage = tmp_path / "results"
+    proc = _run(["study", "run", str(study_file), "--profile", "smoke", "--storage", str(storage)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    specs = {t.trial_id(): t for t in load_study(study_file, profile="smoke").trials()}
+    assert len(specs) >= 4
+    trials = _rows(storage, "quickstart-smoke").set_index("trial_id")
+    assert set(trials.index) == set(specs) and (trials["status"] == "completed").all()
+    images = pd.read_parquet(storage / "quickstart-smoke" / "images")
+    for tid, spec in specs.items():
+        row = trials.loc[tid]
+        assert (row["method"], row["fold"], row["labelled_slices"]) == (
+            spec.method.name, spec.protocol.fold, spec.protocol.labelled_slices)
+        assert row["params"] > 0 and row["train_time_s"] > 0 and row["epochs"] == spec.train.epochs
+        mine = images[images["trial_id"] == tid]
+        assert len(mine) == row["n_test_images"] > 0
+        assert set(mine["case_id"]) == set(json.loads(row["splits_json"])["test"])
+        assert mine[["iou", "dice", "ece", "brier"]].notna().all().all()
+        assert ((mine["tp"] + mine["fp"] + mine["fn"] + mine["tn"]) == mine["bin0_count"] + mine["bin1_count"]
+                + mine["bin2_count"] + mine["bin3_count"] + mine["bin4_count"]).all()
+        assert (storage / "quickstart-smoke" / "predictions" / f"{tid}.npz").exists()
 
 
 def test_run_skip_add_and_fail_for_good(tmp_path):
@@ -127,3 +155,44 @@ def test_killed_driver_resumes_from_checkpoints_without_duplicates(tmp_path):
     epochs = read_table(str(storage), "kill", "epochs")
     assert (epochs.groupby("trial_id")["epoch"].apply(sorted).map(list) == [list(range(6))] * 3).all()
     assert not any(checkpoints.glob("*/trial.pt"))
+
+
+def _trainable_pids() -> list[int]:
+    """Ray worker processes running a Tune function trainable (named by Ray's setproctitle)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
+    storage = tmp_path / "results"
+    crash = {**STUDY, "name": "crash", "base": {**STUDY["base"], "train": {"epochs": 8, "snapshot_k": 2}},
+             "methods": [{"name": "mismatch", "width": 4}], "grid": {"labelled_slices": [2], "fold": [0]},
+             "max_failures": 2}
+    study_file = _write(tmp_path / "crash.yaml", crash)
+    driver = subprocess.Popen([sys.executable, "-m", "mismatch", "study", "run", str(study_file), "--storage",
+                               str(storage)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        assert _wait_for(lambda: any((storage / "crash" / "checkpoints").glob("*/trial.pt")), 300)
+        victims = _trainable_pids()
+        assert victims, "no trainable process found"
+        for pid in victims:  # the trial's worker dies as on an out-of-memory kill
+            os.kill(pid, signal.SIGKILL)
+        out, _ = driver.communicate(timeout=400)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert driver.returncode == 0, out
+    trials = _rows(storage, "crash")
+    assert len(trials) == 1 and trials.iloc[0]["status"] == "completed"
+    assert trials.iloc[0]["resumed_from_epoch"] > 0 and trials.iloc[0]["epochs"] == 8
+    epochs = read_table(str(storage), "crash", "epochs")
+    assert sorted(epochs["epoch"]) == list(range(8))
