@@ -68,13 +68,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Run one trial and write its Parquet rows."""
     from mismatch.study.store import write_trial
     from mismatch.summary import format_summary
-    from mismatch.train import run_trial
+    from mismatch.train import NonFiniteLossError, failed_trial_row, run_trial
 
     spec = build_train_spec(args)
     if args.dry_run:
         print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         return 0
-    result = run_trial(spec, on_epoch_end=_print_epoch if not args.quiet else None)
+    try:
+        result = run_trial(spec, on_epoch_end=_print_epoch if not args.quiet else None)
+    except NonFiniteLossError as err:
+        folder = write_trial(args.out, spec.study, spec.trial_id(), failed_trial_row(spec, err))
+        print(f"error: trial {spec.trial_id()} failed: {err} (recorded in {folder}/trials/)", file=sys.stderr)
+        return 1
     folder = write_trial(
         args.out, spec.study, spec.trial_id(), result.trial, result.images, result.epochs, result.predictions,
         result.splits,

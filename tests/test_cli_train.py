@@ -67,3 +67,14 @@ def test_splits_file_holds_every_fold_without_leakage(tmp_path, tiny_dict):
     import json
     assert folds[0] == json.loads(row["splits_json"])
     assert [folds[f]["labelled"] for f in range(6)] == [[c] for c in sorted(c for s in folds[0].values() for c in s)]
+
+
+def test_train_cli_records_a_non_finite_loss_as_a_failed_trial(tmp_path, tiny_dict):
+    spec = tiny_dict(train={"lr": 1.0e30, "epochs": 1, "snapshot_k": 1})  # Adam steps of 1e30 overflow at once
+    spec_file = tmp_path / "nan.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    proc = _mismatch("train", str(spec_file), "--out", str(tmp_path / "runs"), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "is nan at step" in proc.stderr or "is inf at step" in proc.stderr
+    row = read_table(str(tmp_path / "runs"), "tiny", "trials").iloc[0]
+    assert row["status"] == "failed" and "NonFiniteLossError" in row["error"]

@@ -13,6 +13,7 @@ import copy
 import difflib
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,6 +152,12 @@ class Study:
     def _trial(self, method: dict[str, Any], point: dict[str, Any]) -> TrialSpec:
         method = {k: self._resolve(v) for k, v in method.items()}
         tree = deep_merge(self.file.base, {"study": self.name, "method": method})
+        data = tree.get("data")
+        for key in ("root", "prepared"):
+            # Ray Tune runs each trial in its own working folder: a relative dataset path
+            # means "relative to where the study was started", so make it absolute here.
+            if isinstance(data, dict) and isinstance(data.get(key), str) and "://" not in data[key]:
+                data[key] = os.path.abspath(os.path.expanduser(data[key]))
         for axis, value in point.items():
             _set_dotted(tree, GRID_AXES[axis], value)
         spec = load_trial_spec(tree, source=self.source)

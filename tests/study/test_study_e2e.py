@@ -196,3 +196,19 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
     assert trials.iloc[0]["resumed_from_epoch"] > 0 and trials.iloc[0]["epochs"] == 8
     epochs = read_table(str(storage), "crash", "epochs")
     assert sorted(epochs["epoch"]) == list(range(8))
+
+
+def test_a_relative_dataset_path_means_relative_to_where_the_study_starts(tmp_path):
+    # Ray Tune runs trials in their own working folders; the path must still resolve.
+    synth = subprocess.run([sys.executable, "-m", "mismatch", "data", "synth", "vessels", "data/v", "--cases", "6",
+                            "--size", "32", "32", "--slices", "10"], cwd=tmp_path, capture_output=True, text=True)
+    assert synth.returncode == 0, synth.stderr
+    study = {**STUDY, "name": "relative", "base": {**STUDY["base"], "data": {"root": "data/v"}},
+             "methods": [{"name": "sup1", "width": 4}]}
+    _write(tmp_path / "relative.yaml", study)
+    proc = subprocess.run([sys.executable, "-m", "mismatch", "study", "run", "relative.yaml", "--storage", "out"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = read_table(str(tmp_path / "out"), "relative", "trials")
+    assert trials["status"].tolist() == ["completed"]
+    assert json.loads(trials.iloc[0]["spec_json"])["data"]["root"] == str(tmp_path / "data" / "v")
