@@ -68,15 +68,21 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
-        """Foreground probability (B, 1, H, W) for images (B, C, H, W), in eval mode."""
-        raise NotImplementedError
+        """Foreground probability (B, 1, H, W) for images (B, C, H, W), in eval mode.
+
+        By default the prediction of ``self.net``, the network a method tests with (for a
+        two-decoder network, the mean of its decoders' probabilities).
+        """
+        return self.net.probabilities(image)
 
     def after_step(self) -> None:
         """Hook called after each optimiser step (e.g. an EMA teacher update)."""
 
     def inference_parameters(self) -> int:
-        """Parameters of the network(s) used at test time."""
-        return sum(p.numel() for p in self.parameters())
+        """Parameters of the network used at test time (``self.net``; training-only parts such
+        as auxiliary decoders are not counted)."""
+        net = getattr(self, "net", self)
+        return sum(p.numel() for p in net.parameters())
 
 
 _METHODS: dict[str, type[Method]] = {}

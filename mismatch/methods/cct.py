@@ -147,11 +147,3 @@ class CCT(Method):
             losses["consistency"] = self.consistency_weight(epoch) * mse
         losses["loss"] = sum(losses.values())
         return losses
-
-    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
-        """The main decoder's probability (auxiliary decoders are training-only)."""
-        return self.net.probabilities(image)
-
-    def inference_parameters(self) -> int:
-        """Encoder and main decoder only."""
-        return sum(p.numel() for p in self.net.parameters())

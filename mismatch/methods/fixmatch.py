@@ -96,7 +96,3 @@ class FixMatch(Method):
             losses["pseudo_label"] = self.config.alpha * masked_bce(logits, label, mask)
         losses["loss"] = sum(losses.values())
         return losses
-
-    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
-        """The U-Net's probability."""
-        return self.net.probabilities(image)

@@ -63,7 +63,3 @@ class MisMatch(Method):
             losses["consistency"] = self.alpha_at(epoch) * symmetric_mse(probs[0][unl], probs[1][unl])
         losses["loss"] = sum(losses.values())
         return losses
-
-    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
-        """Mean of the two decoders' probabilities."""
-        return self.net.probabilities(image)

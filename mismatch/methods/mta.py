@@ -107,11 +107,3 @@ class MTA(Method):
         losses["reconstruction"] = self.config.alpha * reconstruction.mean()
         losses["loss"] = sum(losses.values())
         return losses
-
-    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
-        """The segmentation decoder's probability."""
-        return self.net.probabilities(image)
-
-    def inference_parameters(self) -> int:
-        """The segmentation path (encoder + segmentation decoder) only."""
-        return sum(p.numel() for p in self.net.parameters())

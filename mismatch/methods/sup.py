@@ -70,10 +70,6 @@ class _Supervised(Method):
         dice = dice_per_decoder(self.net(image), label)
         return {"dice": dice, "loss": dice}
 
-    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
-        """Mean of the decoders' probabilities (the U-Net has one decoder)."""
-        return self.net.probabilities(image)
-
 
 @register_method("sup1")
 class Sup1(_Supervised):
