@@ -78,7 +78,8 @@ def init_ray(address: str | None, verbose: bool) -> None:
     """Join ``address`` or start an embedded local Ray; quiet unless ``verbose``."""
     import ray
 
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if not verbose:  # our own Parquet rows are the results; skip Tune's per-trial JSON/CSV/TB files
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     kwargs: dict[str, Any] = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
     if address:
