@@ -66,7 +66,7 @@ def build_train_spec(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run one trial and write its Parquet rows."""
-    from mismatch.study.store import write_trial
+    from mismatch.study.store import write_result, write_trial
     from mismatch.summary import format_summary
     from mismatch.train import NonFiniteLossError, failed_trial_row, run_trial
 
@@ -80,10 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         folder = write_trial(args.out, spec.study, spec.trial_id(), failed_trial_row(spec, err))
         print(f"error: trial {spec.trial_id()} failed: {err} (recorded in {folder}/trials/)", file=sys.stderr)
         return 1
-    folder = write_trial(
-        args.out, spec.study, spec.trial_id(), result.trial, result.images, result.epochs, result.predictions,
-        result.splits,
-    )
+    folder = write_result(args.out, result)
     print(format_summary(result, folder))
     return 0
 

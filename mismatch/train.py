@@ -69,6 +69,7 @@ class TrialResult:
     epochs: pd.DataFrame
     predictions: dict[str, np.ndarray] | None = None
     splits: dict[str, dict[str, list[str]]] | None = None
+    decoders: pd.DataFrame | None = None
 
 
 def identity_columns(spec: TrialSpec, method: Method, data: TrialData) -> dict[str, Any]:
@@ -142,22 +143,53 @@ def train_epoch(
     return {name: sums[name] / counts[name] for name in sums}
 
 
+def _batch_probabilities(methods: list[Method], x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """Snapshot-mean probability (B, 1, H, W) and, for several decoders, each decoder's."""
+    per_decoder = [m.decoder_probabilities(x) for m in methods]
+    if any(p is None for p in per_decoder):
+        return sum(m.predict_proba(x) for m in methods) / len(methods), None
+    decoders = [sum(ps) / len(methods) for ps in zip(*per_decoder)]  # each (B, 1, H, W)
+    return sum(decoders) / len(decoders), decoders
+
+
 @torch.no_grad()
-def predict(methods: list[Method], images: np.ndarray, device: torch.device) -> np.ndarray:
-    """Mean foreground probability of several snapshots, (N, H, W) float32."""
+def predict(
+    methods: list[Method], images: np.ndarray, device: torch.device, labels: np.ndarray | None = None
+) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
+    """Mean foreground probability of several snapshots, (N, H, W) float32.
+
+    With ``labels`` and a several-decoder method, also each decoder's calibration summed over
+    the images (from the same forward passes): reliability-bin sums and foreground confidence.
+    """
     out = np.empty((len(images), *images.shape[2:]), dtype=np.float32)
     for m in methods:
         m.eval()
+    totals: list[dict[str, Any]] | None = None
     for start in range(0, len(images), EVAL_BATCH):
         x = torch.from_numpy(images[start : start + EVAL_BATCH]).to(device)
-        prob = sum(m.predict_proba(x) for m in methods) / len(methods)  # (B, 1, H, W)
+        prob, decoders = _batch_probabilities(methods, x)
         out[start : start + len(x)] = prob[:, 0].float().cpu().numpy()
-    return out
+        if labels is not None and decoders is not None:
+            y = labels[start : start + len(x)]
+            batch = [decoder_calibration(d[:, 0].float().cpu().numpy(), y) for d in decoders]
+            totals = batch if totals is None else [_add(a, b) for a, b in zip(totals, batch)]
+    return out, totals
+
+
+def decoder_calibration(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+    """Sums that aggregate exactly: reliability bins and the probability on true foreground."""
+    bins = metrics.reliability_bins(prob, label)
+    fg = label.astype(bool)
+    return {**bins, "fg_prob_sum": float(prob[fg].sum()), "fg_pixels": int(fg.sum())}
+
+
+def _add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {k: a[k] + b[k] for k in a}
 
 
 def evaluate(methods: list[Method], slices: SliceSet, device: torch.device) -> list[dict[str, Any]]:
     """Per-image metric rows for a slice set."""
-    prob = predict(methods, slices.images, device)
+    prob, _ = predict(methods, slices.images, device)
     return [metrics.image_metrics(prob[i], slices.labels[i]) for i in range(len(prob))]
 
 
@@ -352,7 +384,7 @@ def run_trial(
     method = build_method(spec.method, data.in_channels).to(device)
     state = fit(spec, method, data, device, on_epoch_end, checkpoint_dir)
     ensemble = snapshot_methods(method, state)
-    prob = predict(ensemble, data.test.images, device)
+    prob, decoders = predict(ensemble, data.test.images, device, labels=data.test.labels)
     ident = identity_columns(spec, method, data)
     splits = all_fold_splits(spec, data)
     extra = {
@@ -371,7 +403,26 @@ def run_trial(
         epochs=epochs,
         predictions=prediction_maps(data.test, prob, spec.train.prediction_maps),
         splits=splits,
+        decoders=decoder_rows(ident, method.decoder_names(), decoders),
     )
+
+
+def decoder_rows(ident: dict[str, Any], names: list[str], totals: list[dict[str, Any]] | None) -> pd.DataFrame | None:
+    """One row per decoder: its reliability-bin sums over the test set, pooled ECE and mean
+    foreground probability (how MisMatch's decoders shift confidence, the paper's Fig. 8)."""
+    if not totals:
+        return None
+    rows = []
+    for index, (name, t) in enumerate(zip(names, totals)):
+        row = {**ident, "decoder": index, "decoder_name": name,
+               "ece": metrics.ece_from_bins(t["count"], t["conf_sum"], t["correct_sum"]),
+               "mean_fg_prob": t["fg_prob_sum"] / t["fg_pixels"] if t["fg_pixels"] else float("nan")}
+        for k in range(metrics.N_BINS):
+            row[f"bin{k}_count"] = int(t["count"][k])
+            row[f"bin{k}_conf_sum"] = float(t["conf_sum"][k])
+            row[f"bin{k}_correct_sum"] = int(t["correct_sum"][k])
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def failed_trial_row(spec: TrialSpec, error: BaseException, started: str | None = None) -> dict[str, Any]:

@@ -38,6 +38,8 @@ def test_train_cli_writes_rows_that_read_back(tmp_path, tiny_dict):
     assert (bins == images[["tp", "fp", "fn", "tn"]].sum(axis=1)).all()
     assert epochs["epoch"].tolist() == [0, 1]
     assert (out / "tiny" / "predictions" / f"{trial_id}.npz").exists()
+    decoders = read_table(str(out), "tiny", "decoders")
+    assert decoders["decoder_name"].tolist() == ["pasb", "nasb"] and (decoders["trial_id"] == trial_id).all()
     assert not list(out.rglob("*.tmp"))
 
 

@@ -84,3 +84,19 @@ def test_resume_from_checkpoint_gives_the_same_rows(tiny_spec, tmp_path):
     resumed = run_trial(tiny_spec, checkpoint_dir=tmp_path)
     assert resumed.trial["epochs"] == 2
     np.testing.assert_allclose(resumed.images["brier"], full.images["brier"], rtol=1e-6)
+
+
+def test_each_decoder_of_mismatch_gets_its_calibration_row(tiny_spec, tiny_dict):
+    result = run_trial(tiny_spec)
+    dec = result.decoders
+    assert dec["decoder_name"].tolist() == ["pasb", "nasb"] and dec["decoder"].tolist() == [0, 1]
+    pixels = int(result.images[["tp", "fp", "fn", "tn"]].to_numpy().sum())
+    counts = dec[[f"bin{k}_count" for k in range(5)]].sum(axis=1)
+    assert (counts == pixels).all()
+    for _, row in dec.iterrows():
+        n = sum(row[f"bin{k}_count"] for k in range(5))
+        gap = sum(abs(row[f"bin{k}_correct_sum"] - row[f"bin{k}_conf_sum"]) for k in range(5))
+        assert row["ece"] == pytest.approx(gap / n)
+        assert 0 <= row["mean_fg_prob"] <= 1
+    sup = run_trial(load_trial_spec(tiny_dict(method={"name": "sup1", "width": 4})))
+    assert sup.decoders is None

@@ -75,6 +75,22 @@ class Method(nn.Module):
         """
         return self.net.probabilities(image)
 
+    def decoder_probabilities(self, image: torch.Tensor) -> list[torch.Tensor] | None:
+        """Each decoder's foreground probability (B, 1, H, W), for networks with several.
+
+        For such methods :meth:`predict_proba` must be the mean of these (the loop then gets
+        both from one pass); ``None`` for single-decoder methods.
+        """
+        net = getattr(self, "net", None)
+        if net is None or getattr(net, "num_decoders", 1) < 2:
+            return None
+        return [torch.sigmoid(logits) for logits in net(image)]
+
+    def decoder_names(self) -> list[str]:
+        """Names of the decoders of :meth:`decoder_probabilities` (their block kind if known)."""
+        decoders = getattr(getattr(self, "net", None), "decoders", [])
+        return [str(getattr(d, "block", f"decoder{i}")) for i, d in enumerate(decoders)]
+
     def after_step(self) -> None:
         """Hook called after each optimiser step (e.g. an EMA teacher update)."""
 

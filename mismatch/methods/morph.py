@@ -94,4 +94,12 @@ class Morph(Method):
 
     def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
         """Mean of the eroding and the dilating decoder's probabilities."""
-        return torch.stack([torch.sigmoid(lg) for lg in self.logits(image)]).mean(dim=0)
+        return torch.stack(self.decoder_probabilities(image)).mean(dim=0)
+
+    def decoder_probabilities(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The eroding and the dilating decoder's probabilities."""
+        return [torch.sigmoid(lg) for lg in self.logits(image)]
+
+    def decoder_names(self) -> list[str]:
+        """Decoder 1 erodes its features, decoder 2 dilates them."""
+        return ["erosion", "dilation"]

@@ -67,6 +67,44 @@ def reliabilities(trials: pd.DataFrame, design: Design, value: int) -> list[Reli
     return out
 
 
+def decoder_reliabilities(decoders: pd.DataFrame | None, trials: pd.DataFrame, design: Design,
+                          value: int) -> list[tuple[Reliability, float, int]]:
+    """Each decoder of every main column with several decoders (the paper's Fig. 8 columns 2-3):
+    its reliability from the summed bins, with the mean foreground probability and trial count."""
+    if decoders is None or decoders.empty:
+        return []
+    out = []
+    for col in design.columns:
+        sel = _completed(trials, design, col, value)
+        rows = decoders[decoders["trial_id"].isin(sel.index.astype(str))].sort_values("decoder")
+        for name, group in rows.groupby("decoder_name", sort=False, observed=True):
+            sums = {part: group[[f"bin{k}_{part}" for k in range(N_BINS)]].sum().to_numpy(dtype=float)
+                    for part in ("count", "conf_sum", "correct_sum")}
+            acc, conf = reliability(sums["count"], sums["conf_sum"], sums["correct_sum"])
+            ece = ece_from_bins(sums["count"], sums["conf_sum"], sums["correct_sum"])
+            images = int(sel.loc[sel.index.astype(str).isin(group["trial_id"]), "n_images"].sum())
+            item = Reliability(f"{col.key} / {name}", acc, conf, sums["count"], ece, np.nan, images)
+            out.append((item, float(group["mean_fg_prob"].mean()), len(group)))
+    return out
+
+
+def decoder_table(items: list[tuple[Reliability, float, int]], design: Design, value: int) -> Table:
+    """Per decoder: pooled ECE and the mean probability on true foreground (confidence shift)."""
+    header = ["method / decoder", "trials", "images", "ECE (pooled)", "mean foreground probability"]
+    rows, data = [], []
+    for r, fg, n in items:
+        rows.append([Cell(r.column), Cell(str(n)), Cell(str(r.images)), Cell(fmt_num(r.ece, 1, 4)),
+                     Cell(fmt_num(fg, 1, 4))])
+        data.append({"column": r.column, design.axis: value, "trials": n, "images": r.images, "ece_pooled": r.ece,
+                     "mean_fg_prob": fg})
+    notes = ["Each decoder's own probability (mean over the same snapshots as the ensemble), summed over "
+             "the test images of the column's completed trials. Mean foreground probability: mean over "
+             "trials of the decoder's mean probability on ground-truth foreground pixels; MisMatch's claim "
+             "is that the PASB decoder raises it and the NASB decoder lowers it."]
+    return Table("fig8_decoders", f"Confidence of each decoder ({design.axis_label} = {value})", header, rows,
+                 pd.DataFrame(data), notes)
+
+
 def sample_indices(n: int, limit: int, seed: int = 0) -> np.ndarray:
     """At most ``limit`` sorted indices of ``range(n)``, uniformly at random with a fixed seed."""
     if n <= limit:

@@ -53,6 +53,19 @@ class StudyData:
         path = f"{self.base}/predictions/{trial_id}.npz"
         return path if self.fs.get_file_info(path).type == pafs.FileType.File else None
 
+    def decoder_rows(self) -> pd.DataFrame | None:
+        """Per-decoder calibration rows (``decoders/``) of trials with a trials row, or None."""
+        if self.base is None or self.trials is None:
+            return None
+        files = [f for f in _parquet_files(self.fs, f"{self.base}/decoders")
+                 if _stem(f) in set(self.trials["trial_id"].astype(str))]
+        if not files:
+            return None
+        bins = [f"bin{k}_{part}" for k in range(N_BINS) for part in ("count", "conf_sum", "correct_sum")]
+        rows = _read(self.fs, files, ["trial_id", "decoder", "decoder_name", "mean_fg_prob", *bins])
+        rows["trial_id"] = rows["trial_id"].astype(str)
+        return rows
+
     def optuna_journal(self) -> str | None:
         """Path of ``optuna/journal.log`` if the study has an Optuna search (local files only)."""
         if self.base is None or not isinstance(self.fs, pafs.LocalFileSystem):

@@ -105,6 +105,13 @@ def calibration_section(ctx: Context) -> Built:
         table = calibration.reliability_table(items, ctx.design, value)
         sec.body += [figure_html(figures.reliability_figure(items, ctx.design, value), "fig8"), table_html(table)]
         out.append(table)
+    per_decoder = calibration.decoder_reliabilities(ctx.data.decoder_rows(), ctx.trials, ctx.design, value)
+    if per_decoder:
+        table = calibration.decoder_table(per_decoder, ctx.design, value)
+        fig = figures.reliability_figure([r for r, _, _ in per_decoder], ctx.design, value)
+        fig.update_layout(title=f"Reliability of each decoder at {ctx.design.axis_label} = {value}")
+        sec.body += [figure_html(fig, "fig8-decoders"), table_html(table)]
+        out.append(table)
     limit = int(ctx.options["max_points"])
     points = calibration.scatters(ctx.images, ctx.trials, ctx.design, value, ctx.metric, limit)
     if points:

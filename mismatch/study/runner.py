@@ -21,7 +21,7 @@ from mismatch.config import SpecError, TrialSpec
 from mismatch.data.errors import DataError
 from mismatch.study.progress import Progress
 from mismatch.study.spec import Study, trial_payload
-from mismatch.study.store import TrialCheckpoint, absolute_storage, trial_statuses, write_trial
+from mismatch.study.store import TrialCheckpoint, absolute_storage, trial_statuses, write_result, write_trial
 from mismatch.train import NonFiniteLossError, failed_trial_row, run_trial
 
 #: Errors that would recur on every retry: the trial is recorded as failed at once.
@@ -61,8 +61,7 @@ def trial_fn(config: dict[str, Any], storage: str, threads: int) -> None:
         ckpt.delete()
         tune.report({"status_failed": 1, "error": f"{type(err).__name__}: {err}"})
         return
-    write_trial(storage, spec.study, spec.trial_id(), {**result.trial, **placement()}, result.images, result.epochs,
-                result.predictions, result.splits)
+    write_result(storage, result, placement())
     ckpt.delete()
     tune.report({"status_failed": 0, "test_iou": float(result.images["iou"].mean()), "done_trial": 1})
 

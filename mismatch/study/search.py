@@ -20,7 +20,14 @@ from typing import Any, TextIO
 from mismatch.config import SpecError, TrialSpec
 from mismatch.study.runner import PERMANENT_ERRORS, effective_resources, init_ray
 from mismatch.study.spec import SearchSpec, Study, deep_merge, method_variants
-from mismatch.study.store import TrialCheckpoint, _write_atomic, absolute_storage, resolve, write_trial
+from mismatch.study.store import (
+    TrialCheckpoint,
+    _write_atomic,
+    absolute_storage,
+    resolve,
+    write_result,
+    write_trial,
+)
 from mismatch.train import failed_trial_row, run_trial
 
 OBJECTIVE = "val_iou"
@@ -70,8 +77,7 @@ def search_trial_fn(config: dict[str, Any], storage: str, threads: int, base: di
         write_trial(storage, spec.study, spec.trial_id(), failed_trial_row(spec, err))
         ckpt.delete()
         raise
-    write_trial(storage, spec.study, spec.trial_id(), result.trial, result.images, result.epochs,
-                result.predictions, result.splits)
+    write_result(storage, result)
     ckpt.delete()
     k = 1 if spec.train.snapshot == "final" else spec.train.snapshot_k
     tune.report({OBJECTIVE: validation_objective(result.epochs, k), "fold": fold})

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-TABLES = ("trials", "images", "epochs")
+TABLES = ("trials", "images", "epochs", "decoders")
 
 
 def absolute_storage(storage: str) -> str:
@@ -78,6 +78,7 @@ def write_trial(
     epochs: pd.DataFrame | None = None,
     predictions: dict[str, np.ndarray] | None = None,
     splits: dict[str, Any] | None = None,
+    decoders: pd.DataFrame | None = None,
 ) -> str:
     """Write one trial's tables under ``<storage>/<study>/``; the trials row is written last.
 
@@ -97,12 +98,21 @@ def write_trial(
         _write_atomic(fs, f"{base}/epochs/{trial_id}.parquet", _parquet_bytes(epochs))
     if images is not None and len(images):
         _write_atomic(fs, f"{base}/images/{trial_id}.parquet", _parquet_bytes(images))
+    if decoders is not None and len(decoders):
+        _write_atomic(fs, f"{base}/decoders/{trial_id}.parquet", _parquet_bytes(decoders))
     if predictions:
         buf = io.BytesIO()
         np.savez_compressed(buf, **predictions)
         _write_atomic(fs, f"{base}/predictions/{trial_id}.npz", buf.getvalue())
     _write_atomic(fs, f"{base}/trials/{trial_id}.parquet", _parquet_bytes(pd.DataFrame([trial])))
     return base
+
+
+def write_result(storage: str, result: Any, extra: dict[str, Any] | None = None) -> str:
+    """Write every table of a finished trial (a :class:`mismatch.train.TrialResult`)."""
+    trial = {**result.trial, **(extra or {})}
+    return write_trial(storage, trial["study"], trial["trial_id"], trial, result.images, result.epochs,
+                       result.predictions, result.splits, result.decoders)
 
 
 def read_table(storage: str, study: str, table: str, columns: list[str] | None = None) -> pd.DataFrame:

@@ -49,3 +49,16 @@ def test_train_step_reaches_every_parameter(name):
 def test_duplicate_method_name_is_rejected():
     with pytest.raises(ValueError, match="already registered"):
         register_method("mismatch")(type("Again", (Method,), {}))
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_prediction_is_the_mean_of_the_decoders_where_there_are_several(name):
+    torch.manual_seed(0)
+    method = _method(name).eval()
+    x = torch.randn(2, 2, 16, 16)
+    with torch.no_grad():
+        decoders = method.decoder_probabilities(x)
+        if decoders is None:
+            return
+        assert len(decoders) == len(method.decoder_names()) >= 2
+        torch.testing.assert_close(method.predict_proba(x), sum(decoders) / len(decoders))
