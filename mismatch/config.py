@@ -189,7 +189,7 @@ class TrainSpec(StrictModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = True
-    prediction_maps: int = Field(0, ge=0)
+    prediction_maps: int = Field(4, ge=0, le=64)
 
     def effective_weight_decay(self) -> float:
         """Weight decay actually used: 1e-5 for AdamW (authors' code) and 0 for Adam unless set."""
