@@ -117,9 +117,6 @@ class CCT(Method):
         self.net = build_model("unet", in_channels=in_channels, width=config.width)  # encoder + main decoder
         self.aux = nn.ModuleList(UNetDecoder(config.width) for _ in config.perturbations)
 
-    @property
-    def model_name(self) -> str:
-        return "unet"
 
     def consistency_weight(self, epoch: int) -> float:
         """The ramped unsupervised weight used in ``epoch`` (0-based)."""

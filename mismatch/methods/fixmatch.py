@@ -66,9 +66,6 @@ class FixMatch(Method):
         super().__init__(config, in_channels)
         self.net = build_model("unet", in_channels=in_channels, width=config.width)
 
-    @property
-    def model_name(self) -> str:
-        return "unet"
 
     def strong_view(
         self, image: torch.Tensor, label: torch.Tensor, mask: torch.Tensor

@@ -63,9 +63,6 @@ class MeanTeacher(Method):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
 
-    @property
-    def model_name(self) -> str:
-        return "unet"
 
     def consistency_weight(self, epoch: int) -> float:
         """The ramped consistency weight used in ``epoch`` (0-based)."""

@@ -84,9 +84,6 @@ class MTA(Method):
         self.net = build_model("unet", in_channels=in_channels, width=config.width)  # segmentation path
         self.reconstruction = ReconstructionDecoder(config.width, 2 * in_channels)
 
-    @property
-    def model_name(self) -> str:
-        return "unet"
 
     def reconstruction_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-slice reconstruction MSE ``(B,)`` and the segmentation probability ``(B, 1, H, W)``."""

@@ -82,10 +82,6 @@ class Sup1(_Supervised):
         super().__init__(config, in_channels)
         self.net = build_model("unet", in_channels=in_channels, width=config.width)
 
-    @property
-    def model_name(self) -> str:
-        return "unet"
-
 
 @register_method("sup2")
 class Sup2(_Supervised):
