@@ -3,24 +3,20 @@
 import pytest
 import torch
 
-from mismatch.config import SpecError, load_trial_spec
-from mismatch.methods import Batch, build_method
+from mismatch.config import SpecError
 from mismatch.methods.cct import context_masking, object_masking
 from mismatch.models import build_model
+from tiny import tiny_method, tiny_batch
 
 RANDOM = ["feature-noise", "feature-drop", "dropout"]  # the prediction-guided maskings are tested below
 
 
 def _method(**settings):
-    spec = load_trial_spec({"data": {"synthetic": {}}, "method": {"name": "cct", "width": 4, **settings}})
-    return build_method(spec.method, in_channels=1)
+    return tiny_method('cct', **settings)
 
 
 def _batch(labelled):
-    g = torch.Generator().manual_seed(4)
-    n = len(labelled)
-    return Batch(torch.randn(n, 1, 16, 16, generator=g), (torch.rand(n, 1, 16, 16, generator=g) > 0.5).float(),
-                 torch.tensor(labelled))
+    return tiny_batch(labelled, seed=4)
 
 
 def _record_inputs(module, store):

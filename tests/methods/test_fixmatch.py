@@ -4,15 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from mismatch.config import load_trial_spec
-from mismatch.methods import Batch, build_method
+from mismatch.methods import Batch
 from mismatch.methods.augment import GEOMETRIC_OPS
 from mismatch.methods.fixmatch import masked_bce, pseudo_labels
+from tiny import tiny_method
 
 
 def _method(**settings):
-    spec = load_trial_spec({"data": {"synthetic": {}}, "method": {"name": "fixmatch", "width": 4, **settings}})
-    return build_method(spec.method, in_channels=1)
+    return tiny_method('fixmatch', **settings)
 
 
 def test_pixels_below_the_confidence_threshold_are_masked():

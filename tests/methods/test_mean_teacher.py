@@ -5,22 +5,17 @@ import math
 import pytest
 import torch
 
-from mismatch.config import load_trial_spec
-from mismatch.methods import Batch, build_method
 from mismatch.methods.mean_teacher import sigmoid_rampup
 from mismatch.models import build_model
+from tiny import tiny_method, tiny_batch
 
 
 def _method(**settings):
-    spec = load_trial_spec({"data": {"synthetic": {}}, "method": {"name": "mean-teacher", "width": 4, **settings}})
-    return build_method(spec.method, in_channels=1)
+    return tiny_method('mean-teacher', **settings)
 
 
 def _batch(labelled):
-    g = torch.Generator().manual_seed(3)
-    n = len(labelled)
-    return Batch(torch.randn(n, 1, 16, 16, generator=g), (torch.rand(n, 1, 16, 16, generator=g) > 0.5).float(),
-                 torch.tensor(labelled))
+    return tiny_batch(labelled, seed=3)
 
 
 def test_teacher_moves_toward_student_by_exactly_the_ema_rule_and_gets_no_gradient():

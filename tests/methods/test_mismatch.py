@@ -5,7 +5,8 @@ import torch
 
 from mismatch.config import load_trial_spec
 from mismatch.losses import soft_dice_loss, symmetric_mse
-from mismatch.methods import Batch, build_method
+from mismatch.methods import build_method
+from tiny import tiny_batch
 
 
 def _mismatch(**settings):
@@ -14,10 +15,7 @@ def _mismatch(**settings):
 
 
 def _batch(labelled):
-    g = torch.Generator().manual_seed(1)
-    n = len(labelled)
-    return Batch(torch.randn(n, 1, 16, 16, generator=g), (torch.rand(n, 1, 16, 16, generator=g) > 0.5).float(),
-                 torch.tensor(labelled))
+    return tiny_batch(labelled, seed=1)
 
 
 def test_labelled_slices_get_dice_on_each_decoder_unlabelled_get_weighted_consistency():

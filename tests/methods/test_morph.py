@@ -2,15 +2,14 @@
 
 import torch
 
-from mismatch.config import load_trial_spec
 from mismatch.losses import soft_dice_loss, symmetric_mse
-from mismatch.methods import Batch, build_method
+from mismatch.methods import Batch
 from mismatch.methods.morph import dilate, erode
+from tiny import tiny_method
 
 
 def _method(**settings):
-    spec = load_trial_spec({"data": {"synthetic": {}}, "method": {"name": "morph", "width": 4, **settings}})
-    return build_method(spec.method, in_channels=1)
+    return tiny_method('morph', **settings)
 
 
 def test_erosion_below_identity_below_dilation():

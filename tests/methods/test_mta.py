@@ -2,22 +2,17 @@
 
 import torch
 
-from mismatch.config import load_trial_spec
-from mismatch.methods import Batch, build_method
 from mismatch.methods.mta import attended_images
 from mismatch.models import build_model
+from tiny import tiny_method, tiny_batch
 
 
 def _method(**settings):
-    spec = load_trial_spec({"data": {"synthetic": {}}, "method": {"name": "mta", "width": 4, **settings}})
-    return build_method(spec.method, in_channels=2)
+    return tiny_method('mta', in_channels=2, **settings)
 
 
 def _batch(labelled):
-    g = torch.Generator().manual_seed(6)
-    n = len(labelled)
-    return Batch(torch.randn(n, 2, 16, 16, generator=g), (torch.rand(n, 1, 16, 16, generator=g) > 0.5).float(),
-                 torch.tensor(labelled))
+    return tiny_batch(labelled, channels=2, seed=6)
 
 
 def test_reconstruction_loss_falls_when_trained_on_one_fixed_image():

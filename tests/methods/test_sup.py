@@ -3,21 +3,17 @@
 import pytest
 import torch
 
-from mismatch.config import load_trial_spec
 from mismatch.losses import soft_dice_loss
-from mismatch.methods import Batch, build_method
+from mismatch.methods import Batch
+from tiny import tiny_method, tiny_batch
 
 
 def _method(name, **settings):
-    spec = load_trial_spec({"data": {"synthetic": {}}, "method": {"name": name, "width": 4, **settings}})
-    return build_method(spec.method, in_channels=1)
+    return tiny_method(name, **settings)
 
 
 def _batch(labelled):
-    g = torch.Generator().manual_seed(2)
-    n = len(labelled)
-    return Batch(torch.randn(n, 1, 16, 16, generator=g), (torch.rand(n, 1, 16, 16, generator=g) > 0.5).float(),
-                 torch.tensor(labelled))
+    return tiny_batch(labelled, seed=2)
 
 
 @pytest.mark.parametrize("name", ["sup1", "sup2"])
