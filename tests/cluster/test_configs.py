@@ -6,6 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
@@ -24,7 +25,7 @@ def test_rays_validation_catches_a_broken_config():
     config = yaml.safe_load((ROOT / "cluster/aws-gpu.yaml").read_text())
     config["available_node_types"]["gpu_worker"]["node_confg"] = config["available_node_types"]["gpu_worker"].pop(
         "node_config")
-    with pytest.raises(Exception):
+    with pytest.raises(jsonschema.ValidationError, match="'node_config' is a required property"):
         validate_config(prepare_config(config))
 
 
