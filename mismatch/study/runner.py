@@ -13,9 +13,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from mismatch.config import SpecError, TrialSpec
 from mismatch.data.errors import DataError

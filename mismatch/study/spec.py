@@ -160,7 +160,9 @@ class Study:
         axes = ("labelled_slices", "unlabelled_slices", "seed")
         return {a: getattr(self.file.grid, a)[0] for a in axes if getattr(self.file.grid, a)}
 
-    def trial(self, method: dict[str, Any], point: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrialSpec:
+    def trial(
+        self, method: dict[str, Any], point: dict[str, Any], overrides: dict[str, Any] | None = None
+    ) -> TrialSpec:
         """The validated trial spec of one method variant at one grid point.
 
         ``method`` is one of :func:`method_variants` (``best_of`` values are resolved), ``point``

@@ -92,8 +92,8 @@ def test_search_runs_on_a_prepared_cache_named_relatively(tmp_path):
         "max_failures": 0,
     }
     (tmp_path / "relative.yaml").write_text(yaml.safe_dump(study))
-    proc = subprocess.run([sys.executable, "-m", "mismatch", "search", "alpha", "relative.yaml", "--storage", "results"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "mismatch", "search", "alpha", "relative.yaml", "--storage", "results"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     rows = pd.read_parquet(tmp_path / "results" / "relative" / "trials")
