@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,7 +23,7 @@ from mismatch.data.errors import DataError
 from mismatch.study.progress import Progress
 from mismatch.study.spec import Study, trial_payload
 from mismatch.study.store import TrialCheckpoint, absolute_storage, trial_statuses, write_result, write_trial
-from mismatch.train import NonFiniteLossError, failed_trial_row, run_trial
+from mismatch.train import NonFiniteLossError, TrialResult, failed_trial_row, run_trial
 
 #: Errors that would recur on every retry: the trial is recorded as failed at once.
 PERMANENT_ERRORS = (NonFiniteLossError, DataError, SpecError)
@@ -39,14 +40,30 @@ class StudyOutcome:
     unfinished: int = 0
 
 
-def trial_fn(config: dict[str, Any], storage: str, threads: int) -> None:
-    """The Ray Tune trainable: one trial, rows written by the worker itself."""
+def spec_from_config(config: dict[str, Any]) -> TrialSpec:
+    """The spec a study trial carries in its Tune config (see :func:`trial_payload`)."""
+    return TrialSpec.model_validate(config["trial"]["spec"])
+
+
+def trial_fn(
+    config: dict[str, Any],
+    storage: str,
+    threads: int,
+    spec_of: Callable[[dict[str, Any]], TrialSpec] = spec_from_config,
+    objective: Callable[[TrialSpec, TrialResult], dict[str, float]] | None = None,
+) -> None:
+    """The Ray Tune trainable of studies and searches: one trial, rows written by the worker.
+
+    ``spec_of`` builds the trial's spec from the Tune config (a study's carries it; a search
+    builds its candidate). A permanent error writes a failed row and reports
+    ``status_failed`` (no retry); a finished trial's last report adds ``objective``'s metrics.
+    """
     from ray import tune
 
     from mismatch.runtime import set_threads
 
     set_threads(threads)
-    spec = TrialSpec.model_validate(config["trial"]["spec"])
+    spec = spec_of(config)
     ckpt = TrialCheckpoint(storage, spec.study, spec.trial_id())
     local = ckpt.fetch()
 
@@ -63,7 +80,8 @@ def trial_fn(config: dict[str, Any], storage: str, threads: int) -> None:
         return
     write_result(storage, result, placement())
     ckpt.delete()
-    tune.report({"status_failed": 0, "test_iou": float(result.images["iou"].mean()), "done_trial": 1})
+    metrics = objective(spec, result) if objective is not None else {}
+    tune.report({"status_failed": 0, "test_iou": float(result.images["iou"].mean()), "done_trial": 1, **metrics})
 
 
 def placement() -> dict[str, str]:

@@ -14,43 +14,41 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mismatch.config import SpecError, TrialSpec
-from mismatch.study.runner import PERMANENT_ERRORS, effective_resources, init_ray
-from mismatch.study.spec import SearchSpec, Study, deep_merge, method_variants
-from mismatch.study.store import (
-    TrialCheckpoint,
-    _write_atomic,
-    absolute_storage,
-    resolve,
-    write_result,
-    write_trial,
-)
-from mismatch.train import failed_trial_row, run_trial
+from mismatch.study.spec import SearchSpec, Study, method_variants
+from mismatch.study.store import _write_atomic, absolute_storage, resolve
+
+if TYPE_CHECKING:  # a study naming ``best_of`` reads best.json here: no torch, no Ray
+    from mismatch.train import TrialResult
 
 OBJECTIVE = "val_iou"
 
 
-def base_payload(study: Study) -> dict[str, Any]:
-    """The trial every candidate starts from: the base, the first method, the first grid point."""
-    grid = study.file.grid
-    point = {"labelled_slices": (grid.labelled_slices or [None])[0], "seed": (grid.seed or [None])[0]}
-    tree = deep_merge(study.file.base, {"study": study.name, "method": method_variants(study.file.methods[0])[0]})
-    if point["labelled_slices"] is not None:
-        tree.setdefault("protocol", {})["labelled_slices"] = point["labelled_slices"]
-    if point["seed"] is not None:
-        tree.setdefault("train", {})["seed"] = point["seed"]
-    return tree
+@dataclass(frozen=True)
+class Candidate:
+    """Builds a candidate's trial spec on the worker from its Tune config.
 
+    A candidate is the study's trial of its first method variant at its first grid point, on
+    fold ``folds[__trial_index__]`` (Ray's ``Repeater``), with the searched setting
+    overridden: the same :meth:`Study.trial` a study run uses.
+    """
 
-def candidate_spec(base: dict[str, Any], param: str, value: float, fold: int, source: str) -> TrialSpec:
-    """The trial spec of one (candidate value, fold) pair."""
-    from mismatch.config import load_trial_spec
+    study: Study
+    param: str
+    folds: tuple[int, ...]
 
-    tree = deep_merge(base, {"method": {param: value}, "protocol": {"fold": fold}})
-    return load_trial_spec(tree, source=source)
+    def __call__(self, config: dict[str, Any]) -> TrialSpec:
+        return self.spec(config[self.param], self.folds[config["__trial_index__"]])
+
+    def spec(self, value: float, fold: int) -> TrialSpec:
+        """The trial spec of one (candidate value, fold) pair."""
+        method = method_variants(self.study.file.methods[0])[0]
+        point = {**self.study.first_point(), "fold": fold}
+        return self.study.trial(method, point, overrides={"method": {self.param: value}})
 
 
 def validation_objective(epochs: Any, k: int) -> float:
@@ -58,29 +56,10 @@ def validation_objective(epochs: Any, k: int) -> float:
     return float(epochs[OBJECTIVE].tail(k).mean())
 
 
-def search_trial_fn(config: dict[str, Any], storage: str, threads: int, base: dict[str, Any], search: dict[str, Any],
-                    source: str) -> None:
-    """The Ray Tune trainable of a search: one candidate on one fold."""
-    from ray import tune
-
-    from mismatch.runtime import set_threads
-
-    set_threads(threads)
-    fold = search["folds"][config["__trial_index__"]]
-    spec = candidate_spec(base, search["param"], config[search["param"]], fold, source)
-    ckpt = TrialCheckpoint(storage, spec.study, spec.trial_id())
-    local = ckpt.fetch()
-    try:
-        result = run_trial(spec, checkpoint_dir=Path(local),
-                           on_epoch_end=lambda r: (ckpt.push(), tune.report({"epoch": r.epoch + 1, **r.val})))
-    except PERMANENT_ERRORS as err:
-        write_trial(storage, spec.study, spec.trial_id(), failed_trial_row(spec, err))
-        ckpt.delete()
-        raise
-    write_result(storage, result)
-    ckpt.delete()
+def search_objective(spec: TrialSpec, result: TrialResult) -> dict[str, float]:
+    """What a finished candidate reports for Optuna: validation IoU of its snapshot epochs."""
     k = 1 if spec.train.snapshot == "final" else spec.train.snapshot_k
-    tune.report({OBJECTIVE: validation_objective(result.epochs, k), "fold": fold})
+    return {OBJECTIVE: validation_objective(result.epochs, k), "fold": spec.protocol.fold}
 
 
 def optuna_storage(search: SearchSpec, storage: str, study: str) -> Any:
@@ -117,16 +96,21 @@ def run_search(study: Study, storage: str | None = None, address: str | None = N
     """Run (or resume) the study's search; returns and writes the best value."""
     from ray import tune
 
+    from mismatch.study.runner import effective_resources, init_ray, trial_fn
+
     search = study.file.search
     if search is None:
         raise SpecError(f"{study.source}: a search needs a 'search:' section")
     storage = study.storage if storage is None else absolute_storage(storage)
+    candidate = Candidate(study, search.param, tuple(search.folds))
+    for fold in search.folds:  # a spec error shows here, not once per candidate on a worker
+        candidate.spec(search.low, fold)
     init_ray(address, verbose)
     experiment = f"{storage}/{study.name}/_ray/search"
     resources = effective_resources(study)
     trainable = tune.with_resources(
-        tune.with_parameters(search_trial_fn, storage=storage, threads=max(1, int(resources["cpu"])),
-                             base=base_payload(study), search=search.model_dump(), source=study.source),
+        tune.with_parameters(trial_fn, storage=storage, threads=max(1, int(resources["cpu"])),
+                             spec_of=candidate, objective=search_objective),
         resources,
     )
     print(f"[{study.name}] searching {search.param} in [{search.low}, {search.high}]: {search.candidates} candidates "

@@ -121,13 +121,19 @@ def method_variants(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class Study:
-    """A loaded study: its file, the profile applied, and the trial specs it expands to."""
+    """A loaded study: its file, the profile applied, and the trial specs it expands to.
 
-    def __init__(self, file: StudyFile, source: str, profile: str | None, storage: str | None = None) -> None:
+    Relative dataset paths mean "relative to ``workdir``" (by default the folder the study was
+    loaded from), wherever a trial spec is built: Ray Tune runs each trial in its own folder.
+    """
+
+    def __init__(self, file: StudyFile, source: str, profile: str | None, storage: str | None = None,
+                 workdir: str | None = None) -> None:
         self.file = file
         self.source = source
         self.profile = profile
         self.storage = absolute_storage(storage or file.storage)
+        self.workdir = workdir or os.getcwd()
 
     @property
     def name(self) -> str:
@@ -145,19 +151,29 @@ class Study:
         for entry in self.file.methods:
             for method in method_variants(entry):
                 for combo in itertools.product(*axes.values()):
-                    spec = self._trial(method, dict(zip(axes, combo)))
+                    spec = self.trial(method, dict(zip(axes, combo)))
                     specs.setdefault(spec.trial_id(), spec)
         return list(specs.values())
 
-    def _trial(self, method: dict[str, Any], point: dict[str, Any]) -> TrialSpec:
+    def first_point(self) -> dict[str, Any]:
+        """The first value of every grid axis but ``fold`` (where a search scores its candidates)."""
+        axes = ("labelled_slices", "unlabelled_slices", "seed")
+        return {a: getattr(self.file.grid, a)[0] for a in axes if getattr(self.file.grid, a)}
+
+    def trial(
+        self, method: dict[str, Any], point: dict[str, Any], overrides: dict[str, Any] | None = None
+    ) -> TrialSpec:
+        """The validated trial spec of one method variant at one grid point.
+
+        ``method`` is one of :func:`method_variants` (``best_of`` values are resolved), ``point``
+        maps grid axes (``fold``, ``labelled_slices``, ``unlabelled_slices``, ``seed``) to
+        values, and ``overrides`` is merged over the trial's settings last (a search's
+        candidate, e.g. ``{"method": {"alpha": 0.003}}``).
+        """
         method = {k: self._resolve(v) for k, v in method.items()}
         tree = deep_merge(self.file.base, {"study": self.name, "method": method})
-        data = tree.get("data")
-        for key in ("root", "prepared"):
-            # Ray Tune runs each trial in its own working folder: a relative dataset path
-            # means "relative to where the study was started", so make it absolute here.
-            if isinstance(data, dict) and isinstance(data.get(key), str) and "://" not in data[key]:
-                data[key] = os.path.abspath(os.path.expanduser(data[key]))
+        tree = deep_merge(tree, overrides or {})
+        self._absolute_data_paths(tree)
         for axis, value in point.items():
             _set_dotted(tree, GRID_AXES[axis], value)
         spec = load_trial_spec(tree, source=self.source)
@@ -166,6 +182,13 @@ class Study:
             # not one per pool size (the report repeats it in every row, as the paper's Table II).
             spec = spec.model_copy(update={"protocol": spec.protocol.model_copy(update={"unlabelled_slices": None})})
         return spec
+
+    def _absolute_data_paths(self, tree: dict[str, Any]) -> None:
+        """Make ``data.root`` and ``data.prepared`` absolute against ``workdir`` (URLs stay)."""
+        data = tree.get("data")
+        for key in ("root", "prepared"):
+            if isinstance(data, dict) and isinstance(data.get(key), str) and "://" not in data[key]:
+                data[key] = os.path.abspath(os.path.join(self.workdir, os.path.expanduser(data[key])))
 
     def _resolve(self, value: Any) -> Any:
         """``{best_of: SEARCH}`` becomes the best value that search wrote to its best.json."""
@@ -179,8 +202,9 @@ class Study:
         """How many folds the base dataset and protocol give (for ``fold: all``)."""
         from mismatch.data import n_folds_of  # data reading stays out of file parsing
 
-        probe = load_trial_spec(deep_merge(self.file.base, {"method": {"name": self.file.methods[0]["name"]}}),
-                                source=self.source)
+        tree = deep_merge(self.file.base, {"method": {"name": self.file.methods[0]["name"]}})
+        self._absolute_data_paths(tree)
+        probe = load_trial_spec(tree, source=self.source)
         return n_folds_of(probe.data, probe.protocol)
 
 

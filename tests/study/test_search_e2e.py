@@ -15,6 +15,9 @@ import pandas as pd
 import yaml
 from optuna.storages.journal import JournalFileBackend
 
+from mismatch.data import prepare_dataset, write_synthetic_dataset
+from mismatch.data.presets import data_spec_for
+
 ROOT = Path(__file__).parents[2]
 
 
@@ -69,3 +72,35 @@ def test_search_survives_a_kill_and_writes_the_best_alpha(tmp_path):
         assert sorted(folds) == [0, 1]
         mean_val = done.loc[(done["alpha"] - trial.params["alpha"]).abs() < 1e-12, "final_val_iou"].mean()
         assert abs(mean_val - trial.value) < 1e-9
+
+
+def test_search_runs_on_a_prepared_cache_named_relatively(tmp_path):
+    """Tune runs each candidate in its own folder: ``prepared: prep`` means prep where the search started."""
+    raw = write_synthetic_dataset(tmp_path / "raw", "vessels", 5, (32, 32), 8, seed=0)
+    prepared = prepare_dataset(data_spec_for("msd", raw, "msd", {"min_foreground": 5}), tmp_path / "prep")
+    study = {
+        "name": "relative",
+        "base": {
+            "data": {**prepared.study_data, "prepared": "prep"},
+            "protocol": {"labelled_cases": 1, "unlabelled_cases": 2, "validation_cases": 1, "test_cases": 1},
+            "train": {"epochs": 1, "snapshot_k": 1, "prediction_maps": 1},
+        },
+        "methods": [{"name": "mismatch", "model": "mm", "width": 4}],
+        "grid": {"labelled_slices": [2], "seed": [0]},
+        "search": {"param": "alpha", "candidates": 2, "folds": [1], "enqueue": [0.002]},
+        "resources": {"cpu": 1},
+        "max_failures": 0,
+    }
+    (tmp_path / "relative.yaml").write_text(yaml.safe_dump(study))
+    cmd = [sys.executable, "-m", "mismatch", "search", "alpha", "relative.yaml", "--storage", "results"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    rows = pd.read_parquet(tmp_path / "results" / "relative" / "trials")
+    assert len(rows) == 2 and (rows["status"] == "completed").all(), rows[["status", "error"]]
+    assert (rows["fold"] == 1).all()
+    assert {os.path.realpath(json.loads(s)["data"]["prepared"]) for s in rows["spec_json"]} == {
+        os.path.realpath(tmp_path / "prep")}
+    assert sorted(rows["alpha"])[0] != sorted(rows["alpha"])[1] and 0.002 in set(rows["alpha"])
+    best = json.loads((tmp_path / "results" / "relative" / "best.json").read_text())
+    assert best["candidates"] == 2 and best["value"] in set(rows["alpha"])

@@ -113,3 +113,33 @@ def test_status_of_a_study_whose_trials_all_failed(tmp_path):
     st = study_status(study, study.storage)
     assert (st.done, st.failed, st.pending) == (0, 3, len(trials) - 3)
     assert st.eta_s is None and st.failures[0][1] == "DataError: bad"
+
+
+def test_a_search_candidate_is_the_study_trial_with_the_setting_overridden(tmp_path):
+    from mismatch.study.search import Candidate
+
+    study = load_study(_write(tmp_path, BASE))
+    by_id = {t.trial_id(): t for t in study.trials()}
+    candidate = Candidate(study, "alpha", (0, 3))
+    # at a grid value, the candidate IS the study's trial: first variant, first grid point, its fold
+    same = candidate.spec(0.001, 3)
+    assert same.trial_id() in by_id
+    assert (same.method.model, same.protocol.labelled_slices, same.protocol.fold) == ("mm", 2, 3)
+    other = candidate({"alpha": 0.0042, "__trial_index__": 1})
+    assert other.trial_id() not in by_id and other.method.alpha == 0.0042
+    assert other.model_copy(update={"method": same.method}).trial_id() == same.trial_id()
+
+
+def test_relative_dataset_paths_are_resolved_where_the_study_was_loaded(tmp_path, monkeypatch):
+    from mismatch.study.search import Candidate
+
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["base"]["data"] = {"prepared": "caches/prep"}
+    data["grid"]["fold"] = [0]
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    study = load_study(_write(tmp_path, data))
+    monkeypatch.chdir(tmp_path)  # a Tune worker builds specs in its own folder
+    expected = str(tmp_path / "here" / "caches" / "prep")
+    assert {t.data.prepared for t in study.trials()} == {expected}
+    assert Candidate(study, "alpha", (0,)).spec(0.003, 0).data.prepared == expected
