@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mismatch import metrics
+from mismatch import results as metrics
 
 
 def _case():
