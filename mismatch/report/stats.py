@@ -1,7 +1,8 @@
-"""The statistics the report prints: rank tests, Holm adjustment, effect size, calibration, fits.
+"""The statistics the report prints: rank tests, Holm adjustment, effect size, fits, means.
 
 Thin wrappers over SciPy and NumPy that also say which variant of a test was run (exact or
-asymptotic, sidedness, n), because the report prints that under every table.
+asymptotic, sidedness, n), because the report prints that under every table. Calibration
+(reliability, ECE) is computed from the bin sums by :mod:`mismatch.results`.
 """
 
 from __future__ import annotations
