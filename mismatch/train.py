@@ -2,17 +2,14 @@
 
 ``run_trial(spec)`` prepares the trial's slices, trains the method named by the spec with
 labelled and unlabelled slices in one shuffled stream per epoch, validates every epoch,
-ensembles the last K epoch snapshots at test time and returns the rows of the results schema
-(docs/results-schema.md). It does not import Ray: the study runner calls it inside a Ray Tune
-trial through the ``on_epoch_end`` hook and the ``checkpoint_dir`` argument.
+and hands the trained method to :func:`mismatch.evaluate.evaluate_trial`, which tests the
+snapshot ensemble and returns the rows of the results schema (docs/results-schema.md). It
+does not import Ray: the study runner calls it inside a Ray Tune trial through the
+``on_epoch_end`` hook and the ``checkpoint_dir`` argument.
 """
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,18 +17,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import pandas as pd
 import torch
 
-from mismatch import metrics
-from mismatch.config import SCHEMA_VERSION, TrialSpec
-from mismatch.data import SliceSet, TrialData, load_trial_data
-from mismatch.data.splits import make_all_splits
+from mismatch.config import TrialSpec
+from mismatch.data import TrialData, load_trial_data
+from mismatch.evaluate import TrialResult, evaluate_trial, failed_trial_row, utc_now, validate
 from mismatch.methods import Batch, Method, build_method
-from mismatch.runtime import code_version, peak_memory_mb, seed_everything, select_device
+from mismatch.runtime import seed_everything, select_device
 
-EVAL_BATCH = 16
-TIMED_IMAGES = 20
+__all__ = ["EpochReport", "NonFiniteLossError", "TrainState", "TrialResult", "failed_trial_row", "fit",
+           "run_trial", "stream_batches", "train_epoch"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -58,35 +53,6 @@ class TrainState:
     snapshots: list[dict[str, torch.Tensor]] = field(default_factory=list)
     train_time_s: float = 0.0
     resumed_from_epoch: int = 0
-
-
-@dataclass
-class TrialResult:
-    """The rows one trial produces (see docs/results-schema.md)."""
-
-    trial: dict[str, Any]
-    images: pd.DataFrame
-    epochs: pd.DataFrame
-    predictions: dict[str, np.ndarray] | None = None
-    splits: dict[str, dict[str, list[str]]] | None = None
-    decoders: pd.DataFrame | None = None
-
-
-def identity_columns(spec: TrialSpec, method: Method, data: TrialData) -> dict[str, Any]:
-    """The columns that identify a trial in every results table."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "study": spec.study,
-        "trial_id": spec.trial_id(),
-        "method": spec.method.name,
-        "model": method.model_name,
-        "alpha": method.alpha,
-        "labelled_slices": spec.protocol.labelled_slices,
-        "unlabelled_slices": len(data.unlabelled.images) if method.uses_unlabelled else 0,
-        "fold": spec.protocol.fold,
-        "seed": spec.train.seed,
-        "dataset_fingerprint": data.data_fingerprint,
-    }
 
 
 def stream_batches(
@@ -141,62 +107,6 @@ def train_epoch(
             sums[name] = sums.get(name, 0.0) + value
             counts[name] = counts.get(name, 0) + 1
     return {name: sums[name] / counts[name] for name in sums}
-
-
-def _batch_probabilities(methods: list[Method], x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-    """Snapshot-mean probability (B, 1, H, W) and, for several decoders, each decoder's."""
-    per_decoder = [m.decoder_probabilities(x) for m in methods]
-    if any(p is None for p in per_decoder):
-        return sum(m.predict_proba(x) for m in methods) / len(methods), None
-    decoders = [sum(ps) / len(methods) for ps in zip(*per_decoder)]  # each (B, 1, H, W)
-    return sum(decoders) / len(decoders), decoders
-
-
-@torch.no_grad()
-def predict(
-    methods: list[Method], images: np.ndarray, device: torch.device, labels: np.ndarray | None = None
-) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
-    """Mean foreground probability of several snapshots, (N, H, W) float32.
-
-    With ``labels`` and a several-decoder method, also each decoder's calibration summed over
-    the images (from the same forward passes): reliability-bin sums and foreground confidence.
-    """
-    out = np.empty((len(images), *images.shape[2:]), dtype=np.float32)
-    for m in methods:
-        m.eval()
-    totals: list[dict[str, Any]] | None = None
-    for start in range(0, len(images), EVAL_BATCH):
-        x = torch.from_numpy(images[start : start + EVAL_BATCH]).to(device)
-        prob, decoders = _batch_probabilities(methods, x)
-        out[start : start + len(x)] = prob[:, 0].float().cpu().numpy()
-        if labels is not None and decoders is not None:
-            y = labels[start : start + len(x)]
-            batch = [decoder_calibration(d[:, 0].float().cpu().numpy(), y) for d in decoders]
-            totals = batch if totals is None else [_add(a, b) for a, b in zip(totals, batch)]
-    return out, totals
-
-
-def decoder_calibration(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
-    """Sums that aggregate exactly: reliability bins and the probability on true foreground."""
-    bins = metrics.reliability_bins(prob, label)
-    fg = label.astype(bool)
-    return {**bins, "fg_prob_sum": float(prob[fg].sum()), "fg_pixels": int(fg.sum())}
-
-
-def _add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    return {k: a[k] + b[k] for k in a}
-
-
-def evaluate(methods: list[Method], slices: SliceSet, device: torch.device) -> list[dict[str, Any]]:
-    """Per-image metric rows for a slice set."""
-    prob, _ = predict(methods, slices.images, device)
-    return [metrics.image_metrics(prob[i], slices.labels[i]) for i in range(len(prob))]
-
-
-def validate(method: Method, data: TrialData, device: torch.device) -> dict[str, float]:
-    """Mean validation IoU, Dice and two-class mean Dice of the current weights."""
-    rows = pd.DataFrame(evaluate([method], data.validation, device))
-    return {f"val_{k}": float(rows[k].mean()) for k in ("iou", "dice", "mean_dice_2class")}
 
 
 def build_optimizer(method: Method, spec: TrialSpec) -> torch.optim.Optimizer:
@@ -265,110 +175,6 @@ def fit(
     return state
 
 
-def snapshot_methods(method: Method, state: TrainState) -> list[Method]:
-    """One copy of the method per kept snapshot (the test-time ensemble)."""
-    copies = []
-    for weights in state.snapshots:
-        m = copy.deepcopy(method)
-        m.load_state_dict(weights)
-        copies.append(m.eval())
-    return copies
-
-
-@torch.no_grad()
-def time_inference(method: Method, images: np.ndarray, device: torch.device) -> float:
-    """Median seconds of one forward pass on one image (one snapshot), after a warm-up."""
-    method.eval()
-    times = []
-    for i in range(min(TIMED_IMAGES, len(images)) + 1):
-        x = torch.from_numpy(images[i % len(images)][None]).to(device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        method.predict_proba(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times[1:]))
-
-
-def choose_prediction_slices(slices: SliceSet, n: int) -> np.ndarray:
-    """Indices of ``n`` test images chosen by a hash of their identity.
-
-    Every trial that shares a test set keeps the same images, whatever its method or seed.
-    """
-    keys = [f"{c}|{s}|{p}" for c, s, p in zip(slices.case_ids, slices.slice_index, slices.patch)]
-    order = sorted(range(len(keys)), key=lambda i: hashlib.sha1(keys[i].encode()).hexdigest())
-    return np.array(sorted(order[:n]), dtype=np.int64)
-
-
-def prediction_maps(slices: SliceSet, prob: np.ndarray, n: int) -> dict[str, np.ndarray] | None:
-    """A few test images with label and probability, for the report's visual results."""
-    if n == 0 or len(prob) == 0:
-        return None
-    idx = choose_prediction_slices(slices, n)
-    centre = slices.images.shape[1] // 2
-    return {
-        "case_ids": np.array([slices.case_ids[i] for i in idx]),
-        "slice_index": slices.slice_index[idx].astype(np.int64),
-        "patch": np.array([slices.patch[i] for i in idx]),
-        "image": slices.images[idx, centre].astype(np.float16),
-        "label": slices.labels[idx].astype(np.uint8),
-        "prob": np.round(prob[idx] * 255).astype(np.uint8),
-    }
-
-
-def image_rows(ident: dict[str, Any], slices: SliceSet, prob: np.ndarray) -> pd.DataFrame:
-    """The per-image results table for the test set."""
-    rows = []
-    for i in range(len(prob)):
-        rows.append(
-            {
-                **ident,
-                "case_id": slices.case_ids[i],
-                "slice_index": int(slices.slice_index[i]),
-                "patch": slices.patch[i],
-                **metrics.image_metrics(prob[i], slices.labels[i]),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def trial_row(
-    spec: TrialSpec, ident: dict[str, Any], method: Method, state: TrainState, extra: dict[str, Any]
-) -> dict[str, Any]:
-    """The one-row per-trial table of a completed trial."""
-    last = state.history[-1]
-    losses = {k[len("loss_") :]: v for k, v in last.items() if k.startswith("loss_")}
-    return {
-        **ident,
-        "status": "completed",
-        "error": None,
-        "spec_json": spec.model_dump_json(),
-        "params": method.inference_parameters(),
-        "train_time_s": state.train_time_s,
-        "epochs": state.epoch,
-        "resumed_from_epoch": state.resumed_from_epoch,
-        "final_loss": losses.get("loss", float("nan")),
-        "final_losses_json": json.dumps(losses, sort_keys=True),
-        "best_val_iou": max(h["val_iou"] for h in state.history),
-        "final_val_iou": last["val_iou"],
-        "code_version": code_version(),
-        "torch_version": torch.__version__,
-        **extra,
-    }
-
-
-def all_fold_splits(spec: TrialSpec, data: TrialData) -> dict[str, dict[str, list[str]]]:
-    """Every fold's split of this dataset and protocol, as stored in ``splits/<key>.json``."""
-    cases = data.cases
-    return {str(fold): splits for fold, splits in make_all_splits(cases, spec.protocol).items()}
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
 def run_trial(
     spec: TrialSpec,
     *,
@@ -377,74 +183,10 @@ def run_trial(
     cache_dir: Path | None = None,
 ) -> TrialResult:
     """Train and evaluate one trial; deterministic on CPU (the same spec gives the same rows)."""
-    started = _now()
+    started = utc_now()
     device = select_device(spec.train.device)
     seed_everything(spec.train.seed, deterministic=spec.train.deterministic, device=device)
     data = load_trial_data(spec.data, spec.protocol, cache_dir=cache_dir)
     method = build_method(spec.method, data.in_channels).to(device)
     state = fit(spec, method, data, device, on_epoch_end, checkpoint_dir)
-    ensemble = snapshot_methods(method, state)
-    prob, decoders = predict(ensemble, data.test.images, device, labels=data.test.labels)
-    ident = identity_columns(spec, method, data)
-    splits = all_fold_splits(spec, data)
-    extra = {
-        "splits_json": json.dumps(data.splits, sort_keys=True),
-        "infer_time_per_image_s": time_inference(method, data.test.images, device),
-        "peak_memory_mb": peak_memory_mb(device),
-        "n_test_images": len(prob),
-        "device": str(device) if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})",
-        "started_at": started,
-        "finished_at": _now(),
-    }
-    epochs = pd.DataFrame([{**ident, **h} for h in state.history])
-    return TrialResult(
-        trial=trial_row(spec, ident, method, state, extra),
-        images=image_rows(ident, data.test, prob),
-        epochs=epochs,
-        predictions=prediction_maps(data.test, prob, spec.train.prediction_maps),
-        splits=splits,
-        decoders=decoder_rows(ident, method.decoder_names(), decoders),
-    )
-
-
-def decoder_rows(ident: dict[str, Any], names: list[str], totals: list[dict[str, Any]] | None) -> pd.DataFrame | None:
-    """One row per decoder: its reliability-bin sums over the test set, pooled ECE and mean
-    foreground probability (how MisMatch's decoders shift confidence, the paper's Fig. 8)."""
-    if not totals:
-        return None
-    rows = []
-    for index, (name, t) in enumerate(zip(names, totals)):
-        row = {**ident, "decoder": index, "decoder_name": name,
-               "ece": metrics.ece_from_bins(t["count"], t["conf_sum"], t["correct_sum"]),
-               "mean_fg_prob": t["fg_prob_sum"] / t["fg_pixels"] if t["fg_pixels"] else float("nan")}
-        for k in range(metrics.N_BINS):
-            row[f"bin{k}_count"] = int(t["count"][k])
-            row[f"bin{k}_conf_sum"] = float(t["conf_sum"][k])
-            row[f"bin{k}_correct_sum"] = int(t["correct_sum"][k])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def failed_trial_row(spec: TrialSpec, error: BaseException, started: str | None = None) -> dict[str, Any]:
-    """The per-trial row of a trial that failed for good (bad data, non-finite loss, ...)."""
-    cfg = spec.method
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "study": spec.study,
-        "trial_id": spec.trial_id(),
-        "method": cfg.name,
-        "model": str(getattr(cfg, "model", "unet")),
-        "alpha": float(getattr(cfg, "alpha", float("nan"))),
-        "labelled_slices": spec.protocol.labelled_slices,
-        "unlabelled_slices": spec.protocol.unlabelled_slices if spec.protocol.unlabelled_slices is not None else -1,
-        "fold": spec.protocol.fold,
-        "seed": spec.train.seed,
-        "dataset_fingerprint": spec.data.fingerprint or "",
-        "status": "failed",
-        "error": f"{type(error).__name__}: {error}",
-        "spec_json": spec.model_dump_json(),
-        "code_version": code_version(),
-        "torch_version": torch.__version__,
-        "started_at": started or _now(),
-        "finished_at": _now(),
-    }
+    return evaluate_trial(spec, method, data, state, device, started)

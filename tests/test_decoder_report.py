@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from mismatch.config import load_trial_spec
-from mismatch.metrics import ece_from_bins
+from mismatch.results import ece_from_bins
 from mismatch.report import build_report
 from mismatch.study.store import read_table, write_result
 from mismatch.train import run_trial

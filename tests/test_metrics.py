@@ -1,9 +1,14 @@
 """Metric values against hand-computed cases."""
 
+import re
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from mismatch import metrics
+from mismatch import results as metrics
+from mismatch.results import rows
 
 
 def _case():
@@ -80,3 +85,53 @@ def test_bin_edges_are_left_closed():
     prob = np.array([0.6, 0.4, 1.0, 0.0, 0.5])
     b = metrics.reliability_bins(prob, np.zeros(5, np.uint8))
     assert b["count"].tolist() == [1, 2, 0, 0, 2]
+
+
+def test_ece_of_an_empty_set_is_nan_everywhere():
+    empty = np.zeros(metrics.N_BINS)
+    assert np.isnan(metrics.ece_from_bins(empty, empty, empty))
+    acc, conf, count, ece = metrics.pooled_calibration(pd.DataFrame(columns=metrics.bin_columns()))
+    assert np.isnan(ece) and np.isnan(acc).all() and np.isnan(conf).all() and count.sum() == 0
+
+
+def test_pooled_bins_of_rows_equal_the_bins_of_all_their_pixels():
+    rng = np.random.default_rng(1)
+    probs = rng.random((4, 6, 6))
+    labels = (rng.random((4, 6, 6)) > 0.6).astype(np.uint8)
+    rows = pd.DataFrame([metrics.image_metrics(p, y) for p, y in zip(probs, labels)])
+    whole = metrics.reliability_bins(probs, labels)
+    acc, conf, count, ece = metrics.pooled_calibration(rows)
+    np.testing.assert_array_equal(count, whole["count"])
+    assert ece == pytest.approx(metrics.ece_from_bins(whole["count"], whole["conf_sum"], whole["correct_sum"]))
+    np.testing.assert_allclose(acc, whole["correct_sum"] / whole["count"])
+
+
+def test_image_metric_columns_are_the_schemas_in_order():
+    prob, label = _case()
+    assert list(metrics.image_metrics(prob, label)) == [*metrics.IMAGE_METRICS, *metrics.bin_columns()]
+    assert metrics.bin_columns()[:4] == ["bin0_count", "bin0_conf_sum", "bin0_correct_sum", "bin1_count"]
+    assert metrics.bin_columns("count", n_bins=2) == ["bin0_count", "bin1_count"]
+    np.testing.assert_allclose(metrics.bin_centres(), [0.55, 0.65, 0.75, 0.85, 0.95])
+
+
+def test_decoder_row_from_test_set_sums():
+    prob, label = _case()
+    bins = metrics.reliability_bins(prob, label)
+    totals = {**bins, "fg_prob_sum": 1.75, "fg_pixels": 3}
+    ident = rows.identity(study="s", trial_id="t", method="m", model="mm", alpha=0.1, labelled_slices=2,
+                          unlabelled_slices=4, fold=0, seed=1, dataset_fingerprint="f")
+    row = rows.decoder_row(ident, 1, "nasb", totals)
+    assert list(row) == [*metrics.IDENTITY, "decoder", "decoder_name", "ece", "mean_fg_prob", *metrics.bin_columns()]
+    assert row["ece"] == pytest.approx((0.55 + 0.7 + 0.75 + 0.85 + 0.1) / 8, rel=1e-6)
+    assert row["mean_fg_prob"] == pytest.approx(1.75 / 3) and row["bin4_count"] == 3
+    assert np.isnan(rows.decoder_row(ident, 0, "pasb", {**totals, "fg_pixels": 0})["mean_fg_prob"])
+    assert rows.decoder_rows(ident, ["plain"], None) is None
+
+
+def test_no_module_outside_the_results_package_spells_bin_columns():
+    """The bin columns are named by mismatch.results.bin_columns() alone."""
+    package = Path(metrics.__file__).resolve().parent
+    spelled = re.compile(r"bin\{k\}_|[\"']bin\d_(count|conf_sum|correct_sum)")
+    offenders = [str(p.relative_to(package.parent)) for p in package.parent.rglob("*.py")
+                 if package not in p.parents and spelled.search(p.read_text())]
+    assert offenders == []

@@ -11,15 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mismatch.report.load import BIN_COLUMNS, IDENTITY, StudyData
+from mismatch import results as schema
+from mismatch.report.load import StudyData
 
-METRICS = {
-    "iou": "foreground IoU",
-    "dice": "foreground Dice",
-    "mean_dice_2class": "two-class mean Dice (the authors' \"IoU\")",
-}
-_KEYS = ["method", "model", "alpha", "labelled_slices", "unlabelled_slices", "fold", "seed",
-         "dataset_fingerprint", "study"]
+METRICS = dict(zip(schema.OVERLAP_METRICS, (
+    "foreground IoU",
+    "foreground Dice",
+    "two-class mean Dice (the authors' \"IoU\")",
+), strict=True))
+_KEYS = [*schema.VARIANT, "dataset_fingerprint", "study"]
 
 
 def alpha_key(alpha: pd.Series) -> pd.Series:
@@ -41,7 +41,7 @@ def _image_summary(images: pd.DataFrame, metric: str) -> pd.DataFrame:
     out = pd.DataFrame({"value": grouped[metric].mean(), "n_images": grouped.size()})
     if "ece" in images:
         out["ece_mean"] = grouped["ece"].mean()
-    bins = [c for c in BIN_COLUMNS if c in images]
+    bins = [c for c in schema.bin_columns() if c in images]
     if bins:
         out = out.join(grouped[bins].sum())
     keys = [c for c in _KEYS if c in images]
@@ -87,7 +87,7 @@ def per_trial(data: StudyData, metric: str, exclude_empty: bool = False) -> pd.D
     trials = data.trials.drop_duplicates("trial_id", keep="last").copy()
     trials["trial_id"] = trials["trial_id"].astype(str)
     trials = trials.set_index("trial_id")
-    extra = [c for c in trials.columns if c not in IDENTITY or c not in summary]
+    extra = [c for c in trials.columns if c not in schema.IDENTITY or c not in summary]
     merged = summary.join(trials[extra], how="outer")
     for col in _KEYS:  # trials/ is authoritative for identity where both exist
         if col in trials and col in merged:

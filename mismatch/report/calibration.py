@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 
 from mismatch.report.design import Column, Design
-from mismatch.report.load import N_BINS
-from mismatch.report.stats import ece_from_bins, poly_fit, reliability
+from mismatch.report.stats import poly_fit
 from mismatch.report.table import Cell, Table, fmt_num
+from mismatch.results import N_BINS, bin_centres, bin_columns, pooled_calibration
 
-BIN_CENTRES = 0.55 + 0.1 * np.arange(N_BINS)
+BIN_CENTRES = bin_centres()
 
 
 @dataclass(frozen=True)
@@ -54,16 +54,12 @@ def reliabilities(trials: pd.DataFrame, design: Design, value: int) -> list[Reli
     out = []
     for col in design.columns:
         sel = _completed(trials, design, col, value)
-        if sel.empty or "bin0_count" not in sel:
+        if sel.empty or not set(bin_columns()) <= set(sel.columns):
             continue
-        sums = {part: sel[[f"bin{k}_{part}" for k in range(N_BINS)]].sum().to_numpy(dtype=float)
-                for part in ("count", "conf_sum", "correct_sum")}
-        acc, conf = reliability(sums["count"], sums["conf_sum"], sums["correct_sum"])
+        acc, conf, count, ece = pooled_calibration(sel)
         weights = sel["n_images"].to_numpy(dtype=float)
         mean_ece = float(np.average(sel["ece_mean"], weights=weights)) if "ece_mean" in sel else np.nan
-        out.append(Reliability(col.key, acc, conf, sums["count"],
-                               ece_from_bins(sums["count"], sums["conf_sum"], sums["correct_sum"]),
-                               mean_ece, int(weights.sum())))
+        out.append(Reliability(col.key, acc, conf, count, ece, mean_ece, int(weights.sum())))
     return out
 
 
@@ -78,12 +74,9 @@ def decoder_reliabilities(decoders: pd.DataFrame | None, trials: pd.DataFrame, d
         sel = _completed(trials, design, col, value)
         rows = decoders[decoders["trial_id"].isin(sel.index.astype(str))].sort_values("decoder")
         for name, group in rows.groupby("decoder_name", sort=False, observed=True):
-            sums = {part: group[[f"bin{k}_{part}" for k in range(N_BINS)]].sum().to_numpy(dtype=float)
-                    for part in ("count", "conf_sum", "correct_sum")}
-            acc, conf = reliability(sums["count"], sums["conf_sum"], sums["correct_sum"])
-            ece = ece_from_bins(sums["count"], sums["conf_sum"], sums["correct_sum"])
+            acc, conf, count, ece = pooled_calibration(group)
             images = int(sel.loc[sel.index.astype(str).isin(group["trial_id"]), "n_images"].sum())
-            item = Reliability(f"{col.key} / {name}", acc, conf, sums["count"], ece, np.nan, images)
+            item = Reliability(f"{col.key} / {name}", acc, conf, count, ece, np.nan, images)
             out.append((item, float(group["mean_fg_prob"].mean()), len(group)))
     return out
 
@@ -143,7 +136,7 @@ def reliability_table(items: list[Reliability], design: Design, value: int) -> T
                          "ece_pooled": r.ece, "mean_image_ece": r.mean_image_ece})
     notes = ["Pooled ECE: sum over bins |B|/n |acc(B) - conf(B)| from the summed bin columns of "
              "every test image of the column's completed trials; mean image ECE: mean of the "
-             "per-image ECE column. Confidence is max(p, 1-p) in 5 equal bins of [0.5, 1]."]
+             f"per-image ECE column. Confidence is max(p, 1-p) in {N_BINS} equal bins of [0.5, 1]."]
     return Table("fig8_reliability", f"Calibration at {design.axis_label} = {value}", header, rows,
                  pd.DataFrame(data), notes)
 

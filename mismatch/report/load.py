@@ -20,14 +20,17 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-N_BINS = 5
-IDENTITY = ["study", "trial_id", "method", "model", "alpha", "labelled_slices",
-            "unlabelled_slices", "fold", "seed", "dataset_fingerprint", "schema_version"]
-BIN_COLUMNS = [f"bin{k}_{part}" for k in range(N_BINS) for part in ("count", "conf_sum", "correct_sum")]
+from mismatch import results as schema
+from mismatch.results.versions import ASSUMED_VERSION, VERSION_COLUMN
+
+IDENTITY = list(schema.IDENTITY)
+BIN_COLUMNS = schema.bin_columns()
+# The trials columns the report shows (the schema has more; see mismatch.results.TRIAL_COLUMNS).
 TRIAL_COLUMNS = IDENTITY + ["status", "error", "params", "infer_time_per_image_s", "train_time_s",
                             "n_test_images", "device", "code_version", "torch_version",
                             "started_at", "finished_at"]
-_STRINGS = {"study", "trial_id", "method", "model", "dataset_fingerprint"}
+DECODER_COLUMNS = ["trial_id", "decoder", "decoder_name", "mean_fg_prob", *BIN_COLUMNS]
+_STRINGS = set(schema.STRING_IDENTITY)
 
 
 @dataclass
@@ -61,8 +64,7 @@ class StudyData:
                  if _stem(f) in set(self.trials["trial_id"].astype(str))]
         if not files:
             return None
-        bins = [f"bin{k}_{part}" for k in range(N_BINS) for part in ("count", "conf_sum", "correct_sum")]
-        rows = _read(self.fs, files, ["trial_id", "decoder", "decoder_name", "mean_fg_prob", *bins])
+        rows = _read(self.fs, files, DECODER_COLUMNS, "decoders")
         rows["trial_id"] = rows["trial_id"].astype(str)
         return rows
 
@@ -88,21 +90,35 @@ def _parquet_files(fs: pafs.FileSystem, folder: str) -> list[str]:
     return sorted(f.path for f in found if f.path.endswith(".parquet") and not f.base_name.startswith("."))
 
 
-def _read(fs: pafs.FileSystem, files: list[str], wanted: list[str]) -> pd.DataFrame:
-    """Concatenate ``files`` reading only ``wanted`` columns; strings become categoricals."""
+def _read(fs: pafs.FileSystem, files: list[str], wanted: list[str], table: str) -> pd.DataFrame:
+    """Concatenate ``files`` of ``table`` reading only ``wanted`` columns, upgraded to the current
+    schema version (:func:`mismatch.results.upgrade`); strings become categoricals."""
     tables = []
     for path in files:
         handle = pq.ParquetFile(path, filesystem=fs, read_dictionary=sorted(_STRINGS))
         names = set(handle.schema_arrow.names)
-        tables.append(handle.read(columns=[c for c in wanted if c in names]))
+        tables.append(handle.read(columns=[c for c in schema.read_columns(wanted) if c in names]))
     if not tables:
         return pd.DataFrame(columns=wanted)
-    table = pa.concat_tables(tables, promote_options="permissive")
-    for name in _STRINGS & set(table.column_names):
-        column = table.column(name)
+    merged = pa.concat_tables(tables, promote_options="permissive")
+    for name in _STRINGS & set(merged.column_names):
+        column = merged.column(name)
         if not pa.types.is_dictionary(column.type):
-            table = table.set_column(table.column_names.index(name), name, pc.dictionary_encode(column))
-    return table.to_pandas()
+            merged = merged.set_column(merged.column_names.index(name), name, pc.dictionary_encode(column))
+    if _current(merged):  # the common case: nothing to upgrade, drop what was read for the check
+        extra = [c for c in merged.column_names if c not in wanted]
+        return merged.drop_columns(extra).to_pandas()
+    frame = schema.upgrade(merged.to_pandas(), table)
+    return frame[[c for c in wanted if c in frame]]
+
+
+def _current(table: pa.Table) -> bool:
+    """Whether every row is at the current schema version (rows without one count as version 1)."""
+    if VERSION_COLUMN not in table.column_names:
+        return ASSUMED_VERSION == schema.SCHEMA_VERSION
+    versions = pc.fill_null(table.column(VERSION_COLUMN), ASSUMED_VERSION)
+    bounds = pc.min_max(versions)
+    return bounds["min"].as_py() == bounds["max"].as_py() == schema.SCHEMA_VERSION
 
 
 def image_columns(metric: str, exclude_empty: bool) -> list[str]:
@@ -113,14 +129,15 @@ def image_columns(metric: str, exclude_empty: bool) -> list[str]:
 def _complete(images: pd.DataFrame) -> pd.DataFrame:
     """Fill identity columns a merged file may lack, so the rest of the report can rely on them."""
     defaults = {"alpha": np.nan, "labelled_slices": -1, "unlabelled_slices": -1, "fold": 0, "seed": 0,
-                "study": "unknown", "model": "unknown", "dataset_fingerprint": "unknown", "schema_version": 1}
+                "study": "unknown", "model": "unknown", "dataset_fingerprint": "unknown",
+                "schema_version": ASSUMED_VERSION}
     for name, value in defaults.items():
         if name not in images:
             images[name] = value
     if "method" not in images:
         raise ValueError("the per-image rows have no 'method' column; is this a results file?")
     if "trial_id" not in images:
-        key = images[["method", "model", "alpha", "labelled_slices", "unlabelled_slices", "fold", "seed"]]
+        key = images[list(schema.VARIANT)]
         images["trial_id"] = pd.Categorical(key.astype(str).agg("|".join, axis=1))
     return images
 
@@ -134,13 +151,13 @@ def _load_folder(results: str, fs: pafs.FileSystem, path: str, columns: list[str
     image_files = _parquet_files(fs, f"{path}/images")
     trial_files = _parquet_files(fs, f"{path}/trials")
     if not trial_files:  # no trial-level rows: identity must come from the image rows
-        images = _complete(_read(fs, image_files, IDENTITY + columns))
+        images = _complete(_read(fs, image_files, IDENTITY + columns, "images"))
         return StudyData(results, images, None, fs, path, {"images": len(image_files)})
-    trials = _complete(_read(fs, trial_files, TRIAL_COLUMNS))
+    trials = _complete(_read(fs, trial_files, TRIAL_COLUMNS, "trials"))
     committed = set(trials["trial_id"].astype(str))
     keep = [f for f in image_files if _stem(f) in committed]
     orphans = sorted(_stem(f) for f in image_files if _stem(f) not in committed)
-    images = _read(fs, keep, columns)
+    images = _read(fs, keep, columns, "images")
     files = {"images": len(keep), "trials": len(trial_files)}
     return StudyData(results, images, trials, fs, path, files, orphans)
 
@@ -159,11 +176,12 @@ def load_study(results: str | Path, metric: str = "iou", exclude_empty: bool = F
         raise FileNotFoundError(f"no such study folder or Parquet file: {results}")
     columns = image_columns(metric, exclude_empty)
     if info.type == pafs.FileType.File:
-        return StudyData(results, _complete(_read(fs, [path], IDENTITY + columns)), None, fs, None, {"images": 1})
+        return StudyData(results, _complete(_read(fs, [path], IDENTITY + columns, "images")), None, fs, None,
+                         {"images": 1})
     if _parquet_files(fs, f"{path}/images"):
         return _load_folder(results, fs, path, columns)
     merged = _parquet_files(fs, path)  # a bare folder of merged Parquet files
     if not merged:
         raise FileNotFoundError(f"{results} has no images/ folder and no Parquet files")
-    return StudyData(results, _complete(_read(fs, merged, IDENTITY + columns)), None, fs, None,
+    return StudyData(results, _complete(_read(fs, merged, IDENTITY + columns, "images")), None, fs, None,
                      {"images": len(merged)})

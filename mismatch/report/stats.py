@@ -1,7 +1,8 @@
-"""The statistics the report prints: rank tests, Holm adjustment, effect size, calibration, fits.
+"""The statistics the report prints: rank tests, Holm adjustment, effect size, fits, means.
 
 Thin wrappers over SciPy and NumPy that also say which variant of a test was run (exact or
-asymptotic, sidedness, n), because the report prints that under every table.
+asymptotic, sidedness, n), because the report prints that under every table. Calibration
+(reliability, ECE) is computed from the bin sums by :mod:`mismatch.results`.
 """
 
 from __future__ import annotations
@@ -101,23 +102,6 @@ def rank_biserial(u: float, n1: int, n2: int) -> float:
     if n1 == 0 or n2 == 0 or not np.isfinite(u):
         return float("nan")
     return 2.0 * u / (n1 * n2) - 1.0
-
-
-def reliability(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-bin accuracy and mean confidence from summed bins (NaN for empty bins)."""
-    count = np.asarray(count, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.where(count > 0, np.asarray(correct_sum, float) / count, np.nan)
-        conf = np.where(count > 0, np.asarray(conf_sum, float) / count, np.nan)
-    return acc, conf
-
-
-def ece_from_bins(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray) -> float:
-    """ECE = sum over bins |B|/n |acc(B) - conf(B)| = sum |correct - conf| / n."""
-    n = float(np.sum(count))
-    if n == 0:
-        return float("nan")
-    return float(np.abs(np.asarray(correct_sum, float) - np.asarray(conf_sum, float)).sum() / n)
 
 
 def poly_fit(x: np.ndarray, y: np.ndarray, deg: int = 2) -> np.ndarray:

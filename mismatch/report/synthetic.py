@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-N_BINS = 5
+from mismatch.results import COMPLETED, FAILED, N_BINS, SCHEMA_VERSION, bin_centres, bin_column
+
 PIXELS = 176 * 176
 SKILL = {"sup1": 0.48, "sup2": 0.51, "mta": 0.53, "mean-teacher": 0.55, "fixmatch": 0.50,
          "cct": 0.53, "morph": 0.53, "mismatch": 0.60}
@@ -68,7 +69,7 @@ def trial_grid(grid: SyntheticGrid) -> pd.DataFrame:
     other = "unlabelled_slices" if grid.axis == "labelled_slices" else "labelled_slices"
     frame[other] = 20 if other == "labelled_slices" else 1200
     frame["fold" if grid.replicate == "seed" else "seed"] = 0
-    frame["schema_version"] = np.int32(1)
+    frame["schema_version"] = np.int32(SCHEMA_VERSION)
     frame["study"] = grid.study
     frame["dataset_fingerprint"] = "synthetic-0123456789ab"
     frame["trial_id"] = [_trial_id(row, grid.seed) for row in rows]
@@ -96,16 +97,16 @@ def _bin_columns(iou: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndar
     share = rng.dirichlet([1, 1, 1, 2, 40], n)  # most pixels are confident background
     count = np.round(share * PIXELS).astype(np.int64)
     count[:, -1] += PIXELS - count.sum(axis=1)
-    centre = 0.55 + 0.1 * np.arange(N_BINS)
+    centre = bin_centres()
     conf_sum = count * centre
     gap = np.clip((1 - iou)[:, None] * rng.uniform(0.05, 0.4, (n, N_BINS)), 0, 0.5)
     correct = np.minimum(np.round(count * (centre - gap)).astype(np.int64), count)
     out: dict[str, np.ndarray] = {}
     for k in range(N_BINS):
-        out[f"bin{k}_count"] = count[:, k]
-        out[f"bin{k}_conf_sum"] = conf_sum[:, k]
-        out[f"bin{k}_correct_sum"] = correct[:, k]
-    out["ece"] = np.abs(correct - conf_sum).sum(axis=1) / PIXELS
+        out[bin_column(k, "count")] = count[:, k]
+        out[bin_column(k, "conf_sum")] = conf_sum[:, k]
+        out[bin_column(k, "correct_sum")] = correct[:, k]
+    out["ece"] = np.abs(correct - conf_sum).sum(axis=1) / PIXELS  # ece_from_bins, row-wise
     out["brier"] = out["ece"] * 0.5
     return out
 
@@ -134,7 +135,7 @@ def synthetic_trial_rows(trials: pd.DataFrame, images: pd.DataFrame, failed: set
     out = trials.copy()
     n_images = images.groupby("trial_id").size()
     is_failed = out["trial_id"].isin(failed)
-    out["status"] = np.where(is_failed, "failed", "completed")
+    out["status"] = np.where(is_failed, FAILED, COMPLETED)
     out["error"] = np.where(is_failed, "RuntimeError: CUDA out of memory (synthetic)", None)
     out["spec_json"] = [json.dumps({"method": {"name": m}}) for m in out["method"]]
     out["params"] = out["model"].map(PARAMS).fillna(1_000_000).astype(np.int64)

@@ -5,6 +5,7 @@ Layout (docs/results-schema.md)::
     <storage>/<study>/trials/<trial_id>.parquet
     <storage>/<study>/images/<trial_id>.parquet
     <storage>/<study>/epochs/<trial_id>.parquet
+    <storage>/<study>/decoders/<trial_id>.parquet
     <storage>/<study>/predictions/<trial_id>.npz
 
 ``storage`` is a local path or a URI that pyarrow understands (``s3://``, ``gs://``,
@@ -28,7 +29,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-TABLES = ("trials", "images", "epochs", "decoders")
+from mismatch.results import TABLES
 
 
 def absolute_storage(storage: str) -> str:
@@ -109,7 +110,7 @@ def write_trial(
 
 
 def write_result(storage: str, result: Any, extra: dict[str, Any] | None = None) -> str:
-    """Write every table of a finished trial (a :class:`mismatch.train.TrialResult`)."""
+    """Write every table of a finished trial (a :class:`mismatch.evaluate.TrialResult`)."""
     trial = {**result.trial, **(extra or {})}
     return write_trial(storage, trial["study"], trial["trial_id"], trial, result.images, result.epochs,
                        result.predictions, result.splits, result.decoders)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from mismatch import results
 from mismatch.report import stats
 
 MM = [74.8, 76.1, 73.9, 75.5, 74.2, 76.8, 75.0, 73.6, 75.9, 74.4]  # every fold above every baseline fold
@@ -76,10 +77,10 @@ def test_reliability_and_ece_from_bin_sums() -> None:
     count = np.array([10, 0, 30, 20, 40])
     conf = count * np.array([0.55, 0.65, 0.75, 0.85, 0.95])
     correct = np.array([4, 0, 24, 18, 39])
-    acc, mean_conf = stats.reliability(count, conf, correct)
+    acc, mean_conf = results.reliability(count, conf, correct)
     assert np.isnan(acc[1]) and acc[0] == pytest.approx(0.4)
     manual = sum(count[k] / 100 * abs(correct[k] / count[k] - conf[k] / count[k]) for k in (0, 2, 3, 4))
-    assert stats.ece_from_bins(count, conf, correct) == pytest.approx(manual)
+    assert results.ece_from_bins(count, conf, correct) == pytest.approx(manual)
 
 
 def test_poly_fit_matches_numpy() -> None:

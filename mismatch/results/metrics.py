@@ -1,25 +1,31 @@
-"""Per-image segmentation and calibration metrics for binary segmentation.
+"""Per-image segmentation and calibration metrics, and pooling them over many images.
 
-Every function takes a probability map ``prob`` (foreground probability in [0, 1]) and a
-binary ground truth ``label`` of the same shape, as NumPy arrays. The prediction is
+Every per-image function takes a probability map ``prob`` (foreground probability in [0, 1])
+and a binary ground truth ``label`` of the same shape, as NumPy arrays. The prediction is
 ``prob >= THRESHOLD``. Names mean what they say: ``iou`` is foreground IoU, ``dice`` is
 foreground Dice, and ``mean_dice_2class`` is the mean of foreground and background Dice, the
 number the authors' code reported as "IoU" (see docs/results-schema.md).
 
-Empty-foreground convention: if neither the ground truth nor the prediction has foreground,
-IoU and Dice are 1; if only the prediction has foreground, they are 0.
+Empty-set conventions (one place, used by training, evaluation and the report):
+
+- Empty foreground: if neither the ground truth nor the prediction has foreground, IoU and
+  Dice are 1; if only the prediction has foreground, they are 0.
+- ECE of an empty set of pixels (no pixel in any bin) is NaN, see :func:`ece_from_bins`.
+- A reliability bin without pixels has NaN accuracy and confidence, see :func:`reliability`.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Mapping
 
-THRESHOLD = 0.5
-N_BINS = 5
+import numpy as np
+import pandas as pd
+
+from mismatch.results.schema import BIN_PARTS, N_BINS, THRESHOLD, bin_column, bin_columns
 
 
 def confusion(prob: np.ndarray, label: np.ndarray) -> dict[str, int]:
-    """TP, FP, FN, TN pixel counts after thresholding ``prob`` at 0.5."""
+    """TP, FP, FN, TN pixel counts after thresholding ``prob`` at ``THRESHOLD``."""
     pred = prob >= THRESHOLD
     truth = label.astype(bool)
     tp = int(np.count_nonzero(pred & truth))
@@ -67,17 +73,42 @@ def reliability_bins(prob: np.ndarray, label: np.ndarray, n_bins: int = N_BINS) 
 
 
 def ece_from_bins(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray) -> float:
-    """Expected calibration error: sum over bins |B|/n |acc(B) - conf(B)|."""
-    n = count.sum()
+    """Expected calibration error: sum over bins |B|/n |acc(B) - conf(B)| = sum |correct - conf| / n.
+
+    With no pixel at all (n = 0) the ECE is NaN, not 0: the error of an empty set is undefined,
+    and 0 would claim perfect calibration, pulling means over trials or decoders down where
+    there was nothing to measure. NaN is skipped by the report's means (``mean_std``) and
+    shown as a blank. A real image always has pixels, so stored rows never hold this NaN.
+    """
+    n = float(np.sum(count))
     if n == 0:
-        return 0.0
-    return float(np.abs(correct_sum - conf_sum).sum() / n)
+        return float("nan")
+    return float(np.abs(np.asarray(correct_sum, float) - np.asarray(conf_sum, float)).sum() / n)
+
+
+def reliability(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin accuracy and mean confidence from summed bins (NaN for empty bins)."""
+    count = np.asarray(count, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(count > 0, np.asarray(correct_sum, float) / count, np.nan)
+        conf = np.where(count > 0, np.asarray(conf_sum, float) / count, np.nan)
+    return acc, conf
 
 
 def brier(prob: np.ndarray, label: np.ndarray) -> float:
     """Mean squared difference between foreground probability and the binary label."""
     diff = prob.astype(np.float64) - label.astype(np.float64)
     return float(np.mean(diff * diff))
+
+
+def bin_values(bins: Mapping[str, np.ndarray], n_bins: int = N_BINS) -> dict[str, float | int]:
+    """Reliability-bin sums as the flat bin columns of a row (counts int, confidence float)."""
+    row: dict[str, float | int] = {}
+    for k in range(n_bins):
+        row[bin_column(k, "count")] = int(bins["count"][k])
+        row[bin_column(k, "conf_sum")] = float(bins["conf_sum"][k])
+        row[bin_column(k, "correct_sum")] = int(bins["correct_sum"][k])
+    return row
 
 
 def image_metrics(prob: np.ndarray, label: np.ndarray, n_bins: int = N_BINS) -> dict[str, float | int]:
@@ -95,8 +126,22 @@ def image_metrics(prob: np.ndarray, label: np.ndarray, n_bins: int = N_BINS) -> 
         ece=ece_from_bins(bins["count"], bins["conf_sum"], bins["correct_sum"]),
         brier=brier(prob, label),
     )
-    for k in range(n_bins):
-        row[f"bin{k}_count"] = int(bins["count"][k])
-        row[f"bin{k}_conf_sum"] = float(bins["conf_sum"][k])
-        row[f"bin{k}_correct_sum"] = int(bins["correct_sum"][k])
+    row.update(bin_values(bins, n_bins))
     return row
+
+
+def add_bins(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Element-wise sum of two sets of bin sums (or of any dicts of summable values)."""
+    return {k: a[k] + b[k] for k in a}
+
+
+def pooled_bins(rows: pd.DataFrame, n_bins: int = N_BINS) -> dict[str, np.ndarray]:
+    """The bin columns of ``rows`` summed over the rows: exact bins of all their pixels."""
+    return {part: rows[bin_columns(part, n_bins)].sum().to_numpy(dtype=float) for part in BIN_PARTS}
+
+
+def pooled_calibration(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Per-bin accuracy, confidence and count, and the ECE of every pixel of ``rows`` together."""
+    sums = pooled_bins(rows)
+    acc, conf = reliability(sums["count"], sums["conf_sum"], sums["correct_sum"])
+    return acc, conf, sums["count"], ece_from_bins(sums["count"], sums["conf_sum"], sums["correct_sum"])

@@ -1,0 +1,253 @@
+"""Evaluation of a trained trial, and its results rows.
+
+Prediction (the snapshot ensemble, and each decoder's probability of a several-decoder
+network), per-image metrics and calibration, prediction maps for the report, inference
+timing, and the rows of every results table, built through :mod:`mismatch.results` (the
+schema's only authority). The training loop (:mod:`mismatch.train`) calls :func:`validate`
+every epoch and :func:`evaluate_trial` once at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mismatch import results
+from mismatch.config import TrialSpec
+from mismatch.data import SliceSet, TrialData
+from mismatch.data.splits import make_all_splits
+from mismatch.methods import Method
+from mismatch.results import rows
+from mismatch.results.schema import VAL_PREFIX
+from mismatch.runtime import code_version, peak_memory_mb
+
+if TYPE_CHECKING:
+    from mismatch.train import TrainState
+
+EVAL_BATCH = 16
+TIMED_IMAGES = 20
+
+
+@dataclass
+class TrialResult:
+    """The rows one trial produces (see docs/results-schema.md)."""
+
+    trial: dict[str, Any]
+    images: pd.DataFrame
+    epochs: pd.DataFrame
+    predictions: dict[str, np.ndarray] | None = None
+    splits: dict[str, dict[str, list[str]]] | None = None
+    decoders: pd.DataFrame | None = None
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO-8601 with milliseconds (``started_at`` / ``finished_at``)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _batch_probabilities(methods: list[Method], x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """Snapshot-mean probability (B, 1, H, W) and, for several decoders, each decoder's."""
+    per_decoder = [m.decoder_probabilities(x) for m in methods]
+    if any(p is None for p in per_decoder):
+        return sum(m.predict_proba(x) for m in methods) / len(methods), None
+    decoders = [sum(ps) / len(methods) for ps in zip(*per_decoder)]  # each (B, 1, H, W)
+    return sum(decoders) / len(decoders), decoders
+
+
+@torch.no_grad()
+def predict(
+    methods: list[Method], images: np.ndarray, device: torch.device, labels: np.ndarray | None = None
+) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
+    """Mean foreground probability of several snapshots, (N, H, W) float32.
+
+    With ``labels`` and a several-decoder method, also each decoder's calibration summed over
+    the images (from the same forward passes): reliability-bin sums and foreground confidence.
+    """
+    out = np.empty((len(images), *images.shape[2:]), dtype=np.float32)
+    for m in methods:
+        m.eval()
+    totals: list[dict[str, Any]] | None = None
+    for start in range(0, len(images), EVAL_BATCH):
+        x = torch.from_numpy(images[start : start + EVAL_BATCH]).to(device)
+        prob, decoders = _batch_probabilities(methods, x)
+        out[start : start + len(x)] = prob[:, 0].float().cpu().numpy()
+        if labels is not None and decoders is not None:
+            y = labels[start : start + len(x)]
+            batch = [decoder_calibration(d[:, 0].float().cpu().numpy(), y) for d in decoders]
+            totals = batch if totals is None else [results.add_bins(a, b) for a, b in zip(totals, batch)]
+    return out, totals
+
+
+def decoder_calibration(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+    """Sums that aggregate exactly: reliability bins and the probability on true foreground."""
+    bins = results.reliability_bins(prob, label)
+    fg = label.astype(bool)
+    return {**bins, "fg_prob_sum": float(prob[fg].sum()), "fg_pixels": int(fg.sum())}
+
+
+def image_metric_rows(methods: list[Method], slices: SliceSet, device: torch.device) -> list[dict[str, Any]]:
+    """Per-image metric rows for a slice set."""
+    prob, _ = predict(methods, slices.images, device)
+    return [results.image_metrics(prob[i], slices.labels[i]) for i in range(len(prob))]
+
+
+def validate(method: Method, data: TrialData, device: torch.device) -> dict[str, float]:
+    """Mean validation IoU, Dice and two-class mean Dice of the current weights."""
+    frame = pd.DataFrame(image_metric_rows([method], data.validation, device))
+    return {VAL_PREFIX + k: float(frame[k].mean()) for k in results.OVERLAP_METRICS}
+
+
+def snapshot_methods(method: Method, state: TrainState) -> list[Method]:
+    """One copy of the method per kept snapshot (the test-time ensemble)."""
+    copies = []
+    for weights in state.snapshots:
+        m = copy.deepcopy(method)
+        m.load_state_dict(weights)
+        copies.append(m.eval())
+    return copies
+
+
+@torch.no_grad()
+def time_inference(method: Method, images: np.ndarray, device: torch.device) -> float:
+    """Median seconds of one forward pass on one image (one snapshot), after a warm-up."""
+    method.eval()
+    times = []
+    for i in range(min(TIMED_IMAGES, len(images)) + 1):
+        x = torch.from_numpy(images[i % len(images)][None]).to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        method.predict_proba(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+def choose_prediction_slices(slices: SliceSet, n: int) -> np.ndarray:
+    """Indices of ``n`` test images chosen by a hash of their identity.
+
+    Every trial that shares a test set keeps the same images, whatever its method or seed.
+    """
+    keys = [f"{c}|{s}|{p}" for c, s, p in zip(slices.case_ids, slices.slice_index, slices.patch)]
+    order = sorted(range(len(keys)), key=lambda i: hashlib.sha1(keys[i].encode()).hexdigest())
+    return np.array(sorted(order[:n]), dtype=np.int64)
+
+
+def prediction_maps(slices: SliceSet, prob: np.ndarray, n: int) -> dict[str, np.ndarray] | None:
+    """A few test images with label and probability, for the report's visual results."""
+    if n == 0 or len(prob) == 0:
+        return None
+    idx = choose_prediction_slices(slices, n)
+    centre = slices.images.shape[1] // 2
+    return {
+        "case_ids": np.array([slices.case_ids[i] for i in idx]),
+        "slice_index": slices.slice_index[idx].astype(np.int64),
+        "patch": np.array([slices.patch[i] for i in idx]),
+        "image": slices.images[idx, centre].astype(np.float16),
+        "label": slices.labels[idx].astype(np.uint8),
+        "prob": np.round(prob[idx] * 255).astype(np.uint8),
+    }
+
+
+def trial_identity(spec: TrialSpec, *, model: str, alpha: float, unlabelled_slices: int,
+                   dataset_fingerprint: str) -> dict[str, Any]:
+    """The identity columns of a trial: what the spec says, and what only the trial knows."""
+    return rows.identity(
+        study=spec.study, trial_id=spec.trial_id(), method=spec.method.name, model=model, alpha=alpha,
+        labelled_slices=spec.protocol.labelled_slices, unlabelled_slices=unlabelled_slices,
+        fold=spec.protocol.fold, seed=spec.train.seed, dataset_fingerprint=dataset_fingerprint,
+    )
+
+
+def identity_columns(spec: TrialSpec, method: Method, data: TrialData) -> dict[str, Any]:
+    """The identity of a trial that ran: its network, alpha and pool size as built and used."""
+    unlabelled = len(data.unlabelled.images) if method.uses_unlabelled else 0
+    return trial_identity(spec, model=method.model_name, alpha=method.alpha, unlabelled_slices=unlabelled,
+                          dataset_fingerprint=data.data_fingerprint)
+
+
+def spec_identity(spec: TrialSpec) -> dict[str, Any]:
+    """The identity of a trial from its spec alone (a failed trial may have built nothing)."""
+    cfg, pool = spec.method, spec.protocol.unlabelled_slices
+    return trial_identity(spec, model=str(getattr(cfg, "model", "unet")),
+                          alpha=float(getattr(cfg, "alpha", float("nan"))),
+                          unlabelled_slices=pool if pool is not None else -1,
+                          dataset_fingerprint=spec.data.fingerprint or "")
+
+
+def image_rows(ident: dict[str, Any], slices: SliceSet, prob: np.ndarray) -> pd.DataFrame:
+    """The per-image results table for the test set."""
+    keys = [(slices.case_ids[i], int(slices.slice_index[i]), slices.patch[i]) for i in range(len(prob))]
+    return rows.image_rows(ident, keys, prob, slices.labels)
+
+
+def trial_row(spec: TrialSpec, ident: dict[str, Any], method: Method, state: TrainState,
+              run: dict[str, Any], times: dict[str, str]) -> dict[str, Any]:
+    """The one-row per-trial table of a completed trial."""
+    losses = rows.final_losses(state.history)
+    last = state.history[-1]
+    result = {
+        "spec_json": spec.model_dump_json(),
+        "params": method.inference_parameters(),
+        "train_time_s": state.train_time_s,
+        "epochs": state.epoch,
+        "resumed_from_epoch": state.resumed_from_epoch,
+        "final_loss": losses.get("loss", float("nan")),
+        "final_losses_json": json.dumps(losses, sort_keys=True),
+        "best_val_iou": max(h["val_iou"] for h in state.history),
+        "final_val_iou": last["val_iou"],
+        "code_version": code_version(),
+        "torch_version": torch.__version__,
+    }
+    return rows.completed_trial_row(ident, result, run, times)
+
+
+def failed_trial_row(spec: TrialSpec, error: BaseException, started: str | None = None) -> dict[str, Any]:
+    """The per-trial row of a trial that failed for good (bad data, non-finite loss, ...)."""
+    return rows.failed_trial_row(spec_identity(spec), error, spec_json=spec.model_dump_json(),
+                                 code_version=code_version(), torch_version=torch.__version__,
+                                 started_at=started or utc_now(), finished_at=utc_now())
+
+
+def all_fold_splits(spec: TrialSpec, data: TrialData) -> dict[str, dict[str, list[str]]]:
+    """Every fold's split of this dataset and protocol, as stored in ``splits/<key>.json``."""
+    return {str(fold): splits for fold, splits in make_all_splits(data.cases, spec.protocol).items()}
+
+
+def _device_name(device: torch.device) -> str:
+    return str(device) if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})"
+
+
+def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: TrainState, device: torch.device,
+                   started: str) -> TrialResult:
+    """Test the trained trial (snapshot ensemble) and build every table's rows."""
+    ensemble = snapshot_methods(method, state)
+    prob, decoders = predict(ensemble, data.test.images, device, labels=data.test.labels)
+    ident = identity_columns(spec, method, data)
+    splits = all_fold_splits(spec, data)
+    run = {
+        "splits_json": json.dumps(data.splits, sort_keys=True),
+        "infer_time_per_image_s": time_inference(method, data.test.images, device),
+        "peak_memory_mb": peak_memory_mb(device),
+        "n_test_images": len(prob),
+        "device": _device_name(device),
+    }
+    times = {"started_at": started, "finished_at": utc_now()}
+    return TrialResult(
+        trial=trial_row(spec, ident, method, state, run, times),
+        images=image_rows(ident, data.test, prob),
+        epochs=rows.epoch_rows(ident, state.history),
+        predictions=prediction_maps(data.test, prob, spec.train.prediction_maps),
+        splits=splits,
+        decoders=rows.decoder_rows(ident, method.decoder_names(), decoders),
+    )

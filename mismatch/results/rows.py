@@ -1,0 +1,105 @@
+"""Row builders: the one place that puts values into the schema's columns, in the schema's order.
+
+They take plain values (no torch, no trial objects), so the trial code, tests and synthetic
+data build rows the same way. :mod:`mismatch.evaluate` gathers the values of a trial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mismatch.results.metrics import bin_values, ece_from_bins, image_metrics
+from mismatch.results.schema import (
+    COMPLETED,
+    FAILED,
+    IDENTITY,
+    IMAGE_KEY,
+    LOSS_PREFIX,
+    SCHEMA_VERSION,
+    TRIAL_RESULT,
+    TRIAL_RUN,
+)
+
+
+def identity(
+    *,
+    study: str,
+    trial_id: str,
+    method: str,
+    model: str,
+    alpha: float,
+    labelled_slices: int,
+    unlabelled_slices: int,
+    fold: int,
+    seed: int,
+    dataset_fingerprint: str,
+) -> dict[str, Any]:
+    """The identity columns of a trial (first in every table), with the current schema version."""
+    values = dict(schema_version=SCHEMA_VERSION, study=study, trial_id=trial_id, method=method, model=model,
+                  alpha=alpha, labelled_slices=labelled_slices, unlabelled_slices=unlabelled_slices, fold=fold,
+                  seed=seed, dataset_fingerprint=dataset_fingerprint)
+    return {name: values[name] for name in IDENTITY}
+
+
+def image_rows(ident: Mapping[str, Any], keys: Sequence[tuple[str, int, str]], prob: np.ndarray,
+               labels: np.ndarray) -> pd.DataFrame:
+    """The images table: one row per (case_id, slice_index, patch) key with its metrics."""
+    rows = []
+    for i, key in enumerate(keys):
+        rows.append({**ident, **dict(zip(IMAGE_KEY, key)), **image_metrics(prob[i], labels[i])})
+    return pd.DataFrame(rows)
+
+
+def epoch_rows(ident: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The epochs table: identity then each epoch's record (epoch, time_s, loss_*, val_*)."""
+    return pd.DataFrame([{**ident, **h} for h in history])
+
+
+def decoder_row(ident: Mapping[str, Any], index: int, name: str, totals: Mapping[str, Any]) -> dict[str, Any]:
+    """One decoder's row from its test-set sums: bins, pooled ECE, mean foreground probability.
+
+    ``totals`` holds the bin sums (``count``, ``conf_sum``, ``correct_sum``) and ``fg_prob_sum``
+    / ``fg_pixels``; a test set without foreground gives a NaN ``mean_fg_prob``.
+    """
+    fg = totals["fg_pixels"]
+    return {**ident, "decoder": index, "decoder_name": name,
+            "ece": ece_from_bins(totals["count"], totals["conf_sum"], totals["correct_sum"]),
+            "mean_fg_prob": totals["fg_prob_sum"] / fg if fg else float("nan"),
+            **bin_values(totals)}
+
+
+def decoder_rows(ident: Mapping[str, Any], names: Sequence[str],
+                 totals: Sequence[Mapping[str, Any]] | None) -> pd.DataFrame | None:
+    """The decoders table (None for a single-decoder network)."""
+    if not totals:
+        return None
+    return pd.DataFrame([decoder_row(ident, i, name, t) for i, (name, t) in enumerate(zip(names, totals))])
+
+
+def final_losses(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The last epoch's loss terms, keyed by term (``loss_dice`` -> ``dice``)."""
+    return {k[len(LOSS_PREFIX):]: v for k, v in history[-1].items() if k.startswith(LOSS_PREFIX)}
+
+
+def completed_trial_row(ident: Mapping[str, Any], result: Mapping[str, Any], run: Mapping[str, Any],
+                        times: Mapping[str, str]) -> dict[str, Any]:
+    """The trials row of a completed trial.
+
+    ``result`` holds TRIAL_RESULT's columns but ``status`` and ``error``, ``run`` TRIAL_RUN's,
+    ``times`` ``started_at`` and ``finished_at``; columns come out in the schema's order.
+    """
+    filled = {**result, "status": COMPLETED, "error": None}
+    return {**ident, **{c: filled[c] for c in TRIAL_RESULT}, **{c: run[c] for c in TRIAL_RUN},
+            "started_at": times["started_at"], "finished_at": times["finished_at"]}
+
+
+def failed_trial_row(ident: Mapping[str, Any], error: BaseException, *, spec_json: str, code_version: str,
+                     torch_version: str, started_at: str, finished_at: str) -> dict[str, Any]:
+    """The trials row of a trial that failed for good: identity, the error, versions, times."""
+    return {**ident, "status": FAILED, "error": f"{type(error).__name__}: {error}", "spec_json": spec_json,
+            "code_version": code_version, "torch_version": torch_version, "started_at": started_at,
+            "finished_at": finished_at}

@@ -1,0 +1,109 @@
+"""The names of the results schema (docs/results-schema.md): tables, columns, version.
+
+Every module that writes or reads results rows takes its column names from here; the row
+builders in :mod:`mismatch.results.rows` put them in the order this module lists them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+"""Version of the stored rows. Still 1: no stored column has changed since version 1."""
+
+THRESHOLD = 0.5
+"""A pixel is predicted foreground when its foreground probability is at least this."""
+
+N_BINS = 5
+"""Reliability bins: equal bins of binary confidence max(p, 1 - p) over [0.5, 1]."""
+
+TABLES = ("trials", "images", "epochs", "decoders")
+"""The Parquet tables of a study folder, one file per trial in ``<study>/<table>/``."""
+
+IDENTITY = ("schema_version", "study", "trial_id", "method", "model", "alpha", "labelled_slices",
+            "unlabelled_slices", "fold", "seed", "dataset_fingerprint")
+"""The columns that identify a trial, first in every table (in this order)."""
+
+STRING_IDENTITY = ("study", "trial_id", "method", "model", "dataset_fingerprint")
+"""Identity columns holding strings (readers may keep them as categoricals)."""
+
+VARIANT = ("method", "model", "alpha", "labelled_slices", "unlabelled_slices", "fold", "seed")
+"""Identity that tells trials apart when a merged file has no ``trial_id``."""
+
+COMPLETED, FAILED = "completed", "failed"
+"""Values of the trials table's ``status`` column."""
+
+# images/: one row per test image (a slice or a patch of it)
+IMAGE_KEY = ("case_id", "slice_index", "patch")
+CONFUSION = ("tp", "fp", "fn", "tn")
+OVERLAP_METRICS = ("iou", "dice", "mean_dice_2class")
+"""The per-image segmentation metrics a report may rank trials by."""
+IMAGE_METRICS = ("fg_pixels", *CONFUSION, *OVERLAP_METRICS, "ece", "brier")
+"""Per-image metric columns before the bin columns (in row order)."""
+
+BIN_PARTS = ("count", "conf_sum", "correct_sum")
+"""The sums kept per reliability bin: pixels, summed confidence, correctly classified pixels."""
+
+
+def bin_column(k: int, part: str) -> str:
+    """Name of one reliability-bin column, e.g. ``bin3_conf_sum``."""
+    return f"bin{k}_{part}"
+
+
+def bin_columns(part: str | None = None, n_bins: int = N_BINS) -> list[str]:
+    """Every reliability-bin column in row order (bin-major), or one ``part`` for each bin."""
+    if part is not None:
+        return [bin_column(k, part) for k in range(n_bins)]
+    return [bin_column(k, p) for k in range(n_bins) for p in BIN_PARTS]
+
+
+def bin_centres(n_bins: int = N_BINS) -> np.ndarray:
+    """Centre of each reliability bin's confidence range (0.55, 0.65, ... for 5 bins)."""
+    return np.linspace(0.5, 1.0, n_bins + 1)[:-1] + 0.25 / n_bins
+
+
+# trials/: one row per trial; a failed trial has the identity, FAILED_TRIAL and TIMES only
+TRIAL_RESULT = ("status", "error", "spec_json", "params", "train_time_s", "epochs", "resumed_from_epoch",
+                "final_loss", "final_losses_json", "best_val_iou", "final_val_iou", "code_version",
+                "torch_version")
+"""Columns of a completed trial's row after the identity, in row order."""
+TRIAL_RUN = ("splits_json", "infer_time_per_image_s", "peak_memory_mb", "n_test_images", "device")
+"""Columns of a completed trial's row measured while it ran (after TRIAL_RESULT)."""
+TIMES = ("started_at", "finished_at")
+FAILED_TRIAL = ("status", "error", "spec_json", "code_version", "torch_version")
+"""Columns of a failed trial's row after the identity (then TIMES)."""
+TRIAL_STORE = ("splits_file",)
+"""Added by the store when it writes the row (``splits/<sha>.json``)."""
+TRIAL_NODE = ("ray_node_id", "node_ip")
+"""Added by a study run (absent for ``mismatch train``)."""
+TRIAL_COLUMNS = (*IDENTITY, *TRIAL_RESULT, *TRIAL_RUN, *TIMES, *TRIAL_STORE, *TRIAL_NODE)
+
+# epochs/: one row per epoch
+LOSS_PREFIX = "loss_"
+"""``loss_<term>``: one column per loss term the method returns (mean over the epoch)."""
+VAL_PREFIX = "val_"
+"""``val_<metric>``: mean validation metric of the epoch's weights, for OVERLAP_METRICS."""
+EPOCH_COLUMNS = ("epoch", "time_s")
+VAL_COLUMNS = tuple(VAL_PREFIX + m for m in OVERLAP_METRICS)
+
+# decoders/: one row per decoder of a several-decoder network, summed over the test set
+DECODER_COLUMNS = ("decoder", "decoder_name", "ece", "mean_fg_prob")
+"""Per-decoder columns after the identity and before the bin columns."""
+
+
+def loss_column(term: str) -> str:
+    """The epochs column of one loss term, e.g. ``loss_dice``."""
+    return LOSS_PREFIX + term
+
+
+def table_columns(table: str) -> tuple[str, ...]:
+    """Every column a table may hold (epochs: without the ``loss_<term>`` columns)."""
+    columns = {
+        "trials": TRIAL_COLUMNS,
+        "images": (*IDENTITY, *IMAGE_KEY, *IMAGE_METRICS, *bin_columns()),
+        "epochs": (*IDENTITY, *EPOCH_COLUMNS, *VAL_COLUMNS),
+        "decoders": (*IDENTITY, *DECODER_COLUMNS, *bin_columns()),
+    }
+    if table not in columns:
+        raise ValueError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+    return columns[table]
