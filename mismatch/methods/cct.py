@@ -30,7 +30,7 @@ from torch import nn
 
 from mismatch.losses import soft_dice_loss
 from mismatch.methods.base import Batch, Method
-from mismatch.methods.configs.cct import CCTConfig, PerturbationName
+from mismatch.methods.configs.cct import CCTConfig
 from mismatch.methods.mean_teacher import sigmoid_rampup
 from mismatch.models import UNetDecoder, build_model
 

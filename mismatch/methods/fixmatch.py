@@ -19,7 +19,6 @@ from mismatch.losses import soft_dice_loss
 from mismatch.methods.augment import gaussian_noise, rand_augment
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.fixmatch import FixMatchConfig
-from mismatch.methods.sup import NOISE_STD
 from mismatch.models import build_model
 
 

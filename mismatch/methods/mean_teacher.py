@@ -17,7 +17,6 @@ from mismatch.losses import soft_dice_loss
 from mismatch.methods.augment import gaussian_noise
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.mean_teacher import MeanTeacherConfig
-from mismatch.methods.sup import NOISE_STD
 from mismatch.models import build_model
 
 

@@ -19,7 +19,7 @@ from mismatch.losses import symmetric_mse
 from mismatch.methods.augment import gaussian_noise
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.morph import MorphConfig
-from mismatch.methods.sup import NOISE_STD, dice_per_decoder
+from mismatch.methods.sup import dice_per_decoder
 from mismatch.models import build_model
 from mismatch.models.decoders import FeatureTransform
 

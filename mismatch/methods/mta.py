@@ -23,7 +23,6 @@ from mismatch.losses import soft_dice_loss
 from mismatch.methods.augment import gaussian_noise
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.mta import MTAConfig
-from mismatch.methods.sup import NOISE_STD
 from mismatch.models import DoubleConv, build_model
 from mismatch.models.decoders import upsample2x
 
