@@ -61,7 +61,7 @@ class ProgressLine:
 def _callback_class() -> type:
     from ray.tune import Callback
 
-    return type("Progress", (ProgressLine, Callback), {"__doc__": ProgressLine.__doc__})
+    return type("Progress", (ProgressLine, Callback), {"__doc__": ProgressLine.__doc__, "__module__": __name__})
 
 
 def Progress(study: str, total: int, done: int, stream: TextIO) -> Any:  # noqa: N802 (was a class)
