@@ -332,6 +332,15 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
             s.add_argument("--out", required=True, help="merged Parquet file")
 
 
+def _names(kind: str) -> str:
+    """The registered names of ``kind`` for a help text (the registries are the authority)."""
+    from mismatch.config import DATA_PRESETS, LAYOUTS, METHODS
+    from mismatch.models.catalog import NETWORKS
+
+    registry = {"methods": METHODS, "networks": NETWORKS, "layouts": LAYOUTS, "data presets": DATA_PRESETS}[kind]
+    return " | ".join(registry.names())
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train and evaluate one trial, write its Parquet rows")
     p.add_argument("spec", nargs="?", help="YAML trial spec (optional: flags alone give a synthetic-phantom trial)")
@@ -340,8 +349,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="a dataset in the MSD / nnU-Net raw layout")
     p.add_argument("--data-prepared", help="a prepared-slice cache written by `mismatch data prepare`")
     p.add_argument("--synthetic", choices=["vessels", "tumours"], help="train on a generated phantom")
-    p.add_argument("--method")
-    p.add_argument("--model")
+    p.add_argument("--method", help=f"training method: {_names('methods')}")
+    p.add_argument("--model", help=f"network (methods accept them by capability): {_names('networks')}")
     p.add_argument("--alpha", type=float)
     p.add_argument("--fold", type=int)
     p.add_argument("--labelled-slices", type=int)
@@ -371,11 +380,11 @@ def _add_erf(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_recipe_flags(s: argparse.ArgumentParser, prepare: bool) -> None:
-    s.add_argument("layout", help="dataset layout: msd | carve14 | brats2018")
+    s.add_argument("layout", help=f"dataset layout: {_names('layouts')}")
     s.add_argument("raw_dir", help="the raw dataset folder (see docs/data.md for each layout's tree)")
     if prepare:
         s.add_argument("prepared_dir", help="where the prepared cache is written")
-    s.add_argument("--preset", help="carve | brats | brats-msd | msd (default: the layout's; "
+    s.add_argument("--preset", help=f"{_names('data presets')} (default: the layout's; "
                                     "`mismatch data presets` lists them)")
     s.add_argument("--foreground-labels", type=int, nargs="+", metavar="L", help="label values that are foreground")
     s.add_argument("--label-values", type=int, nargs="+", metavar="L",

@@ -4,19 +4,18 @@ Every setting a trial needs to be re-run lives in a :class:`TrialSpec`. Specs ar
 models with ``extra="forbid"``: an unknown or mistyped key is an error that names the key
 (and the file, when loaded from one), never a silently ignored setting.
 
-A method's own settings (``method:`` section) are validated by the config class that the
-method registers under its name (see :mod:`mismatch.methods`), so adding a method adds its
-settings without touching this module.
+A method's own settings (``method:`` section) are validated by the config class registered
+under its name in :data:`METHODS` (discovered in :mod:`mismatch.methods.configs`), so adding
+a method adds its settings without touching this module. Every user-facing name (method,
+layout, preset) is checked against its registry at load time; nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import importlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -26,10 +25,17 @@ from pydantic import (
     Field,
     SerializeAsAny,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
+from mismatch.registry import Registry, did_you_mean
+
 SCHEMA_VERSION = 1
+
+#: Dataset layouts (:class:`mismatch.data.layouts.Layout`), registered by the modules of
+#: :mod:`mismatch.data` (imported on first lookup: numpy only, no torch).
+LAYOUTS: Registry[Any] = Registry("layout", discover=("mismatch.data",))
 
 
 class SpecError(ValueError):
@@ -55,7 +61,7 @@ class SynthSpec(StrictModel):
 # Named preparation recipes (the paper's, from the authors' code; see docs/data.md). A preset
 # fills every DataSpec field it names that the spec does not set itself; this table is the
 # one place their values live.
-DATA_PRESETS: dict[str, dict[str, Any]] = {
+_DATA_PRESETS: dict[str, dict[str, Any]] = {
     # CARVE14: HU clip, per-case z-score, vessel = artery + vein, slices with > 100 vessel
     # pixels, the four 176x176 corner patches of each slice (paper; `crop: random-corner`
     # is the authors' code), one slice per sample (`context_slices: 3` for adjacent slices).
@@ -84,7 +90,7 @@ DATA_PRESETS: dict[str, dict[str, Any]] = {
 
 # Named split protocols of the paper. `unlabelled_cases: rest` = every case that is not
 # labelled, validation or test.
-PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
+_PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
     # CARVE14 10-fold cross-validation: fold f labels case f; 3 unlabelled, 1 validation, 5 test.
     "carve-10fold": {"labelled_cases": 1, "unlabelled_cases": 3, "validation_cases": 1, "test_cases": 5},
     # BRATS 2018: 1 labelled case (its first 20 tumour slices), 2 validation, 40 test cases,
@@ -96,14 +102,24 @@ PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _expand_preset(value: Any, presets: dict[str, dict[str, Any]], what: str, skip: tuple[str, ...] = ()) -> Any:
+def _preset_registry(kind: str, builtins: dict[str, dict[str, Any]]) -> Registry[dict[str, Any]]:
+    registry: Registry[dict[str, Any]] = Registry(kind)
+    for name, values in builtins.items():
+        registry.register(name, values)
+    return registry
+
+
+#: Data presets by name (``DataSpec.preset``); ``DATA_PRESETS.register(name, values)`` adds one.
+DATA_PRESETS = _preset_registry("data preset", _DATA_PRESETS)
+#: Protocol presets by name (``ProtocolSpec.preset``).
+PROTOCOL_PRESETS = _preset_registry("protocol preset", _PROTOCOL_PRESETS)
+
+
+def _expand_preset(value: Any, presets: Registry[dict[str, Any]], skip: tuple[str, ...] = ()) -> Any:
     """``{preset: NAME, ...}`` -> the preset's values under the keys the mapping sets itself."""
     if not isinstance(value, dict) or value.get("preset") is None:
         return value
-    name = value["preset"]
-    if name not in presets:
-        raise ValueError(f"unknown {what} preset {name!r} (known: {', '.join(sorted(presets))})")
-    filled = {k: v for k, v in presets[name].items() if k not in skip}
+    filled = {k: v for k, v in presets.get(value["preset"]).items() if k not in skip}
     return {**filled, **value}
 
 
@@ -136,7 +152,12 @@ class DataSpec(StrictModel):
     @classmethod
     def _apply_preset(cls, value: Any) -> Any:
         synthetic = isinstance(value, dict) and value.get("synthetic") is not None
-        return _expand_preset(value, DATA_PRESETS, "data", skip=("layout",) if synthetic else ())
+        return _expand_preset(value, DATA_PRESETS, skip=("layout",) if synthetic else ())
+
+    @field_validator("layout")
+    @classmethod
+    def _known_layout(cls, layout: str) -> str:
+        return LAYOUTS.check(layout)
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataSpec":
@@ -173,7 +194,7 @@ class ProtocolSpec(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, value: Any) -> Any:
-        return _expand_preset(value, PROTOCOL_PRESETS, "protocol")
+        return _expand_preset(value, PROTOCOL_PRESETS)
 
 
 class TrainSpec(StrictModel):
@@ -199,9 +220,28 @@ class TrainSpec(StrictModel):
 
 
 class MethodConfig(StrictModel):
-    """Base of every method's settings; each method subclasses it with its own fields."""
+    """Base of every method's settings; each method subclasses it with its own fields.
+
+    A subclass is THE registry entry of its method (:data:`METHODS`) and carries the
+    method's metadata as class variables, so a spec is validated without importing torch:
+    ``implementation`` (the torch class, a lazy ``"module:Class"`` string or the class),
+    ``uses_unlabelled``, ``reference``, ``summary`` (what the unlabelled slices train, for
+    the docs) and ``requires``: the capabilities a network must provide (e.g.
+    ``{"decoders": 2}``), checked against the network registry when ``model`` is a field.
+    """
+
+    implementation: ClassVar[str | type | None] = None
+    uses_unlabelled: ClassVar[bool] = True
+    reference: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    requires: ClassVar[dict[str, Any]] = {}
 
     name: str
+
+
+#: Methods by name: each entry is the method's strict, torch-free config class. The modules
+#: of :mod:`mismatch.methods.configs` register themselves on first lookup.
+METHODS: Registry[type[MethodConfig]] = Registry("method", discover=("mismatch.methods.configs",))
 
 
 def _parse_method(value: Any) -> Any:
@@ -212,10 +252,7 @@ def _parse_method(value: Any) -> Any:
         value = {"name": value}
     if not isinstance(value, dict) or "name" not in value:
         raise ValueError("method must be a mapping with a 'name' key")
-    # Imported here, not at module level: config must not depend on the methods package at
-    # import time (methods import config), and importing it registers the methods.
-    methods = importlib.import_module("mismatch.methods")
-    return methods.method_config_class(value["name"]).model_validate(value)
+    return METHODS.get(value["name"]).model_validate(value)
 
 
 MethodField = Annotated[SerializeAsAny[MethodConfig], BeforeValidator(_parse_method)]
@@ -269,18 +306,14 @@ def _format_validation_error(
 
 def _suggestion(loc: tuple[Any, ...], data: dict[str, Any], root: type[BaseModel]) -> str:
     """A 'did you mean' hint for a mistyped key, from the fields of the enclosing model."""
-    known = _known_keys(loc[:-1], data, root)
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return did_you_mean(str(loc[-1]), _known_keys(loc[:-1], data, root))
 
 
 def _known_keys(parent: tuple[Any, ...], data: dict[str, Any], root: type[BaseModel]) -> list[str]:
     model: Any = root
     if root is TrialSpec and parent[:1] == ("method",):
         try:
-            model = importlib.import_module("mismatch.methods").method_config_class(
-                data["method"]["name"]
-            )
+            model = METHODS.get(data["method"]["name"])
             parent = parent[1:]
         except (KeyError, TypeError):
             return []

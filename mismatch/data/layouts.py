@@ -7,23 +7,23 @@ every layout (:meth:`Layout.load_case`, :func:`mismatch.data.check.check_dataset
 
 Built in: ``msd`` (Medical Segmentation Decathlon / nnU-Net raw), ``carve14`` (CARVE14
 MetaImage files) and ``brats2018`` (one folder per BRATS case). A new layout is one module
-that calls :func:`register_layout`.
+of :mod:`mismatch.data` that calls :func:`register_layout`: the registry
+(:data:`mismatch.config.LAYOUTS`) imports every module of the package on its first lookup,
+so there is no list to edit.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from mismatch.config import LAYOUTS
 from mismatch.data.errors import DataError, FileProblemError
 from mismatch.data.volumes import Case, CaseSources, Problem, as_label, data_files, read_case, read_volume
-
-# Modules that register the built-in layouts; imported on first lookup, not at import time.
-_BUILTIN_MODULES = ("mismatch.data.msd", "mismatch.data.carve14", "mismatch.data.brats")
+from mismatch.registry import UnknownNameError
 
 
 def _no_files(root: Path) -> list[Path]:
@@ -88,33 +88,21 @@ class Layout:
         return [f for path in (*src.images, src.label) for f in data_files(path)]
 
 
-_LAYOUTS: dict[str, Layout] = {}
-
 
 def register_layout(layout: Layout) -> Layout:
     """Register ``layout`` under its name; a second layout with the same name is an error."""
-    if layout.name in _LAYOUTS:
-        raise ValueError(f"dataset layout {layout.name!r} is already registered")
-    _LAYOUTS[layout.name] = layout
-    return layout
+    return LAYOUTS.register(layout.name, layout)
 
 
 def get_layout(name: str) -> Layout:
-    """The layout registered as ``name``; an unknown name lists the known ones."""
-    _import_builtins()
+    """The layout registered as ``name``; an unknown name is a :class:`DataError` that
+    suggests the closest known name and lists them all."""
     try:
-        return _LAYOUTS[name]
-    except KeyError:
-        known = ", ".join(sorted(_LAYOUTS)) or "none"
-        raise DataError(f"unknown dataset layout {name!r} (known: {known})") from None
+        return LAYOUTS.get(name)
+    except UnknownNameError as err:
+        raise DataError(str(err)) from None
 
 
 def list_layouts() -> list[str]:
     """Names of every registered layout."""
-    _import_builtins()
-    return sorted(_LAYOUTS)
-
-
-def _import_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    return LAYOUTS.names()

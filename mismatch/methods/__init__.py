@@ -1,34 +1,36 @@
-"""Training methods, registered by name (see :mod:`mismatch.methods.base`).
+"""Training methods, registered by name.
 
-Importing this package imports every method module so that each registers itself; to add a
-method, add one module here and list it in ``_METHOD_MODULES``.
+Each method is a torch-free config module in :mod:`mismatch.methods.configs` (its settings
+and metadata; registering it is what makes the name known) plus its torch implementation
+in ``mismatch/methods/<name>.py``, imported only when the method is built. Nothing is
+imported here eagerly: the names below resolve on first use (PEP 562), so validating a
+spec never imports torch.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from mismatch.methods.base import (
-    Batch,
-    Method,
-    build_method,
-    list_methods,
-    method_class,
-    method_config_class,
-    register_method,
-)
+_EXPORTS = {
+    "Batch": "mismatch.methods.base",
+    "Method": "mismatch.methods.base",
+    "build_method": "mismatch.methods.registry",
+    "list_methods": "mismatch.methods.registry",
+    "method_class": "mismatch.methods.registry",
+    "method_config_class": "mismatch.methods.registry",
+    "register_method": "mismatch.methods.registry",
+    "uses_unlabelled": "mismatch.methods.registry",
+}
 
-_METHOD_MODULES = ("mismatch", "sup", "mean_teacher", "fixmatch", "cct", "mta", "morph")
+__all__ = sorted(_EXPORTS)
 
-for _module in _METHOD_MODULES:
-    importlib.import_module(f"mismatch.methods.{_module}")
 
-__all__ = [
-    "Batch",
-    "Method",
-    "build_method",
-    "list_methods",
-    "method_class",
-    "method_config_class",
-    "register_method",
-]
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mismatch.methods' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

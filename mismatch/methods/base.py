@@ -1,20 +1,28 @@
-"""The method interface and the method registry.
+"""The method interface (torch).
 
 A method turns a batch into a dict of losses (the ``"loss"`` key is what the loop
 backpropagates; every other entry is logged) and an image into a probability map. The one
-training loop (:func:`mismatch.train.run_trial`) only calls this interface, so a method is
-added by adding one module that registers its name and config class.
+training loop (:func:`mismatch.train.run_trial`) only calls this interface. The registry
+(names, config classes, lazy implementations) is torch-free: :mod:`mismatch.methods.registry`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
 
 from mismatch.config import MethodConfig
+from mismatch.methods.registry import (  # noqa: F401  (re-exported: the registry's old home)
+    build_method,
+    list_methods,
+    method_class,
+    method_config_class,
+    register_method,
+)
+from mismatch.models.catalog import NETWORKS
 
 
 @dataclass
@@ -37,21 +45,27 @@ class Batch:
 class Method(nn.Module):
     """Base class of training methods.
 
-    Subclasses set ``config_class`` (a :class:`MethodConfig` subclass with the method's own
-    settings and defaults), build their networks in ``__init__`` and implement
-    :meth:`training_step` and :meth:`predict_proba`.
+    Subclasses set ``config_class`` (the :class:`MethodConfig` subclass registered under the
+    method's name, which also carries its metadata), build their networks in ``__init__``
+    and implement :meth:`training_step` and :meth:`predict_proba`.
     """
 
     config_class: type[MethodConfig] = MethodConfig
-    #: False for supervised-only methods: the loop then streams the labelled slices alone.
-    uses_unlabelled: bool = True
-    #: One-line literature reference, shown by ``mismatch methods``.
-    reference: str = ""
 
     def __init__(self, config: MethodConfig, in_channels: int) -> None:
         super().__init__()
         self.config = config
         self.in_channels = in_channels
+
+    @property
+    def uses_unlabelled(self) -> bool:
+        """False for supervised-only methods: the loop then streams the labelled slices alone."""
+        return type(self.config).uses_unlabelled
+
+    @property
+    def reference(self) -> str:
+        """One-line literature reference, shown by ``mismatch methods``."""
+        return type(self.config).reference
 
     @property
     def model_name(self) -> str:
@@ -101,40 +115,8 @@ class Method(nn.Module):
         return sum(p.numel() for p in net.parameters())
 
 
-_METHODS: dict[str, type[Method]] = {}
-M = TypeVar("M", bound=type[Method])
-
-
-def register_method(name: str) -> Callable[[M], M]:
-    """Class decorator registering a method under ``name`` (duplicates are an error)."""
-
-    def decorator(cls: M) -> M:
-        if name in _METHODS:
-            raise ValueError(f"method {name!r} is already registered by {_METHODS[name].__name__}")
-        _METHODS[name] = cls
-        return cls
-
-    return decorator
-
-
-def method_class(name: str) -> type[Method]:
-    """The method class registered under ``name``."""
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise KeyError(f"unknown method {name!r}; registered methods: {', '.join(sorted(_METHODS))}") from None
-
-
-def method_config_class(name: str) -> type[MethodConfig]:
-    """The strict config class of the method registered under ``name``."""
-    return method_class(name).config_class
-
-
-def list_methods() -> list[str]:
-    """Registered method names, sorted."""
-    return sorted(_METHODS)
-
-
-def build_method(config: MethodConfig, in_channels: int) -> Method:
-    """Instantiate the method named by ``config.name``."""
-    return method_class(config.name)(config, in_channels)
+def network_options(model: str, **options: Any) -> dict[str, Any]:
+    """The ``options`` that network ``model``'s factory accepts (its card says which), so a
+    method setting such as ``negative_sigmoid`` reaches only the networks that have it."""
+    accepts = NETWORKS.get(model).accepts
+    return {key: value for key, value in options.items() if key in accepts}

@@ -24,16 +24,13 @@ guided cutout (needs connected-component boxes of the prediction).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from mismatch.config import MethodConfig
 from mismatch.losses import soft_dice_loss
-from mismatch.methods.base import Batch, Method, register_method
+from mismatch.methods.base import Batch, Method
+from mismatch.methods.configs.cct import CCTConfig
 from mismatch.methods.mean_teacher import sigmoid_rampup
 from mismatch.models import UNetDecoder, build_model
 
@@ -42,7 +39,6 @@ FEATURE_DROP_RANGE = (0.7, 0.9)
 DROPOUT_P = 0.5
 
 Perturbation = Callable[[list[torch.Tensor], torch.Tensor], list[torch.Tensor]]
-PerturbationName = Literal["feature-noise", "feature-drop", "dropout", "object-masking", "context-masking"]
 
 
 def feature_noise(features: list[torch.Tensor], prob: torch.Tensor) -> list[torch.Tensor]:
@@ -90,27 +86,11 @@ PERTURBATIONS: dict[str, Perturbation] = {
 }
 
 
-class CCTConfig(MethodConfig):
-    """Settings of CCT: one auxiliary decoder per entry of ``perturbations``.
-
-    ``alpha`` is Ouali's unsupervised weight w_u (30), ramped up over ``rampup_epochs``
-    (Ouali: the first 10% of training, i.e. 5 of the paper's 50 epochs).
-    """
-
-    name: Literal["cct"] = "cct"
-    width: int = Field(24, ge=1)
-    alpha: float = Field(30.0, ge=0)
-    rampup_epochs: int = Field(5, ge=0)
-    perturbations: tuple[PerturbationName, ...] = Field(("feature-noise", "feature-drop", "dropout"), min_length=1)
-
-
-@register_method("cct")
 class CCT(Method):
     """CCT: a U-Net whose encoder also feeds ``K`` auxiliary decoders through perturbations."""
 
     config_class = CCTConfig
     config: CCTConfig
-    reference = "Ouali et al. 2020, Semi-supervised semantic segmentation with cross-consistency training (CVPR)"
 
     def __init__(self, config: CCTConfig, in_channels: int) -> None:
         super().__init__(config, in_channels)

@@ -12,20 +12,14 @@ counting zero (FixMatch's ``1 / (mu B)`` normalisation, per pixel), weighted by 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from mismatch.config import MethodConfig
 from mismatch.losses import soft_dice_loss
-from mismatch.methods.augment import RANDAUGMENT_NAMES, gaussian_noise, rand_augment
-from mismatch.methods.base import Batch, Method, register_method
-from mismatch.methods.sup import NOISE_STD
+from mismatch.methods.augment import gaussian_noise, rand_augment
+from mismatch.methods.base import Batch, Method
+from mismatch.methods.configs.fixmatch import FixMatchConfig
 from mismatch.models import build_model
-
-RandAugmentOp = Literal[RANDAUGMENT_NAMES]  # type: ignore[valid-type]
 
 
 def pseudo_labels(prob: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,26 +35,11 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     return (mask * F.binary_cross_entropy_with_logits(logits, target, reduction="none")).mean()
 
 
-class FixMatchConfig(MethodConfig):
-    """Settings of FixMatch. ``alpha`` is lambda_u; ``ra_*`` configure the strong view."""
-
-    name: Literal["fixmatch"] = "fixmatch"
-    width: int = Field(24, ge=1)
-    alpha: float = Field(1.0, ge=0)
-    threshold: float = Field(0.95, ge=0.5, le=1)
-    noise_std: float = Field(NOISE_STD, ge=0)
-    ra_n_ops: int = Field(2, ge=0)
-    ra_max_magnitude: float = Field(1.0, ge=0, le=1)
-    ra_ops: tuple[RandAugmentOp, ...] = Field(RANDAUGMENT_NAMES, min_length=1)
-
-
-@register_method("fixmatch")
 class FixMatch(Method):
     """FixMatch on the U-Net backbone: confident weak-view pseudo-labels train the strong view."""
 
     config_class = FixMatchConfig
     config: FixMatchConfig
-    reference = "Sohn et al. 2020, FixMatch (NeurIPS); strong view: RandAugment, Cubuk et al. 2020"
 
     def __init__(self, config: FixMatchConfig, in_channels: int) -> None:
         super().__init__(config, in_channels)

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
-
 import torch
-from pydantic import Field
 
-from mismatch.config import MethodConfig
 from mismatch.losses import soft_dice_loss
 from mismatch.methods.augment import gaussian_noise
-from mismatch.methods.base import Batch, Method, register_method
-from mismatch.methods.sup import NOISE_STD
+from mismatch.methods.base import Batch, Method
+from mismatch.methods.configs.mean_teacher import MeanTeacherConfig
 from mismatch.models import build_model
 
 
@@ -36,25 +32,11 @@ def sigmoid_rampup(epoch: int, rampup_epochs: int) -> float:
     return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
-class MeanTeacherConfig(MethodConfig):
-    """Settings of Mean Teacher. ``alpha`` is the consistency weight after the ramp-up."""
-
-    name: Literal["mean-teacher"] = "mean-teacher"
-    width: int = Field(24, ge=1)
-    alpha: float = Field(0.1, ge=0)
-    rampup_epochs: int = Field(10, ge=0)
-    ema_decay: float = Field(0.99, ge=0, le=1)
-    noise_std: float = Field(NOISE_STD, ge=0)
-    predict_with: Literal["teacher", "student"] = "teacher"
-
-
-@register_method("mean-teacher")
 class MeanTeacher(Method):
     """A U-Net student and its exponential-moving-average teacher."""
 
     config_class = MeanTeacherConfig
     config: MeanTeacherConfig
-    reference = "Tarvainen and Valpola 2017, Mean teachers are better role models (NeurIPS)"
 
     def __init__(self, config: MeanTeacherConfig, in_channels: int) -> None:
         super().__init__(config, in_channels)

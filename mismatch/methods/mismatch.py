@@ -3,47 +3,24 @@ consistency term between the positive- and negative-attention decoders on unlabe
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 
-from mismatch.config import MethodConfig
 from mismatch.losses import soft_dice_loss, symmetric_mse
-from mismatch.methods.base import Batch, Method, register_method
+from mismatch.methods.base import Batch, Method, network_options
+from mismatch.methods.configs.mismatch import MisMatchConfig
 from mismatch.models import build_model
 
 
-class MisMatchConfig(MethodConfig):
-    """Settings of MisMatch. Defaults follow the paper.
-
-    ``alpha_schedule: decay`` reproduces the authors' code: from epoch ``alpha_decay_start``
-    on, alpha is multiplied by ``alpha_decay_beta`` every epoch (the paper keeps it constant).
-    """
-
-    name: Literal["mismatch"] = "mismatch"
-    model: Literal["mm", "mm-a", "mm-b", "mm-c"] = "mm"
-    width: int = Field(24, ge=1)
-    alpha: float = Field(0.002, ge=0)
-    alpha_schedule: Literal["constant", "decay"] = "constant"
-    alpha_decay_beta: float = Field(0.5, gt=0, le=1)
-    alpha_decay_start: int = Field(0, ge=0)
-    negative_sigmoid: bool = False
-
-
-@register_method("mismatch")
 class MisMatch(Method):
     """MisMatch on one of the two-decoder networks (``mm`` or the ablations ``mm-a/b/c``)."""
 
     config_class = MisMatchConfig
     config: MisMatchConfig
-    reference = "Xu et al. 2021, MisMatch: learning to change predictive confidences with attention (IEEE TMI)"
 
     def __init__(self, config: MisMatchConfig, in_channels: int) -> None:
         super().__init__(config, in_channels)
-        # Only the NASB decoder has a sigmoid to switch on (mm and mm-b have one).
-        extra = {"negative_sigmoid": True} if config.negative_sigmoid and config.model in ("mm", "mm-b") else {}
-        self.net = build_model(config.model, in_channels=in_channels, width=config.width, **extra)
+        self.net = build_model(config.model, in_channels=in_channels, width=config.width,
+                               **network_options(config.model, negative_sigmoid=config.negative_sigmoid))
 
     def alpha_at(self, epoch: int) -> float:
         """The consistency weight used in ``epoch`` (0-based)."""

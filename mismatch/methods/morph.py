@@ -12,17 +12,14 @@ network, so it also runs at test time, where the prediction is the decoders' mea
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from mismatch.config import MethodConfig
 from mismatch.losses import symmetric_mse
 from mismatch.methods.augment import gaussian_noise
-from mismatch.methods.base import Batch, Method, register_method
-from mismatch.methods.sup import NOISE_STD, dice_per_decoder
+from mismatch.methods.base import Batch, Method
+from mismatch.methods.configs.morph import MorphConfig
+from mismatch.methods.sup import dice_per_decoder
 from mismatch.models import build_model
 from mismatch.models.decoders import FeatureTransform
 
@@ -37,26 +34,11 @@ def erode(x: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
     return -F.max_pool2d(-x, kernel_size, stride=1, padding=kernel_size // 2)
 
 
-class MorphConfig(MethodConfig):
-    """Settings of Morph. ``alpha`` and the consistency follow MisMatch's; ``stages`` are the
-    decoder stages (0 deepest .. 3 last) whose output is eroded / dilated."""
-
-    name: Literal["morph"] = "morph"
-    model: Literal["mm-a"] = "mm-a"
-    width: int = Field(24, ge=1)
-    alpha: float = Field(0.002, ge=0)
-    noise_std: float = Field(NOISE_STD, ge=0)
-    kernel_size: Literal[3, 5, 7] = 3
-    stages: tuple[Literal[0, 1, 2, 3], ...] = Field((0, 1, 2, 3), min_length=1)
-
-
-@register_method("morph")
 class Morph(Method):
     """Two standard decoders, one eroding and one dilating its features at every stage."""
 
     config_class = MorphConfig
     config: MorphConfig
-    reference = "Xu et al. 2021 (MisMatch), Morph baseline: erosion and dilation of decoder features"
 
     def __init__(self, config: MorphConfig, in_channels: int) -> None:
         super().__init__(config, in_channels)

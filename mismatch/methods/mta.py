@@ -16,17 +16,13 @@ only the segmentation path runs: a U-Net.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import nn
 
-from mismatch.config import MethodConfig
 from mismatch.losses import soft_dice_loss
 from mismatch.methods.augment import gaussian_noise
-from mismatch.methods.base import Batch, Method, register_method
-from mismatch.methods.sup import NOISE_STD
+from mismatch.methods.base import Batch, Method
+from mismatch.methods.configs.mta import MTAConfig
 from mismatch.models import DoubleConv, build_model
 from mismatch.models.decoders import upsample2x
 
@@ -60,24 +56,11 @@ def attended_images(image: torch.Tensor, attention: torch.Tensor) -> torch.Tenso
     return torch.cat([image * attention, image * (1 - attention)], dim=1)
 
 
-class MTAConfig(MethodConfig):
-    """Settings of MTA. ``alpha`` weighs the reconstruction loss."""
-
-    name: Literal["mta"] = "mta"
-    width: int = Field(24, ge=1)
-    alpha: float = Field(1.0, ge=0)
-    noise_std: float = Field(NOISE_STD, ge=0)
-
-
-@register_method("mta")
 class MTA(Method):
     """Segmentation plus attention-separated image reconstruction from a shared encoder."""
 
     config_class = MTAConfig
     config: MTAConfig
-    reference = (
-        "Chen et al. 2019, Multi-task attention-based semi-supervised learning for medical image segmentation (MICCAI)"
-    )
 
     def __init__(self, config: MTAConfig, in_channels: int) -> None:
         super().__init__(config, in_channels)

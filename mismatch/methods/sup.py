@@ -3,19 +3,16 @@ trained on labelled slices only, with flip and Gaussian-noise augmentation."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 
-from mismatch.config import MethodConfig
 from mismatch.losses import soft_dice_loss
 from mismatch.methods.augment import gaussian_noise, random_flip
-from mismatch.methods.base import Batch, Method, register_method
+from mismatch.methods.base import Batch, Method, network_options
+from mismatch.methods.configs import NOISE_STD
+from mismatch.methods.configs.sup import Sup1Config, Sup2Config
 from mismatch.models import build_model
 
-#: Default std of the Gaussian input noise of every baseline (images are z-scored).
-NOISE_STD = 0.1
+__all__ = ["NOISE_STD", "Sup1", "Sup1Config", "Sup2", "Sup2Config", "dice_per_decoder", "no_loss"]
 
 
 def no_loss(reference: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -28,30 +25,9 @@ def dice_per_decoder(logits: list[torch.Tensor], label: torch.Tensor) -> torch.T
     return sum(soft_dice_loss(torch.sigmoid(lg), label) for lg in logits)
 
 
-class Sup1Config(MethodConfig):
-    """Settings of Sup1: a U-Net trained on labelled slices with flips and Gaussian noise."""
-
-    name: Literal["sup1"] = "sup1"
-    width: int = Field(24, ge=1)
-    flip: bool = True
-    noise_std: float = Field(NOISE_STD, ge=0)
-
-
-class Sup2Config(MethodConfig):
-    """Settings of Sup2: a MisMatch network (any decoder variant) trained like Sup1."""
-
-    name: Literal["sup2"] = "sup2"
-    model: Literal["mm", "mm-a", "mm-b", "mm-c"] = "mm"
-    width: int = Field(24, ge=1)
-    flip: bool = True
-    noise_std: float = Field(NOISE_STD, ge=0)
-    negative_sigmoid: bool = False
-
-
 class _Supervised(Method):
     """Shared step: augment the labelled slices, soft Dice on every decoder's output."""
 
-    uses_unlabelled = False
     config: Sup1Config | Sup2Config
     net: torch.nn.Module
 
@@ -71,26 +47,22 @@ class _Supervised(Method):
         return {"dice": dice, "loss": dice}
 
 
-@register_method("sup1")
 class Sup1(_Supervised):
     """Sup1: the U-Net backbone, supervised only."""
 
     config_class = Sup1Config
-    reference = "Ronneberger et al. 2015, U-Net (MICCAI); Sup1 of Xu et al. 2021 (MisMatch)"
 
     def __init__(self, config: Sup1Config, in_channels: int) -> None:
         super().__init__(config, in_channels)
         self.net = build_model("unet", in_channels=in_channels, width=config.width)
 
 
-@register_method("sup2")
 class Sup2(_Supervised):
     """Sup2: a two-decoder MisMatch network (``mm`` or ``mm-a/b/c``), supervised only."""
 
     config_class = Sup2Config
-    reference = "Xu et al. 2021 (MisMatch), Sup2: the MisMatch network without unlabelled data"
 
     def __init__(self, config: Sup2Config, in_channels: int) -> None:
         super().__init__(config, in_channels)
-        extra = {"negative_sigmoid": True} if config.negative_sigmoid and config.model in ("mm", "mm-b") else {}
-        self.net = build_model(config.model, in_channels=in_channels, width=config.width, **extra)
+        self.net = build_model(config.model, in_channels=in_channels, width=config.width,
+                               **network_options(config.model, negative_sigmoid=config.negative_sigmoid))

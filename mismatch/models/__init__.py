@@ -1,32 +1,45 @@
 """Networks of the MisMatch project: blocks, encoder, decoders, networks and their registry.
 
 Public API: :func:`build_model`, :func:`list_models`, :func:`register_model`, and the
-classes below. Importing this package only registers the built-in names (``unet``, ``mm``,
-``mm-a``, ``mm-b``, ``mm-c``). The effective-receptive-field tools live in
-:mod:`mismatch.models.erf` (not imported here).
+classes below. The registry of networks (:mod:`mismatch.models.catalog`: torch-free cards
+for ``unet``, ``mm``, ``mm-a``, ``mm-b``, ``mm-c``) can be read without importing torch, so
+every name here is imported lazily, on first use (PEP 562). The effective-receptive-field
+tools live in :mod:`mismatch.models.erf` (not exported here).
 """
 
-from mismatch.models.blocks import NASB, PASB, ConvNormAct, DoubleConv, PlainBlock, make_block
-from mismatch.models.decoders import AttentionDecoder, FeatureTransform, UNetDecoder
-from mismatch.models.encoder import Encoder
-from mismatch.models.networks import EncoderDecoderNet, TwoDecoderNet, UNet
-from mismatch.models.registry import build_model, list_models, register_model
+from __future__ import annotations
 
-__all__ = [
-    "AttentionDecoder",
-    "ConvNormAct",
-    "DoubleConv",
-    "Encoder",
-    "EncoderDecoderNet",
-    "FeatureTransform",
-    "NASB",
-    "PASB",
-    "PlainBlock",
-    "TwoDecoderNet",
-    "UNet",
-    "UNetDecoder",
-    "build_model",
-    "list_models",
-    "make_block",
-    "register_model",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AttentionDecoder": "mismatch.models.decoders",
+    "ConvNormAct": "mismatch.models.blocks",
+    "DoubleConv": "mismatch.models.blocks",
+    "Encoder": "mismatch.models.encoder",
+    "EncoderDecoderNet": "mismatch.models.networks",
+    "FeatureTransform": "mismatch.models.decoders",
+    "NASB": "mismatch.models.blocks",
+    "PASB": "mismatch.models.blocks",
+    "PlainBlock": "mismatch.models.blocks",
+    "TwoDecoderNet": "mismatch.models.networks",
+    "UNet": "mismatch.models.networks",
+    "UNetDecoder": "mismatch.models.decoders",
+    "build_model": "mismatch.models.registry",
+    "list_models": "mismatch.models.registry",
+    "make_block": "mismatch.models.blocks",
+    "network_card": "mismatch.models.registry",
+    "register_model": "mismatch.models.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mismatch.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

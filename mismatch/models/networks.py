@@ -1,4 +1,4 @@
-"""Networks: an encoder plus one or more decoders, and the registered names.
+"""Networks: an encoder plus one or more decoders, and the factories their cards name.
 
 Every network has ``encoder`` (:class:`~mismatch.models.encoder.Encoder`), ``decoders``
 (``nn.ModuleList``) and ``num_decoders``; ``forward(x)`` returns the list of per-decoder
@@ -20,7 +20,6 @@ from torch import nn
 
 from mismatch.models.decoders import AttentionDecoder, UNetDecoder
 from mismatch.models.encoder import Encoder
-from mismatch.models.registry import register_model
 
 
 class EncoderDecoderNet(nn.Module):
@@ -79,7 +78,6 @@ class TwoDecoderNet(EncoderDecoderNet):
         super().__init__(encoder, decoders)
 
 
-@register_model("unet")
 def unet(in_channels: int = 1, width: int = 24) -> UNet:
     """U-Net (1,879,777 parameters at width 24, one input channel)."""
     return UNet(in_channels, width)
@@ -91,25 +89,21 @@ def _two_decoder(
     return TwoDecoderNet(Encoder(in_channels, width), block1, block2, negative_sigmoid)
 
 
-@register_model("mm")
 def mm(in_channels: int = 1, width: int = 24, negative_sigmoid: bool = False) -> TwoDecoderNet:
     """MisMatch: PASB decoder + NASB decoder (2,681,132 parameters at width 24)."""
     return _two_decoder(in_channels, width, "pasb", "nasb", negative_sigmoid)
 
 
-@register_model("mm-a")
 def mm_a(in_channels: int = 1, width: int = 24) -> TwoDecoderNet:
     """Ablation MM-a: plain + plain decoders (2,440,442 parameters at width 24)."""
     return _two_decoder(in_channels, width, "plain", "plain", False)
 
 
-@register_model("mm-b")
 def mm_b(in_channels: int = 1, width: int = 24, negative_sigmoid: bool = False) -> TwoDecoderNet:
     """Ablation MM-b: plain + NASB decoders (2,561,702 parameters at width 24)."""
     return _two_decoder(in_channels, width, "plain", "nasb", negative_sigmoid)
 
 
-@register_model("mm-c")
 def mm_c(in_channels: int = 1, width: int = 24) -> TwoDecoderNet:
     """Ablation MM-c: plain + PASB decoders (2,559,872 parameters at width 24)."""
     return _two_decoder(in_channels, width, "plain", "pasb", False)

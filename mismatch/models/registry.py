@@ -1,28 +1,39 @@
 """Networks by name (timm style): ``@register_model(name)``, ``build_model``, ``list_models``.
 
-A registered factory has the signature ``factory(in_channels: int, width: int, **kwargs) ->
-nn.Module``. Registering a name twice is an error (big_vision style), so a typo or a clash
-between two files never silently replaces a network.
+The authority is :data:`mismatch.models.catalog.NETWORKS`, a registry of torch-free cards;
+a card's factory has the signature ``factory(in_channels: int, width: int, **kwargs) ->
+nn.Module`` and is imported only when a network is built. Registering a name twice is an
+error (big_vision style), so a typo or a clash between two files never silently replaces a
+network.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from mismatch.models.catalog import NETWORKS, NetworkCard, register_card
 
-ModelFactory = Callable[..., nn.Module]
+if TYPE_CHECKING:
+    from torch import nn
 
-_MODELS: dict[str, ModelFactory] = {}
+ModelFactory = Callable[..., "nn.Module"]
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator registering ``factory`` under ``name``; raises ``ValueError`` on a duplicate."""
+def register_model(
+    name: str,
+    *,
+    decoders: int = 1,
+    spatial_dims: int = 2,
+    accepts: tuple[str, ...] = (),
+    decoder_blocks: tuple[str, ...] = (),
+    description: str = "",
+) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator registering ``factory`` under ``name`` with its capabilities (a card);
+    raises ``ValueError`` on a duplicate."""
 
     def decorator(factory: ModelFactory) -> ModelFactory:
-        if name in _MODELS:
-            raise ValueError(f"model name {name!r} is already registered")
-        _MODELS[name] = factory
+        register_card(NetworkCard(name, factory, decoders, spatial_dims, accepts, decoder_blocks, description))
         return factory
 
     return decorator
@@ -30,16 +41,18 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
 
 def list_models() -> list[str]:
     """Sorted names of all registered networks."""
-    return sorted(_MODELS)
+    return NETWORKS.names()
 
 
-def build_model(name: str, in_channels: int = 1, width: int = 24, **kwargs) -> nn.Module:
+def network_card(name: str) -> NetworkCard:
+    """The card of ``name``; an unknown name is a :class:`~mismatch.registry.UnknownNameError`."""
+    return NETWORKS.get(name)
+
+
+def build_model(name: str, in_channels: int = 1, width: int = 24, **kwargs: Any) -> "nn.Module":
     """Build the network registered as ``name``; extra ``kwargs`` go to its factory.
 
-    Raises ``KeyError`` naming the known networks when ``name`` is not registered.
+    Raises :class:`~mismatch.registry.UnknownNameError` (a ``KeyError``) naming the known
+    networks when ``name`` is not registered.
     """
-    try:
-        factory = _MODELS[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {list_models()}") from None
-    return factory(in_channels=in_channels, width=width, **kwargs)
+    return network_card(name).load_factory()(in_channels=in_channels, width=width, **kwargs)

@@ -1,17 +1,24 @@
-"""A one-line live progress report of a study run (Ray's own tables only with --verbose)."""
+"""A one-line live progress report of a study run (Ray's own tables only with --verbose).
+
+Ray is imported only when :func:`Progress` builds the Tune callback, never at import time,
+so loading a study (which may name a search's best value) does not import Ray.
+"""
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, TextIO
-
-from ray.tune import Callback
 
 from mismatch.study.status import estimate_eta, format_eta
 
 
-class Progress(Callback):
-    """Prints ``[study] done/total, failed, running, ETA`` whenever a trial starts or ends."""
+class ProgressLine:
+    """Prints ``[study] done/total, failed, running, ETA`` whenever a trial starts or ends.
+
+    The ``on_trial_*`` methods have the signatures of Ray Tune's ``Callback``;
+    :func:`Progress` mixes them into one.
+    """
 
     def __init__(self, study: str, total: int, done: int, stream: TextIO) -> None:
         self.study, self.total, self.done, self.stream = study, total, done, stream
@@ -48,3 +55,15 @@ class Progress(Callback):
         self._finish(trial)
         self.failed += 1
         self._line()
+
+
+@functools.cache
+def _callback_class() -> type:
+    from ray.tune import Callback
+
+    return type("Progress", (ProgressLine, Callback), {"__doc__": ProgressLine.__doc__, "__module__": __name__})
+
+
+def Progress(study: str, total: int, done: int, stream: TextIO) -> Any:  # noqa: N802 (was a class)
+    """The progress line as a Ray Tune ``Callback`` (imports Ray on the first call)."""
+    return _callback_class()(study, total, done, stream)

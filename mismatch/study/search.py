@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mismatch.config import SpecError, TrialSpec
+from mismatch.study.best import read_best  # noqa: F401  (re-exported)
 from mismatch.study.spec import SearchSpec, Study, method_variants
 from mismatch.study.store import _write_atomic, absolute_storage, resolve
 
@@ -147,14 +148,4 @@ def write_best(study: Study, storage: str, search: SearchSpec) -> dict[str, Any]
     _write_atomic(fs, f"{root}/{study.name}/best.json", json.dumps(payload, indent=2).encode())
     return payload
 
-
-def read_best(storage: str, study: str) -> dict[str, Any]:
-    """The ``best.json`` a finished search wrote (a clear error if there is none)."""
-    fs, root = resolve(absolute_storage(storage))
-    path = f"{root}/{study}/best.json"
-    try:
-        with fs.open_input_stream(path) as handle:
-            return json.loads(handle.read())
-    except (FileNotFoundError, OSError):
-        raise SpecError(f"no search result at {path}: run `mismatch search alpha` for study {study!r} first") from None
 

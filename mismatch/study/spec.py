@@ -10,7 +10,6 @@ error naming the key and the file, before any trial runs. See docs/studies.md.
 from __future__ import annotations
 
 import copy
-import difflib
 import itertools
 import json
 import os
@@ -20,6 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from mismatch.config import (
+    METHODS,
     SpecError,
     StrictModel,
     TrialSpec,
@@ -27,6 +27,7 @@ from mismatch.config import (
     load_trial_spec,
     read_yaml_mapping,
 )
+from mismatch.registry import did_you_mean
 from mismatch.study.store import absolute_storage
 
 GRID_AXES = {
@@ -193,7 +194,7 @@ class Study:
     def _resolve(self, value: Any) -> Any:
         """``{best_of: SEARCH}`` becomes the best value that search wrote to its best.json."""
         if isinstance(value, dict) and set(value) == {"best_of"}:
-            from mismatch.study.search import read_best
+            from mismatch.study.best import read_best
 
             return read_best(self.storage, str(value["best_of"]))["value"]
         return value
@@ -209,9 +210,7 @@ class Study:
 
 
 def _uses_unlabelled(method: str) -> bool:
-    from mismatch.methods import method_class
-
-    return method_class(method).uses_unlabelled
+    return METHODS.get(method).uses_unlabelled
 
 
 def _apply_profile(raw: dict[str, Any], profile: str | None, source: str) -> dict[str, Any]:
@@ -227,8 +226,7 @@ def _apply_profile(raw: dict[str, Any], profile: str | None, source: str) -> dic
     unknown = set(override) - (set(StudyFile.model_fields) - {"profiles"})
     if unknown:
         key = sorted(unknown)[0]
-        close = difflib.get_close_matches(key, list(StudyFile.model_fields), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(key, StudyFile.model_fields)
         raise SpecError(f"invalid study in {source}:\n  profiles.{profile}.{key}: unknown key{hint}")
     return deep_merge(raw, override)
 

@@ -104,7 +104,7 @@ def test_duplicate_registration_raises() -> None:
 
 
 def test_register_and_build_new_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    monkeypatch.setattr(registry.NETWORKS, "_entries", dict(registry.NETWORKS._entries))
 
     @register_model("mm-test")
     def _factory(in_channels: int = 1, width: int = 24) -> TwoDecoderNet:

@@ -1,0 +1,33 @@
+"""Settings of CCT (implementation: :mod:`mismatch.methods.cct`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from mismatch.config import MethodConfig
+from mismatch.methods.configs import register_config
+
+PerturbationName = Literal["feature-noise", "feature-drop", "dropout", "object-masking", "context-masking"]
+
+
+@register_config("cct")
+class CCTConfig(MethodConfig):
+    """Settings of CCT: one auxiliary decoder per entry of ``perturbations``.
+
+    ``alpha`` is Ouali's unsupervised weight w_u (30), ramped up over ``rampup_epochs``
+    (Ouali: the first 10% of training, i.e. 5 of the paper's 50 epochs).
+    """
+
+    implementation: ClassVar[str] = "mismatch.methods.cct:CCT"
+    reference: ClassVar[str] = (
+        "Ouali et al. 2020, Semi-supervised semantic segmentation with cross-consistency training (CVPR)"
+    )
+    summary: ClassVar[str] = "MSE between each auxiliary decoder (perturbed features) and the main decoder"
+
+    name: Literal["cct"] = "cct"
+    width: int = Field(24, ge=1)
+    alpha: float = Field(30.0, ge=0)
+    rampup_epochs: int = Field(5, ge=0)
+    perturbations: tuple[PerturbationName, ...] = Field(("feature-noise", "feature-drop", "dropout"), min_length=1)

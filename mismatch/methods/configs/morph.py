@@ -1,0 +1,29 @@
+"""Settings of Morph (implementation: :mod:`mismatch.methods.morph`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from mismatch.methods.configs import NOISE_STD, NetworkChoice, register_config
+
+
+@register_config("morph")
+class MorphConfig(NetworkChoice):
+    """Settings of Morph. ``alpha`` and the consistency follow MisMatch's; ``stages`` are the
+    decoder stages (0 deepest .. 3 last) whose output is eroded / dilated. The network must
+    have two standard (plain-block) decoders: the morphology replaces the attention."""
+
+    implementation: ClassVar[str] = "mismatch.methods.morph:Morph"
+    reference: ClassVar[str] = "Xu et al. 2021 (MisMatch), Morph baseline: erosion and dilation of decoder features"
+    summary: ClassVar[str] = "symmetric MSE between the eroding and the dilating decoder"
+    requires: ClassVar[dict] = {"decoders": 2, "decoder_blocks": ("plain", "plain")}
+
+    name: Literal["morph"] = "morph"
+    model: str = "mm-a"
+    width: int = Field(24, ge=1)
+    alpha: float = Field(0.002, ge=0)
+    noise_std: float = Field(NOISE_STD, ge=0)
+    kernel_size: Literal[3, 5, 7] = 3
+    stages: tuple[Literal[0, 1, 2, 3], ...] = Field((0, 1, 2, 3), min_length=1)

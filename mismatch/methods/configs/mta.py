@@ -1,0 +1,26 @@
+"""Settings of MTA (implementation: :mod:`mismatch.methods.mta`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from mismatch.config import MethodConfig
+from mismatch.methods.configs import NOISE_STD, register_config
+
+
+@register_config("mta")
+class MTAConfig(MethodConfig):
+    """Settings of MTA. ``alpha`` weighs the reconstruction loss."""
+
+    implementation: ClassVar[str] = "mismatch.methods.mta:MTA"
+    reference: ClassVar[str] = (
+        "Chen et al. 2019, Multi-task attention-based semi-supervised learning for medical image segmentation (MICCAI)"
+    )
+    summary: ClassVar[str] = "reconstruction of the attention-separated image"
+
+    name: Literal["mta"] = "mta"
+    width: int = Field(24, ge=1)
+    alpha: float = Field(1.0, ge=0)
+    noise_std: float = Field(NOISE_STD, ge=0)
