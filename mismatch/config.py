@@ -31,8 +31,6 @@ from pydantic import (
 
 from mismatch.registry import Registry, did_you_mean
 
-SCHEMA_VERSION = 1
-
 #: Dataset layouts (:class:`mismatch.data.layouts.Layout`), registered by the modules of
 #: :mod:`mismatch.data` (imported on first lookup: numpy only, no torch).
 LAYOUTS: Registry[Any] = Registry("layout", discover=("mismatch.data",))
