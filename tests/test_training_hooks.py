@@ -43,7 +43,8 @@ def test_default_training_hooks_keep_todays_trial_id(tiny_spec, tiny_dict):
     # The id of the tiny spec before the hooks existed; new keys at their defaults are not
     # part of a trial's identity, set ones are.
     assert tiny_spec.trial_id() == "mismatch-1c5998f23ff3"
-    explicit = load_trial_spec(tiny_dict(train={"schedule": {"name": "constant"}, "precision": "none", "check_every": 7}))
+    defaults = {"schedule": {"name": "constant"}, "precision": "none", "check_every": 7}
+    explicit = load_trial_spec(tiny_dict(train=defaults))
     assert explicit.trial_id() == tiny_spec.trial_id()
     assert load_trial_spec(tiny_dict(train={"schedule": {"name": "poly"}})).trial_id() != tiny_spec.trial_id()
     again = load_trial_spec(load_trial_spec(tiny_dict(train={"optimizer": "sgd", "nesterov": True})).model_dump())
