@@ -195,14 +195,30 @@ class ProtocolSpec(StrictModel):
         return _expand_preset(value, PROTOCOL_PRESETS)
 
 
+#: Steps between two checks for a NaN or infinite loss (``train.check_every``).
+DEFAULT_CHECK_EVERY = 25
+
+
 class TrainSpec(StrictModel):
-    """Optimisation and test-time settings of the one training loop."""
+    """Optimisation and test-time settings of the one training loop.
+
+    The defaults are the paper's (Adam at a constant learning rate, float32, no clipping);
+    ``schedule``, ``clip_grad_norm``, ``precision`` and the SGD settings are the training
+    hooks (docs/config.md). Settings that apply to one optimiser only default to ``None``
+    and are errors when set for another, so no setting is silently ignored.
+    """
 
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(1, ge=1)
     lr: float = Field(2e-5, gt=0)
-    optimizer: Literal["adam", "adamw"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float | None = Field(None, ge=0)
+    momentum: float | None = Field(None, ge=0, lt=1)
+    nesterov: bool = False
+    schedule: "ScheduleSpec" = Field(default_factory=lambda: ScheduleSpec())
+    clip_grad_norm: float | None = Field(None, gt=0)
+    precision: Literal["none", "bf16", "fp16"] = "none"
+    check_every: int = Field(DEFAULT_CHECK_EVERY, ge=1)
     snapshot: Literal["last-k", "final"] = "last-k"
     snapshot_k: int = Field(10, ge=1)
     seed: int = 0
@@ -210,11 +226,86 @@ class TrainSpec(StrictModel):
     deterministic: bool = True
     prediction_maps: int = Field(4, ge=0, le=64)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainSpec":
+        if self.optimizer != "sgd" and (self.momentum is not None or self.nesterov):
+            raise ValueError(f"momentum and nesterov apply to optimizer: sgd, not {self.optimizer!r}")
+        if self.nesterov and self.effective_momentum() == 0:
+            raise ValueError("nesterov needs a momentum above 0")
+        if self.precision != "none" and self.device == "cpu":
+            raise ValueError(f"precision: {self.precision} needs CUDA; with device: cpu use precision: none")
+        return self
+
     def effective_weight_decay(self) -> float:
         """Weight decay actually used: 1e-5 for AdamW (authors' code) and 0 for Adam unless set."""
         if self.weight_decay is not None:
             return self.weight_decay
         return 1e-5 if self.optimizer == "adamw" else 0.0
+
+    def effective_momentum(self) -> float:
+        """SGD momentum actually used: 0.9 (UniMatch, CPS) unless set; 0 for the Adam family."""
+        if self.momentum is not None:
+            return self.momentum
+        return 0.9 if self.optimizer == "sgd" else 0.0
+
+    def identity_dict(self) -> dict[str, Any]:
+        """This section of a trial's identity: without the fields that do not change results
+        (``device``, ``prediction_maps``, ``check_every``) and without the training hooks at
+        their defaults, so specs written before the hooks existed keep their trial ids."""
+        data = self.model_dump(mode="json")
+        for key in ("prediction_maps", "device", "check_every"):
+            data.pop(key)
+        defaults = TrainSpec().model_dump(mode="json")
+        for key in ("momentum", "nesterov", "schedule", "clip_grad_norm", "precision"):
+            if data[key] == defaults[key]:
+                data.pop(key)
+        return data
+
+
+class ScheduleSpec(StrictModel):
+    """The learning-rate schedule: one PyTorch scheduler stepped after every optimiser step.
+
+    ``constant`` (default) keeps ``train.lr``; ``poly`` multiplies it by
+    ``(1 - t / T) ** power`` (UniMatch, CPS); ``cosine`` anneals it to ``min_lr`` over T;
+    ``step`` multiplies it by ``gamma`` every ``step_size``. T is the training length after
+    the warm-up. ``warmup`` > 0 first raises the rate linearly from ``warmup_start`` x lr to
+    lr. ``warmup`` and ``step_size`` count ``unit``s (epochs or optimiser steps). Settings of
+    another schedule are ``None`` and are errors when set.
+    """
+
+    name: Literal["constant", "poly", "cosine", "step"] = "constant"
+    power: float | None = Field(None, gt=0)
+    min_lr: float | None = Field(None, ge=0)
+    step_size: int | None = Field(None, ge=1)
+    gamma: float | None = Field(None, gt=0, le=1)
+    warmup: int = Field(0, ge=0)
+    warmup_start: float = Field(0.001, gt=0, le=1)
+    unit: Literal["epochs", "steps"] = "epochs"
+
+    @model_validator(mode="after")
+    def _settings_of_this_schedule(self) -> "ScheduleSpec":
+        applies = {"power": "poly", "min_lr": "cosine", "step_size": "step", "gamma": "step"}
+        for key, name in applies.items():
+            if getattr(self, key) is not None and self.name != name:
+                raise ValueError(f"schedule.{key} applies to schedule name: {name}, not {self.name!r}")
+        if self.name == "step" and self.step_size is None:
+            raise ValueError("schedule name: step needs step_size")
+        return self
+
+    def effective_power(self) -> float:
+        """The poly schedule's power: 0.9 (UniMatch, CPS) unless set."""
+        return 0.9 if self.power is None else self.power
+
+    def effective_min_lr(self) -> float:
+        """The cosine schedule's final learning rate: 0 unless set."""
+        return 0.0 if self.min_lr is None else self.min_lr
+
+    def effective_gamma(self) -> float:
+        """The step schedule's factor: 0.1 unless set."""
+        return 0.1 if self.gamma is None else self.gamma
+
+
+TrainSpec.model_rebuild()
 
 
 class MethodConfig(StrictModel):
@@ -282,8 +373,7 @@ class TrialSpec(StrictModel):
                 data[section].pop(key, None)
         if data["data"].get("prepared") is None:
             data["data"].pop("prepared", None)
-        data["train"].pop("prediction_maps", None)
-        data["train"].pop("device", None)
+        data["train"] = self.train.identity_dict()
         return data
 
 

@@ -23,6 +23,7 @@ from mismatch.config import TrialSpec
 from mismatch.data import TrialData, load_trial_data
 from mismatch.evaluate import TrialResult, evaluate_trial, failed_trial_row, utc_now, validate
 from mismatch.methods import Batch, Method, build_method
+from mismatch.optim import Optimization
 from mismatch.runtime import seed_everything, select_device
 
 __all__ = ["EpochReport", "NonFiniteLossError", "TrainState", "TrialResult", "failed_trial_row", "fit",
@@ -30,7 +31,12 @@ __all__ = ["EpochReport", "NonFiniteLossError", "TrainState", "TrialResult", "fa
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the message names the step and the loss term."""
+    """A loss became NaN or infinite; the message names the steps and the loss term.
+
+    Losses are checked every ``train.check_every`` steps (and at the end of each epoch), so
+    the message names the range of steps in which the value appeared (0-based, counted over
+    the whole trial).
+    """
 
 
 @dataclass
@@ -76,55 +82,78 @@ def stream_batches(
             image=torch.from_numpy(images),
             label=torch.from_numpy(labels[:, None].astype(np.float32)),  # (B, 1, H, W)
             labelled=torch.from_numpy(mask),
+            n_labelled=len(lab_idx),
         )
 
 
-def _check_finite(losses: dict[str, torch.Tensor], step: int, epoch: int) -> dict[str, float]:
-    values = {name: float(value.detach()) for name, value in losses.items()}
-    for name, value in values.items():
-        if not math.isfinite(value):
-            raise NonFiniteLossError(f"loss '{name}' is {value} at step {step} (epoch {epoch})")
+def steps_per_epoch(data: TrialData, batch_size: int, use_unlabelled: bool = True) -> int:
+    """Optimiser steps in one epoch of :func:`stream_batches`."""
+    n = len(data.labelled.images) + (len(data.unlabelled.images) if use_unlabelled else 0)
+    return math.ceil(n / batch_size)
+
+
+def _check_finite(sums: dict[str, torch.Tensor], first: int, last: int, epoch: int) -> list[float]:
+    """Host values of the running loss sums; raises if one is NaN or infinite.
+
+    One device sync per call. A sum that was finite at the previous check and is not now
+    got its non-finite value in steps ``first``..``last``. A term other than the total
+    ``loss`` is named when one is at fault.
+    """
+    values = torch.stack(list(sums.values())).tolist()
+    bad = [(name, v) for name, v in zip(sums, values) if not math.isfinite(v)]
+    if bad:
+        name, value = next(((n, v) for n, v in bad if n != "loss"), bad[0])
+        steps = f"step {first}" if first == last else f"steps {first}-{last}"
+        raise NonFiniteLossError(f"loss '{name}' is {value} in {steps} (epoch {epoch})")
     return values
 
 
 def train_epoch(
-    method: Method, optimizer: torch.optim.Optimizer, data: TrialData, state: TrainState, spec: TrialSpec, device: torch.device
+    method: Method, optim: Optimization, data: TrialData, state: TrainState, spec: TrialSpec, device: torch.device
 ) -> dict[str, float]:
-    """One pass over the stream; returns the mean of every loss term over the steps it appeared in."""
+    """One pass over the stream; returns the mean of every loss term over the steps it appeared in.
+
+    Loss terms are summed on the device (float64, so the means equal a host-side sum's) and
+    read back every ``check_every`` steps for the non-finite check and once at the end.
+    """
     method.train()
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
+    unchecked = state.step  # first step whose losses no check has seen
     stream = stream_batches(data, state.epoch, spec.train.seed, spec.train.batch_size, method.uses_unlabelled)
-    for batch in stream:
-        losses = method.training_step(batch.to(device), state.epoch)
-        values = _check_finite(losses, state.step, state.epoch)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
+    for index, batch in enumerate(stream, start=1):
+        with optim.autocast():
+            losses = method.training_step(batch.to(device), state.epoch)
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value.detach().double()
+            counts[name] = counts.get(name, 0) + 1
+        if index % spec.train.check_every == 0:
+            _check_finite(sums, unchecked, state.step, state.epoch)
+            unchecked = state.step + 1
+        optim.step(losses["loss"])
         method.after_step()
         state.step += 1
-        for name, value in values.items():
-            sums[name] = sums.get(name, 0.0) + value
-            counts[name] = counts.get(name, 0) + 1
-    return {name: sums[name] / counts[name] for name in sums}
+    values = _check_finite(sums, unchecked, state.step - 1, state.epoch)
+    return {name: value / counts[name] for name, value in zip(sums, values)}
 
 
-def build_optimizer(method: Method, spec: TrialSpec) -> torch.optim.Optimizer:
-    """Adam (paper) or AdamW with weight decay (authors' code) at the spec's learning rate."""
-    cls = torch.optim.AdamW if spec.train.optimizer == "adamw" else torch.optim.Adam
-    params = [p for p in method.parameters() if p.requires_grad]
-    return cls(params, lr=spec.train.lr, weight_decay=spec.train.effective_weight_decay())
+def build_optimization(method: Method, spec: TrialSpec, data: TrialData, device: torch.device) -> Optimization:
+    """The method's optimisers and schedules (:meth:`Method.configure_optimizers`), with the
+    spec's gradient clipping and precision."""
+    steps = steps_per_epoch(data, spec.train.batch_size, method.uses_unlabelled)
+    return Optimization(method.configure_optimizers(spec.train, steps), spec.train, device)
 
 
 def _snapshot_epochs(spec: TrialSpec) -> int:
     return 1 if spec.train.snapshot == "final" else min(spec.train.snapshot_k, spec.train.epochs)
 
 
-def save_checkpoint(path: Path, method: Method, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
-    """Write everything a retry needs, atomically (temp file + rename)."""
+def save_checkpoint(path: Path, method: Method, optim: Optimization, state: TrainState) -> None:
+    """Write everything a retry needs, atomically (temp file + rename): weights, optimiser,
+    schedule and gradient-scaler state, the loop's state and the RNG."""
     payload = {
         "method": method.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimization": optim.state_dict(),
         "state": {k: v for k, v in vars(state).items() if k != "snapshots"},
         "snapshots": state.snapshots,
         "torch_rng": torch.get_rng_state(),
@@ -134,11 +163,11 @@ def save_checkpoint(path: Path, method: Method, optimizer: torch.optim.Optimizer
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, method: Method, optimizer: torch.optim.Optimizer) -> TrainState:
+def load_checkpoint(path: Path, method: Method, optim: Optimization) -> TrainState:
     """Restore a checkpoint written by :func:`save_checkpoint` (weights only, no pickled code)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     method.load_state_dict(payload["method"])
-    optimizer.load_state_dict(payload["optimizer"])
+    optim.load_state_dict(payload["optimization"])
     torch.set_rng_state(payload["torch_rng"])
     return TrainState(**payload["state"], snapshots=payload["snapshots"])
 
@@ -152,14 +181,14 @@ def fit(
     checkpoint_dir: Path | None = None,
 ) -> TrainState:
     """Train for ``spec.train.epochs`` epochs, keeping the last K snapshots' weights."""
-    optimizer = build_optimizer(method, spec)
+    optim = build_optimization(method, spec, data, device)
     ckpt = checkpoint_dir / "trial.pt" if checkpoint_dir else None
-    state = load_checkpoint(ckpt, method, optimizer) if ckpt and ckpt.exists() else TrainState()
+    state = load_checkpoint(ckpt, method, optim) if ckpt and ckpt.exists() else TrainState()
     state.resumed_from_epoch = state.epoch
     keep_from = spec.train.epochs - _snapshot_epochs(spec)
     while state.epoch < spec.train.epochs:
         start = time.perf_counter()
-        losses = train_epoch(method, optimizer, data, state, spec, device)
+        losses = train_epoch(method, optim, data, state, spec, device)
         val = validate(method, data, device)
         elapsed = time.perf_counter() - start
         state.train_time_s += elapsed
@@ -169,7 +198,7 @@ def fit(
         report = EpochReport(state.epoch, losses, val, elapsed)
         state.epoch += 1
         if ckpt:
-            save_checkpoint(ckpt, method, optimizer, state)
+            save_checkpoint(ckpt, method, optim, state)
         if on_epoch_end:
             on_epoch_end(report)
     return state

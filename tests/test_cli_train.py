@@ -77,6 +77,6 @@ def test_train_cli_records_a_non_finite_loss_as_a_failed_trial(tmp_path, tiny_di
     spec_file.write_text(yaml.safe_dump(spec))
     proc = _mismatch("train", str(spec_file), "--out", str(tmp_path / "runs"), "--quiet", cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "is nan at step" in proc.stderr or "is inf at step" in proc.stderr
+    assert "is nan in steps" in proc.stderr or "is inf in steps" in proc.stderr
     row = read_table(str(tmp_path / "runs"), "tiny", "trials").iloc[0]
     assert row["status"] == "failed" and "NonFiniteLossError" in row["error"]

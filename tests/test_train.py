@@ -64,7 +64,7 @@ def test_non_finite_loss_names_the_step_and_the_loss(tiny_spec, monkeypatch):
         return losses
 
     monkeypatch.setattr(MisMatch, "training_step", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"is nan at step 2 \(epoch 0\)") as err:
+    with pytest.raises(NonFiniteLossError, match=r"is nan in steps 0-\d+ \(epoch 0\)") as err:
         run_trial(tiny_spec)
     assert f"loss '{calls['term']}'" in str(err.value)
 

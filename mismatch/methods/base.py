@@ -9,7 +9,7 @@ training loop (:func:`mismatch.train.run_trial`) only calls this interface. The 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,23 +23,58 @@ from mismatch.methods.registry import (  # noqa: F401  (re-exported: the registr
     register_method,
 )
 from mismatch.models.catalog import NETWORKS
+from mismatch.optim import OptimizerSetup, build_optimizer, build_scheduler
+
+if TYPE_CHECKING:
+    from mismatch.config import TrainSpec
 
 
 @dataclass
 class Batch:
-    """One step's slices from the streaming sampler.
+    """One step's slices from the streaming sampler, labelled slices first.
 
     ``image`` is (B, C, H, W); ``label`` is (B, 1, H, W) float in {0, 1} (zeros for unlabelled
-    slices); ``labelled`` is a (B,) bool mask telling which slices carry a label.
+    slices); ``labelled`` is a (B,) bool mask telling which slices carry a label. The first
+    ``n_labelled`` slices are the labelled ones, so a method selects them with the Python
+    slices :attr:`lab` and :attr:`unl` and branches on the Python ints ``n_labelled`` /
+    :attr:`n_unlabelled`: no step waits for the device to answer a question about the mask.
+    The sampler passes ``n_labelled``; a batch built without it counts the mask and, if the
+    labelled slices do not come first, reorders the slices (stably) so that they do.
     """
 
     image: torch.Tensor
     label: torch.Tensor
     labelled: torch.Tensor
+    n_labelled: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_labelled is not None:
+            return
+        mask = self.labelled.cpu()
+        order = torch.argsort((~mask).to(torch.uint8), stable=True)  # labelled first
+        if not torch.equal(order, torch.arange(len(order))):
+            order = order.to(self.image.device)
+            self.image, self.label, self.labelled = self.image[order], self.label[order], self.labelled[order]
+        self.n_labelled = int(mask.sum())
+
+    @property
+    def n_unlabelled(self) -> int:
+        """How many slices carry no label."""
+        return self.image.shape[0] - self.n_labelled
+
+    @property
+    def lab(self) -> slice:
+        """Selects the labelled slices of any (B, ...) tensor of this batch: ``x[batch.lab]``."""
+        return slice(0, self.n_labelled)
+
+    @property
+    def unl(self) -> slice:
+        """Selects the unlabelled slices of any (B, ...) tensor of this batch: ``x[batch.unl]``."""
+        return slice(self.n_labelled, None)
 
     def to(self, device: torch.device) -> "Batch":
         """The same batch on ``device``."""
-        return Batch(self.image.to(device), self.label.to(device), self.labelled.to(device))
+        return Batch(self.image.to(device), self.label.to(device), self.labelled.to(device), self.n_labelled)
 
 
 class Method(nn.Module):
@@ -107,6 +142,25 @@ class Method(nn.Module):
 
     def after_step(self) -> None:
         """Hook called after each optimiser step (e.g. an EMA teacher update)."""
+
+    def param_groups(self, train: TrainSpec) -> list[dict[str, Any]]:
+        """Parameter groups of the default optimiser (``torch.optim`` style dicts).
+
+        Default: one group of every trainable parameter at ``train.lr``. Override for, e.g.,
+        a head learning rate: ``[{"params": encoder}, {"params": head, "lr": 10 * train.lr}]``
+        (a group without ``lr`` or ``weight_decay`` uses the spec's).
+        """
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def configure_optimizers(self, train: TrainSpec, steps_per_epoch: int) -> list[OptimizerSetup]:
+        """The optimisers the loop steps after every backward pass, each with its schedule.
+
+        Default: one ``train.optimizer`` over :meth:`param_groups` with ``train.schedule``.
+        Override to train parts with different optimisers (each optimiser's parameters must
+        be disjoint); build schedules with :func:`mismatch.optim.build_scheduler`.
+        """
+        optimizer = build_optimizer(self.param_groups(train), train)
+        return [OptimizerSetup(optimizer, build_scheduler(optimizer, train.schedule, train.epochs, steps_per_epoch))]
 
     def inference_parameters(self) -> int:
         """Parameters of the network used at test time (``self.net``; training-only parts such

@@ -114,10 +114,10 @@ class CCT(Method):
         features = self.net.encoder(batch.image)  # [x0, x1, x2, x3, bridge]
         prob = torch.sigmoid(self.net.decoders[0](features))  # (B, 1, H, W)
         losses: dict[str, torch.Tensor] = {}
-        lab, unl = batch.labelled, ~batch.labelled
-        if lab.any():
+        lab, unl = batch.lab, batch.unl
+        if batch.n_labelled:
             losses["dice"] = soft_dice_loss(prob[lab], batch.label[lab])
-        if unl.any():
+        if batch.n_unlabelled:
             target = prob[unl].detach()
             aux = self.aux_logits([z[unl] for z in features], target)
             mse = sum(torch.mean((torch.sigmoid(lg) - target) ** 2) for lg in aux) / len(aux)

@@ -58,11 +58,11 @@ class FixMatch(Method):
     def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         """Dice on the weak view of labelled slices; masked BCE on strong views of unlabelled ones."""
         losses: dict[str, torch.Tensor] = {}
-        lab, unl = batch.labelled, ~batch.labelled
-        if lab.any():
+        lab, unl = batch.lab, batch.unl
+        if batch.n_labelled:
             weak = gaussian_noise(batch.image[lab], self.config.noise_std)
             losses["dice"] = soft_dice_loss(torch.sigmoid(self.net(weak)[0]), batch.label[lab])
-        if unl.any():
+        if batch.n_unlabelled:
             image = batch.image[unl]
             with torch.no_grad():
                 weak_prob = torch.sigmoid(self.net(gaussian_noise(image, self.config.noise_std))[0])

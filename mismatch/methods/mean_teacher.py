@@ -56,10 +56,10 @@ class MeanTeacher(Method):
         student_logits = self.student(gaussian_noise(batch.image, noise))[0]  # (B, 1, H, W)
         prob = torch.sigmoid(student_logits)
         losses: dict[str, torch.Tensor] = {}
-        lab, unl = batch.labelled, ~batch.labelled
-        if lab.any():
+        lab, unl = batch.lab, batch.unl
+        if batch.n_labelled:
             losses["dice"] = soft_dice_loss(prob[lab], batch.label[lab])
-        if unl.any():
+        if batch.n_unlabelled:
             with torch.no_grad():
                 target = torch.sigmoid(self.teacher(gaussian_noise(batch.image[unl], noise))[0])
             losses["consistency"] = self.consistency_weight(epoch) * torch.mean((prob[unl] - target) ** 2)

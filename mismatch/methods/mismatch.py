@@ -33,10 +33,10 @@ class MisMatch(Method):
         """Dice on each decoder for labelled slices, alpha x symmetric MSE for unlabelled."""
         probs = [torch.sigmoid(logits) for logits in self.net(batch.image)]  # each (B, 1, H, W)
         losses: dict[str, torch.Tensor] = {}
-        lab, unl = batch.labelled, ~batch.labelled
-        if lab.any():
+        lab, unl = batch.lab, batch.unl
+        if batch.n_labelled:
             losses["dice"] = sum(soft_dice_loss(p[lab], batch.label[lab]) for p in probs)
-        if unl.any():
+        if batch.n_unlabelled:
             losses["consistency"] = self.alpha_at(epoch) * symmetric_mse(probs[0][unl], probs[1][unl])
         losses["loss"] = sum(losses.values())
         return losses

@@ -65,10 +65,10 @@ class Morph(Method):
         """Dice on each decoder for labelled slices, alpha x symmetric MSE for unlabelled."""
         logits = self.logits(gaussian_noise(batch.image, self.config.noise_std))
         losses: dict[str, torch.Tensor] = {}
-        lab, unl = batch.labelled, ~batch.labelled
-        if lab.any():
+        lab, unl = batch.lab, batch.unl
+        if batch.n_labelled:
             losses["dice"] = dice_per_decoder([lg[lab] for lg in logits], batch.label[lab])
-        if unl.any():
+        if batch.n_unlabelled:
             p1, p2 = (torch.sigmoid(lg[unl]) for lg in logits)
             losses["consistency"] = self.config.alpha * symmetric_mse(p1, p2)
         losses["loss"] = sum(losses.values())

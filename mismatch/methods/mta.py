@@ -81,9 +81,8 @@ class MTA(Method):
         """Dice on labelled slices; ``alpha`` x reconstruction MSE on every slice."""
         reconstruction, prob = self.reconstruction_loss(batch)
         losses: dict[str, torch.Tensor] = {}
-        lab = batch.labelled
-        if lab.any():
-            losses["dice"] = soft_dice_loss(prob[lab], batch.label[lab])
+        if batch.n_labelled:
+            losses["dice"] = soft_dice_loss(prob[batch.lab], batch.label[batch.lab])
         losses["reconstruction"] = self.config.alpha * reconstruction.mean()
         losses["loss"] = sum(losses.values())
         return losses

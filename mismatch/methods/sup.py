@@ -39,8 +39,8 @@ class _Supervised(Method):
 
     def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         """Soft Dice on each decoder for the labelled slices; unlabelled ones are ignored."""
-        lab = batch.labelled
-        if not lab.any():
+        lab = batch.lab
+        if not batch.n_labelled:
             return no_loss(batch.image)
         image, label = self.augment(batch.image[lab], batch.label[lab])
         dice = dice_per_decoder(self.net(image), label)
