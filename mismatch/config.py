@@ -158,7 +158,7 @@ class DataSpec(StrictModel):
         return LAYOUTS.check(layout)
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataSpec":
+    def _one_source(self) -> DataSpec:
         if sum(x is not None for x in (self.root, self.synthetic, self.prepared)) != 1:
             raise ValueError("give exactly one of 'root' and 'synthetic' (or 'prepared', a cache written by "
                              "`mismatch data prepare`)")
@@ -215,7 +215,7 @@ class TrainSpec(StrictModel):
     weight_decay: float | None = Field(None, ge=0)
     momentum: float | None = Field(None, ge=0, lt=1)
     nesterov: bool = False
-    schedule: "ScheduleSpec" = Field(default_factory=lambda: ScheduleSpec())
+    schedule: ScheduleSpec = Field(default_factory=lambda: ScheduleSpec())
     clip_grad_norm: float | None = Field(None, gt=0)
     precision: Literal["none", "bf16", "fp16"] = "none"
     check_every: int = Field(DEFAULT_CHECK_EVERY, ge=1)
@@ -227,7 +227,7 @@ class TrainSpec(StrictModel):
     prediction_maps: int = Field(4, ge=0, le=64)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrainSpec":
+    def _consistent(self) -> TrainSpec:
         if self.optimizer != "sgd" and (self.momentum is not None or self.nesterov):
             raise ValueError(f"momentum and nesterov apply to optimizer: sgd, not {self.optimizer!r}")
         if self.nesterov and self.effective_momentum() == 0:
@@ -283,7 +283,7 @@ class ScheduleSpec(StrictModel):
     unit: Literal["epochs", "steps"] = "epochs"
 
     @model_validator(mode="after")
-    def _settings_of_this_schedule(self) -> "ScheduleSpec":
+    def _settings_of_this_schedule(self) -> ScheduleSpec:
         applies = {"power": "poly", "min_lr": "cosine", "step_size": "step", "gamma": "step"}
         for key, name in applies.items():
             if getattr(self, key) is not None and self.name != name:

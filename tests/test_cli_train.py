@@ -10,7 +10,6 @@ from mismatch.config import load_trial_spec
 from mismatch.study.store import read_table
 
 
-
 def _mismatch(*args, cwd):
     return subprocess.run([sys.executable, "-m", "mismatch", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from mismatch.config import load_trial_spec
-from mismatch.results import ece_from_bins
 from mismatch.report import build_report
+from mismatch.results import ece_from_bins
 from mismatch.study.store import read_table, write_result
 from mismatch.train import run_trial
 

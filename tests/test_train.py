@@ -3,13 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from mismatch.config import load_trial_spec
 from mismatch.data import load_trial_data
 from mismatch.methods.mismatch import MisMatch
 from mismatch.train import NonFiniteLossError, run_trial, stream_batches
-
 
 
 def test_stream_sees_every_slice_once_per_epoch_in_a_seeded_order(tiny_spec):

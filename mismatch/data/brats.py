@@ -16,8 +16,8 @@ t1, t1ce, t2, flair. Whole tumour = labels {1, 2, 4} (the ``brats`` preset's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -16,8 +16,8 @@ them, (z, y, x) = (S, H, W): slices are the z planes. Vessel = labels 1 and 2 me
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

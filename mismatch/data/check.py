@@ -19,9 +19,9 @@ checks while it prepares (one pass over the files) and writes nothing when any f
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 

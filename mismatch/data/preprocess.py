@@ -7,7 +7,7 @@ the same function crops a slice, a stack of slices or a whole volume.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -9,8 +9,9 @@ module lists them and builds the :class:`DataSpec` that ``mismatch data prepare`
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mismatch.config import DATA_PRESETS, PROTOCOL_PRESETS, DataSpec, load_data_spec
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -66,7 +66,7 @@ class SliceSet:
         return len(self.images)
 
     @classmethod
-    def empty(cls, channels: int, height: int, width: int) -> "SliceSet":
+    def empty(cls, channels: int, height: int, width: int) -> SliceSet:
         """A set with no samples and the given sample shape."""
         return cls(
             images=np.zeros((0, channels, height, width), dtype=np.float32),
@@ -77,7 +77,7 @@ class SliceSet:
         )
 
     @classmethod
-    def concatenate(cls, parts: Sequence["SliceSet"]) -> "SliceSet":
+    def concatenate(cls, parts: Sequence[SliceSet]) -> SliceSet:
         """The samples of ``parts`` one after another (at least one part)."""
         return cls(
             images=np.concatenate([p.images for p in parts]),

@@ -14,7 +14,7 @@ named by ``(case_id, slice_index)``.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

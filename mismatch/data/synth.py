@@ -20,9 +20,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -256,7 +256,7 @@ class _Chest:
     lungs: tuple[tuple[float, float, float, float], ...]  # (cy, cx, ry, rx), fractions of H, W
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, shape: tuple[int, int, int], zf: float) -> "_Chest":
+    def sample(cls, rng: np.random.Generator, shape: tuple[int, int, int], zf: float) -> _Chest:
         lungs = []
         for side in (-1, 1):
             lungs.append((

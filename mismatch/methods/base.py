@@ -72,7 +72,7 @@ class Batch:
         """Selects the unlabelled slices of any (B, ...) tensor of this batch: ``x[batch.unl]``."""
         return slice(self.n_labelled, None)
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         """The same batch on ``device``."""
         return Batch(self.image.to(device), self.label.to(device), self.labelled.to(device), self.n_labelled)
 

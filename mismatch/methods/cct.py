@@ -24,6 +24,7 @@ guided cutout (needs connected-component boxes of the prediction).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+
 import torch
 
 from mismatch.losses import soft_dice_loss

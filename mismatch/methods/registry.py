@@ -8,7 +8,8 @@ implementation lazily (``implementation = "module:Class"``); only :func:`method_
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mismatch.config import METHODS, MethodConfig
 from mismatch.registry import load_object
@@ -49,7 +50,7 @@ def method_config_class(name: str) -> type[MethodConfig]:
     return METHODS.get(name)
 
 
-def method_class(name: str) -> type["Method"]:
+def method_class(name: str) -> type[Method]:
     """The torch implementation of the method registered under ``name`` (imported now)."""
     implementation: Any = METHODS.get(name).implementation
     if implementation is None:
@@ -67,6 +68,6 @@ def uses_unlabelled(name: str) -> bool:
     return METHODS.get(name).uses_unlabelled
 
 
-def build_method(config: MethodConfig, in_channels: int) -> "Method":
+def build_method(config: MethodConfig, in_channels: int) -> Method:
     """Instantiate the method named by ``config.name``."""
     return method_class(config.name)(config, in_channels)

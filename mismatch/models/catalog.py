@@ -10,8 +10,9 @@ its card is registered. Spec validation reads these cards, never the networks th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from mismatch.registry import Registry, load_object
 

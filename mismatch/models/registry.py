@@ -49,7 +49,7 @@ def network_card(name: str) -> NetworkCard:
     return NETWORKS.get(name)
 
 
-def build_model(name: str, in_channels: int = 1, width: int = 24, **kwargs: Any) -> "nn.Module":
+def build_model(name: str, in_channels: int = 1, width: int = 24, **kwargs: Any) -> nn.Module:
     """Build the network registered as ``name``; extra ``kwargs`` go to its factory.
 
     Raises :class:`~mismatch.registry.UnknownNameError` (a ``KeyError``) naming the known

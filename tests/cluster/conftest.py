@@ -53,9 +53,9 @@ class LoopbackCluster:
 
     def alive_nodes(self) -> list[dict]:
         """Alive nodes with their custom resources, asked of the cluster by a short driver."""
-        code = ("import json, ray; ray.init(address=%r, log_to_driver=False, logging_level='ERROR');"
+        code = (f"import json, ray; ray.init(address={self.address!r}, log_to_driver=False, logging_level='ERROR');"
                 "print(json.dumps([{'id': n['NodeID'], 'alive': n['Alive'], 'resources': n['Resources']}"
-                " for n in ray.nodes()]))") % self.address
+                " for n in ray.nodes()]))")
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
         import json
 
@@ -96,7 +96,7 @@ class LoopbackCluster:
         return pids
 
     def stop(self) -> None:
-        for name, proc in self.nodes.items():
+        for _name, proc in self.nodes.items():
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:

@@ -164,7 +164,7 @@ def test_prepare_cli_prints_a_study_snippet(raw, tmp_path, capsys):
             "--crop-size", "24", "--quiet"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert f"prepared 5 cases" in printed
+    assert "prepared 5 cases" in printed
     snippet = yaml.safe_load(printed[printed.index("data:"):])["data"]
     assert snippet == {"prepared": str(out), "preset": "msd", "min_foreground": 5, "crop": "centre", "crop_size": 24,
                        "fingerprint": snippet["fingerprint"]}

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from mismatch.cli import main
-from mismatch.data import DataCheckError, check_dataset, prepare_dataset
-from mismatch.data import brats, carve14
+from mismatch.data import DataCheckError, brats, carve14, check_dataset, prepare_dataset
 from mismatch.data.msd import write_case, write_dataset_json
 from mismatch.data.presets import data_spec_for
 

@@ -10,8 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mismatch.data import DataError, check_dataset, get_layout, list_layouts, read_volume
-from mismatch.data import brats, carve14
+from mismatch.data import DataError, brats, carve14, check_dataset, get_layout, list_layouts, read_volume
 from mismatch.data.msd import write_case, write_dataset_json
 
 needs_sitk = pytest.mark.skipif(importlib.util.find_spec("SimpleITK") is None, reason="SimpleITK not installed")

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from mismatch.config import DATA_PRESETS, DataSpec, ProtocolSpec, TrialSpec, load_trial_spec
-from mismatch.data import load_trial_data, make_splits, prepare_dataset
-from mismatch.data import brats, carve14
+from mismatch.data import brats, carve14, load_trial_data, make_splits, prepare_dataset
 from mismatch.data.presets import data_spec_for
 
 needs_sitk = pytest.mark.skipif(importlib.util.find_spec("SimpleITK") is None, reason="SimpleITK not installed")

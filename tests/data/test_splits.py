@@ -7,7 +7,16 @@ import json
 import pytest
 
 from mismatch.config import ProtocolSpec
-from mismatch.data import LeakageError, SplitError, check_splits, load_splits, make_all_splits, make_splits, n_folds, save_splits
+from mismatch.data import (
+    LeakageError,
+    SplitError,
+    check_splits,
+    load_splits,
+    make_all_splits,
+    make_splits,
+    n_folds,
+    save_splits,
+)
 
 CASES = [f"case_{i:02d}" for i in range(10)]
 PAPER = ProtocolSpec(labelled_cases=1, unlabelled_cases=3, validation_cases=1, test_cases=5)

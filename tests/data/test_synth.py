@@ -15,10 +15,10 @@ from mismatch.data import (
     load_case,
     make_phantom,
     read_dataset_json,
+    synth,
     synthetic_dataset,
     write_synthetic_dataset,
 )
-from mismatch.data import synth
 from mismatch.data.msd import list_cases
 
 SIZE, SLICES = (32, 40), 8

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from tiny import tiny_batch, tiny_method
 
 from mismatch.config import SpecError
 from mismatch.methods.cct import context_masking, object_masking
 from mismatch.models import build_model
-from tiny import tiny_method, tiny_batch
 
 RANDOM = ["feature-noise", "feature-drop", "dropout"]  # the prediction-guided maskings are tested below
 

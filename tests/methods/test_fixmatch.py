@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from tiny import tiny_method
 from torch import nn
 
 from mismatch.methods import Batch
 from mismatch.methods.augment import GEOMETRIC_OPS
 from mismatch.methods.fixmatch import masked_bce, pseudo_labels
-from tiny import tiny_method
 
 
 def _method(**settings):

@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from tiny import tiny_batch, tiny_method
 
 from mismatch.methods.mean_teacher import sigmoid_rampup
 from mismatch.models import build_model
-from tiny import tiny_method, tiny_batch
 
 
 def _method(**settings):

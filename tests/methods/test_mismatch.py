@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from tiny import tiny_batch
 
 from mismatch.config import load_trial_spec
 from mismatch.losses import soft_dice_loss, symmetric_mse
 from mismatch.methods import build_method
-from tiny import tiny_batch
 
 
 def _mismatch(**settings):
@@ -23,7 +23,7 @@ def test_labelled_slices_get_dice_on_each_decoder_unlabelled_get_weighted_consis
     method = _mismatch(alpha=0.5)
     batch = _batch([True, False])
     losses = method.training_step(batch, epoch=0)
-    p1, p2 = (torch.sigmoid(l) for l in method.net(batch.image))
+    p1, p2 = (torch.sigmoid(lg) for lg in method.net(batch.image))
     dice = soft_dice_loss(p1[:1], batch.label[:1]) + soft_dice_loss(p2[:1], batch.label[:1])
     consistency = 0.5 * symmetric_mse(p1[1:], p2[1:])
     torch.testing.assert_close(losses["dice"], dice)
@@ -39,7 +39,7 @@ def test_a_labelled_only_batch_has_no_consistency_term():
 def test_prediction_is_mean_of_decoder_probabilities():
     method = _mismatch().eval()
     x = torch.randn(2, 1, 16, 16)
-    p1, p2 = (torch.sigmoid(l) for l in method.net(x))
+    p1, p2 = (torch.sigmoid(lg) for lg in method.net(x))
     torch.testing.assert_close(method.predict_proba(x), (p1 + p2) / 2)
 
 

@@ -1,11 +1,11 @@
 """Morph: decoder 1's features are eroded, decoder 2's dilated, at every stage."""
 
 import torch
+from tiny import tiny_method
 
 from mismatch.losses import soft_dice_loss, symmetric_mse
 from mismatch.methods import Batch
 from mismatch.methods.morph import dilate, erode
-from tiny import tiny_method
 
 
 def _method(**settings):

@@ -1,10 +1,10 @@
 """MTA: segmentation plus attention-separated reconstruction from a shared encoder."""
 
 import torch
+from tiny import tiny_batch, tiny_method
 
 from mismatch.methods.mta import attended_images
 from mismatch.models import build_model
-from tiny import tiny_method, tiny_batch
 
 
 def _method(**settings):

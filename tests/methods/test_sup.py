@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from tiny import tiny_batch, tiny_method
 
 from mismatch.losses import soft_dice_loss
 from mismatch.methods import Batch
-from tiny import tiny_method, tiny_batch
 
 
 def _method(name, **settings):

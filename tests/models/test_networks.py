@@ -20,8 +20,8 @@ from mismatch.models import (
     list_models,
     make_block,
     register_model,
+    registry,
 )
-from mismatch.models import registry
 
 TINY = dict(in_channels=2, width=4)
 

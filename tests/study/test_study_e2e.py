@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 
 from mismatch.study.spec import load_study
