@@ -27,6 +27,20 @@ def _cache_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MISMATCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture(scope="session")
+def tiny_result(tmp_path_factory):
+    """The tiny trial trained once per test session, for tests that only read its rows.
+
+    Tests must not modify it (its frames are shared); a test that needs a second run (a
+    determinism or resume check) trains its own and compares with this one.
+    """
+    from mismatch.train import run_trial
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MISMATCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        return run_trial(load_trial_spec(tiny_spec_dict()))
+
+
 @pytest.fixture
 def tiny_spec() -> TrialSpec:
     return load_trial_spec(tiny_spec_dict())

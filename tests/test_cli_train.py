@@ -53,14 +53,13 @@ def test_train_cli_typo_is_an_error_naming_the_key_and_file(tmp_path, tiny_dict)
     assert not (tmp_path / "runs").exists()
 
 
-def test_splits_file_holds_every_fold_without_leakage(tmp_path, tiny_dict):
+def test_splits_file_holds_every_fold_without_leakage(tmp_path, tiny_result):
     from mismatch.data.splits import load_splits
     from mismatch.study.store import write_trial
-    from mismatch.train import run_trial
 
-    spec = load_trial_spec(tiny_dict(train={"epochs": 1, "snapshot_k": 1}))
-    result = run_trial(spec)
-    folder = write_trial(str(tmp_path), "s", spec.trial_id(), result.trial, result.images, result.epochs,
+    result = tiny_result
+    trial_id = result.trial["trial_id"]
+    folder = write_trial(str(tmp_path), "s", trial_id, result.trial, result.images, result.epochs,
                          splits=result.splits)
     row = read_table(str(tmp_path), "s", "trials").iloc[0]
     folds = load_splits(f"{folder}/{row['splits_file']}")

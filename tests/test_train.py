@@ -26,8 +26,8 @@ def test_stream_sees_every_slice_once_per_epoch_in_a_seeded_order(tiny_spec):
         assert float(b.label[~b.labelled].sum()) == 0.0
 
 
-def test_trial_rows_are_deterministic_and_complete(tiny_spec):
-    first = run_trial(tiny_spec)
+def test_trial_rows_are_deterministic_and_complete(tiny_spec, tiny_result):
+    first = tiny_result
     second = run_trial(tiny_spec)
     cols = ["case_id", "slice_index", "patch", "iou", "dice", "ece", "brier", "tp", "fp", "fn"]
     pd.testing.assert_frame_equal(first.images[cols], second.images[cols])
@@ -41,10 +41,10 @@ def test_trial_rows_are_deterministic_and_complete(tiny_spec):
     assert first.predictions["prob"].shape[0] == 2
 
 
-def test_snapshot_ensemble_differs_from_the_final_epoch(tiny_spec, tiny_dict):
+def test_snapshot_ensemble_differs_from_the_final_epoch(tiny_spec, tiny_dict, tiny_result):
     final = load_trial_spec(tiny_dict(train={"snapshot": "final"}))
     assert final.trial_id() != tiny_spec.trial_id()
-    a, b = run_trial(tiny_spec).images, run_trial(final).images
+    a, b = tiny_result.images, run_trial(final).images
     assert not np.allclose(a["brier"], b["brier"])
 
 
@@ -67,8 +67,8 @@ def test_non_finite_loss_names_the_step_and_the_loss(tiny_spec, monkeypatch):
     assert f"loss '{calls['term']}'" in str(err.value)
 
 
-def test_resume_from_checkpoint_gives_the_same_rows(tiny_spec, tmp_path):
-    full = run_trial(tiny_spec)
+def test_resume_from_checkpoint_gives_the_same_rows(tiny_spec, tmp_path, tiny_result):
+    full = tiny_result
 
     class Stop(Exception):
         pass
@@ -84,8 +84,8 @@ def test_resume_from_checkpoint_gives_the_same_rows(tiny_spec, tmp_path):
     np.testing.assert_allclose(resumed.images["brier"], full.images["brier"], rtol=1e-6)
 
 
-def test_each_decoder_of_mismatch_gets_its_calibration_row(tiny_spec, tiny_dict):
-    result = run_trial(tiny_spec)
+def test_each_decoder_of_mismatch_gets_its_calibration_row(tiny_dict, tiny_result):
+    result = tiny_result
     dec = result.decoders
     assert dec["decoder_name"].tolist() == ["pasb", "nasb"] and dec["decoder"].tolist() == [0, 1]
     pixels = int(result.images[["tp", "fp", "fn", "tn"]].to_numpy().sum())

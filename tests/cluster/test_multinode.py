@@ -8,10 +8,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from mismatch.study.spec import load_study
 from mismatch.study.store import read_table
+
+# Real Ray clusters: minutes on 2 cores. CI runs them (`python -m pytest`); the developer loop
+# (`python -m pytest -m "not slow"`) leaves them out.
+pytestmark = pytest.mark.slow
 
 STUDY = {
     "name": "cluster",

@@ -12,11 +12,16 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import pytest
 import yaml
 from optuna.storages.journal import JournalFileBackend
 
 from mismatch.data import prepare_dataset, write_synthetic_dataset
 from mismatch.data.presets import data_spec_for
+
+# Real Ray clusters: minutes on 2 cores. CI runs them (`python -m pytest`); the developer loop
+# (`python -m pytest -m "not slow"`) leaves them out.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parents[2]
 
