@@ -58,7 +58,11 @@ def test_todays_failed_row_matches_the_version_1_row() -> None:
     spec = TrialSpec.model_validate_json(old["spec_json"].iloc[0])
     row = failed_trial_row(spec, RuntimeError("synthetic failure for the schema-v1 fixture"), old["started_at"].iloc[0])
     new = pq.read_table(pa_bytes(pd.DataFrame([row]))).to_pandas()  # through Parquet, as the store writes it
-    moving = ["finished_at", "code_version", "torch_version"]
+    # spec_json gains keys that later versions added at their defaults (training hooks): the
+    # same spec, the same trial id, a longer serialisation.
+    assert TrialSpec.model_validate_json(new["spec_json"].iloc[0]) == spec
+    assert spec.trial_id() == FAILED_ID
+    moving = ["finished_at", "code_version", "torch_version", "spec_json"]
     pd.testing.assert_frame_equal(new.drop(columns=moving), old.drop(columns=moving), check_exact=True)
 
 
