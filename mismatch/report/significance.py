@@ -13,9 +13,9 @@ import pandas as pd
 
 from mismatch.report.design import Design
 from mismatch.report.stats import holm, mann_whitney, rank_biserial, wilcoxon_paired
-from mismatch.report.uncertainty import min_p_mann_whitney, min_p_wilcoxon
 from mismatch.report.table import Cell, Table, fmt_num, fmt_p
 from mismatch.report.tables import SCALE, replicate_means
+from mismatch.report.uncertainty import min_p_mann_whitney, min_p_wilcoxon
 
 _HEADER = ["baseline", "n", "mean (ref)", "mean (baseline)", "\u0394", "U", "r", "MWU p",
            "MWU p (Holm)", "pairs", "W", "Wilcoxon p", "Wilcoxon p (Holm)"]
