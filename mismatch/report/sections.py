@@ -61,9 +61,18 @@ def interval_note(ctx: Context) -> str:
             "interval: fewer than two cases in every fold.")
 
 
+def aggregation_line(trials: pd.DataFrame) -> str:
+    """Which replicates the numbers aggregate over: folds x label draws x seeds, with their counts."""
+    done = trials[trials["status"] == "completed"]
+    draws = done["label_draw"].nunique() if "label_draw" in done else 1
+    return (f"Every number aggregates over folds x label draws x seeds ({done['fold'].nunique()} folds, {draws} "
+            f"label draw{'s' if draws != 1 else ''}, {done['seed'].nunique()} seeds): within a fold, seeds and label "
+            "draws are averaged; folds are the strata of every interval.")
+
+
 def verdict_section(ctx: Context) -> Built:
     """The plain-words summary at the top: a verdict per comparison, and the degenerate warning."""
-    sec = Section("verdict", "Summary: what separates the methods")
+    sec = Section("verdict", "Summary: what separates the methods", [paragraph(aggregation_line(ctx.trials))])
     cells = tables.summary_cells(ctx.trials, ctx.design, list(ctx.design.columns), list(ctx.design.axis_values))
     if len(cells) and uncertainty.degenerate(cells["mean"], ctx.metric):
         limit = uncertainty.degenerate_threshold(ctx.metric) * tables.SCALE
