@@ -90,8 +90,9 @@ def make_context(data: StudyData, opts: ReportOptions) -> sections.Context:
     ctx = sections.Context(data, images, trials, design, opts.metric, METRICS[opts.metric], at, cal, options)
     ctx.cases = case_values(data, images, trials, opts.metric, use_cases_table=not opts.exclude_empty)
     if ctx.cases is not None:
-        ctx.intervals = comparison.cell_intervals(ctx.cases.frame, trials, design)
-        ctx.comparisons = comparison.comparison_rows(ctx.cases.frame, trials, design)
+        ctx.units = comparison.all_units(ctx.cases.frame, trials, design)
+        ctx.intervals = comparison.cell_intervals(ctx.units, design)
+        ctx.comparisons = comparison.comparison_rows(ctx.units, design)
     return ctx
 
 

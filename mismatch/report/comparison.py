@@ -13,7 +13,7 @@ import pandas as pd
 
 from mismatch.report import uncertainty as unc
 from mismatch.report.cases import units
-from mismatch.report.design import Design
+from mismatch.report.design import Column, Design
 from mismatch.report.stats import holm, wilcoxon_paired
 from mismatch.report.table import Cell, Table, fmt_num, fmt_p
 from mismatch.report.tables import SCALE
@@ -22,23 +22,33 @@ HEADER = ["baseline", "cases", "mean (ref)", "mean (baseline)", "\u0394", "95% C
           "Wilcoxon p", "p (Holm)", "verdict"]
 
 
-def cell_intervals(cases: pd.DataFrame, trials: pd.DataFrame, design: Design,
-                   n_resamples: int = unc.RESAMPLES, seed: int = unc.SEED) -> pd.DataFrame:
+Units = dict[tuple[str, int], pd.DataFrame]
+"""(column key, axis value) -> that column's (fold, case_id, value) rows."""
+
+
+def all_units(cases: pd.DataFrame, trials: pd.DataFrame, design: Design) -> Units:
+    """Every main-table column's per-case units at every axis value, computed once for the report."""
+    narrow = trials[["method", "model", "alpha_key", design.axis, "status"]]  # selections stay cheap
+    return {(col.key, value): units(cases, narrow, design, col, value)
+            for value in design.axis_values for col in design.columns}
+
+
+def cell_intervals(unit_map: Units, design: Design, n_resamples: int = unc.RESAMPLES,
+                   seed: int = unc.SEED) -> pd.DataFrame:
     """One row per axis value x main-table column: the per-case estimate and its 95% interval."""
     rows = []
     for value in design.axis_values:
         for col in design.columns:
-            u = units(cases, trials, design, col, value)
+            u = unit_map[(col.key, value)]
             ci = unc.stratified_interval(u["value"], u["fold"], n_resamples=n_resamples, seed=seed)
             rows.append({design.axis: value, "column": col.key, "case_estimate": ci.estimate,
                          "ci_low": ci.low, "ci_high": ci.high, "case_units": ci.n})
     return pd.DataFrame(rows)
 
 
-def _one(cases: pd.DataFrame, trials: pd.DataFrame, design: Design, value: int, col, n_resamples: int,
-         seed: int) -> dict[str, object]:
+def _one(unit_map: Units, design: Design, value: int, col: Column, n_resamples: int, seed: int) -> dict[str, object]:
     ref = design.reference
-    pairs = unc.paired_frame(units(cases, trials, design, ref, value), units(cases, trials, design, col, value))
+    pairs = unc.paired_frame(unit_map[(ref.key, value)], unit_map[(col.key, value)])
     ci = unc.stratified_interval(pairs["diff"], pairs["fold"], n_resamples=n_resamples, seed=seed)
     by_case = unc.per_case(pairs)
     test = wilcoxon_paired(by_case["ref"].to_numpy(), by_case["base"].to_numpy(), "two-sided")
@@ -49,15 +59,15 @@ def _one(cases: pd.DataFrame, trials: pd.DataFrame, design: Design, value: int, 
             "min_p": unc.min_p_wilcoxon(len(by_case), "two-sided", test.method or "auto")}
 
 
-def comparison_rows(cases: pd.DataFrame, trials: pd.DataFrame, design: Design,
-                    n_resamples: int = unc.RESAMPLES, seed: int = unc.SEED) -> pd.DataFrame:
+def comparison_rows(unit_map: Units, design: Design, n_resamples: int = unc.RESAMPLES,
+                    seed: int = unc.SEED) -> pd.DataFrame:
     """Reference minus each baseline at every axis value: interval, paired case test, Holm, verdict.
 
     Holm's family is the baselines compared at one axis value.
     """
     if design.reference is None:
         return pd.DataFrame()
-    rows = [_one(cases, trials, design, value, col, n_resamples, seed)
+    rows = [_one(unit_map, design, value, col, n_resamples, seed)
             for value in design.axis_values for col in design.columns if col != design.reference]
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -129,7 +139,7 @@ def summary_lines(frame: pd.DataFrame, design: Design, at: int) -> list[str]:
     return lines
 
 
-def rank_units(cases: pd.DataFrame, trials: pd.DataFrame, design: Design, value: int) -> dict[str, pd.DataFrame]:
+def rank_units(unit_map: Units, design: Design, value: int) -> dict[str, pd.DataFrame]:
     """Per main-table column, its (fold, case) units at ``value`` (columns without any left out)."""
-    out = {col.key: units(cases, trials, design, col, value) for col in design.columns}
+    out = {col.key: unit_map[(col.key, value)] for col in design.columns}
     return {k: v for k, v in out.items() if len(v)}

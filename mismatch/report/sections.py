@@ -48,6 +48,7 @@ class Context:
     cases: CaseValues | None = None
     intervals: pd.DataFrame | None = None
     comparisons: pd.DataFrame | None = None
+    units: comparison.Units | None = None
 
 
 def interval_note(ctx: Context) -> str:
@@ -73,7 +74,9 @@ def aggregation_line(trials: pd.DataFrame) -> str:
 def verdict_section(ctx: Context) -> Built:
     """The plain-words summary at the top: a verdict per comparison, and the degenerate warning."""
     sec = Section("verdict", "Summary: what separates the methods", [paragraph(aggregation_line(ctx.trials))])
-    cells = tables.summary_cells(ctx.trials, ctx.design, list(ctx.design.columns), list(ctx.design.axis_values))
+    d = ctx.design
+    narrow = ctx.trials[["method", "model", "alpha_key", d.axis, d.replicate, "status", "value"]]
+    cells = tables.summary_cells(narrow, d, list(d.columns), list(d.axis_values))
     if len(cells) and uncertainty.degenerate(cells["mean"], ctx.metric):
         limit = uncertainty.degenerate_threshold(ctx.metric) * tables.SCALE
         sec.body.append(paragraph(
@@ -122,9 +125,9 @@ def significance_section(ctx: Context) -> Built:
 
 def rank_section(ctx: Context) -> Built | None:
     """How often each method ranks first over bootstrap samples of the test cases (at ``at``)."""
-    if ctx.cases is None or len(ctx.design.columns) < 2:
+    if ctx.units is None or len(ctx.design.columns) < 2:
         return None
-    units = comparison.rank_units(ctx.cases.frame, ctx.trials, ctx.design, ctx.at)
+    units = comparison.rank_units(ctx.units, ctx.design, ctx.at)
     ranks = uncertainty.rank_first(units)
     sec = Section("ranks", "Rank stability")
     if ranks.empty:
