@@ -10,8 +10,9 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from mismatch.report import sections
+from mismatch.report import comparison, sections
 from mismatch.report.aggregate import METRICS, image_subset, per_trial
+from mismatch.report.cases import case_values
 from mismatch.report.design import REFERENCE_METHOD, detect_design
 from mismatch.report.html import Section, bullets, page
 from mismatch.report.load import StudyData, load_study
@@ -85,8 +86,14 @@ def make_context(data: StudyData, opts: ReportOptions) -> sections.Context:
     cal = opts.calibration_at if opts.calibration_at is not None else at
     options = {k: v for k, v in dataclasses.asdict(opts).items() if k != "title"}
     options.update(at=at, calibration_at=cal)
-    return sections.Context(data, image_subset(data, opts.exclude_empty), trials, design, opts.metric,
-                            METRICS[opts.metric], at, cal, options)
+    images = image_subset(data, opts.exclude_empty)
+    ctx = sections.Context(data, images, trials, design, opts.metric, METRICS[opts.metric], at, cal, options)
+    ctx.cases = case_values(data, images, trials, opts.metric, use_cases_table=not opts.exclude_empty)
+    if ctx.cases is not None:
+        ctx.units = comparison.all_units(ctx.cases.frame, trials, design)
+        ctx.intervals = comparison.cell_intervals(ctx.units, design)
+        ctx.comparisons = comparison.comparison_rows(ctx.units, design)
+    return ctx
 
 
 def _overview(ctx: sections.Context, name: str) -> Section:
@@ -106,10 +113,11 @@ def _overview(ctx: sections.Context, name: str) -> Section:
 
 def render(ctx: sections.Context, name: str, title: str) -> tuple[str, list[Table]]:
     """The page and the tables it shows."""
-    builders = [sections.main_section, sections.significance_section, sections.curves_section,
+    builders = [sections.main_section, sections.significance_section, sections.rank_section, sections.curves_section,
                 sections.ablation_section, sections.calibration_section, sections.visual_section,
                 sections.search_section, sections.missing_section, sections.provenance_section]
-    parts, written = [_overview(ctx, name)], []
+    summary, _ = sections.verdict_section(ctx)
+    parts, written = [summary, _overview(ctx, name)], []
     for build in builders:
         built = build(ctx)
         if built is not None:

@@ -119,3 +119,17 @@ def scatter_figure(items: list[Scatter], design: Design, value: int, metric_labe
     fig.update_layout(**LAYOUT, height=520, xaxis_title="ECE", yaxis_title=f"{metric_label} (%)",
                       title=f"{metric_label} against ECE per test image at {design.axis_label} = {value}{note}")
     return fig
+
+
+def rank_figure(ranks: pd.DataFrame, design: Design, value: int, resamples: int) -> go.Figure:
+    """How often each method ranks first over bootstrap samples of the test cases (a bar per column)."""
+    palette = colours([c.key for c in design.columns])
+    fig = go.Figure(go.Bar(x=[label(c) for c in ranks["column"]], y=ranks["p_first"] * 100,
+                           marker_color=[palette.get(c, PALETTE[0]) for c in ranks["column"]],
+                           text=[f"{p:.0%} (mean rank {r:.2f})" for p, r in zip(ranks["p_first"], ranks["mean_rank"],
+                                                                                    strict=True)],
+                           textposition="outside"))
+    fig.update_layout(**LAYOUT, height=420, yaxis={"range": [0, 105], "title": "ranked first (% of samples)"},
+                      title=f"Rank stability at {design.axis_label} = {value}: share of {resamples} bootstrap "
+                            "samples in which each method ranks first")
+    return fig

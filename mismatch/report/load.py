@@ -30,7 +30,9 @@ TRIAL_COLUMNS = IDENTITY + ["status", "error", "params", "infer_time_per_image_s
                             "n_test_images", "device", "code_version", "torch_version",
                             "started_at", "finished_at"]
 DECODER_COLUMNS = ["trial_id", "decoder", "decoder_name", "mean_fg_prob", *BIN_COLUMNS]
-_STRINGS = set(schema.STRING_IDENTITY)
+_STRINGS = set(schema.STRING_IDENTITY) | {"case_id"}  # categoricals: a million rows stay small
+CASE_COLUMNS = ["trial_id", "case_id", "dice", "iou", "hd95_mm", "assd_mm", "nsd", "nsd_tolerance_mm"]
+"""The per-case columns the report reads from ``cases/`` (when a study has that table)."""
 
 
 @dataclass
@@ -68,6 +70,24 @@ class StudyData:
         rows["trial_id"] = rows["trial_id"].astype(str)
         return rows
 
+    def case_rows(self) -> pd.DataFrame | None:
+        """Per-test-case rows (``cases/``, one file per trial) of committed trials, or None.
+
+        Read as stored (the table is newer than schema version 1, so nothing to upgrade):
+        ``trial_id``, ``case_id`` and whichever of :data:`CASE_COLUMNS` the files have.
+        """
+        if self.base is None or self.trials is None:
+            return None
+        committed = set(self.trials["trial_id"].astype(str))
+        files = [f for f in _parquet_files(self.fs, f"{self.base}/cases") if _stem(f) in committed]
+        frames = []
+        for path in files:
+            handle = pq.ParquetFile(path, filesystem=self.fs)
+            names = set(handle.schema_arrow.names)
+            if {"trial_id", "case_id"} <= names:
+                frames.append(handle.read(columns=[c for c in CASE_COLUMNS if c in names]).to_pandas())
+        return pd.concat(frames, ignore_index=True) if frames else None
+
     def optuna_journal(self) -> str | None:
         """Path of ``optuna/journal.log`` if the study has an Optuna search (local files only)."""
         if self.base is None or not isinstance(self.fs, pafs.LocalFileSystem):
@@ -95,7 +115,7 @@ def _read(fs: pafs.FileSystem, files: list[str], wanted: list[str], table: str) 
     schema version (:func:`mismatch.results.upgrade`); strings become categoricals."""
     tables = []
     for path in files:
-        handle = pq.ParquetFile(path, filesystem=fs, read_dictionary=sorted(_STRINGS))
+        handle = pq.ParquetFile(path, filesystem=fs, read_dictionary=sorted(schema.STRING_IDENTITY))
         names = set(handle.schema_arrow.names)
         tables.append(handle.read(columns=[c for c in schema.read_columns(wanted) if c in names]))
     if not tables:
@@ -122,8 +142,10 @@ def _current(table: pa.Table) -> bool:
 
 
 def image_columns(metric: str, exclude_empty: bool) -> list[str]:
-    """Per-image columns the report needs besides identity: the metric, ECE and the bins."""
-    return ["trial_id", metric, "ece", *BIN_COLUMNS] + (["fg_pixels"] if exclude_empty else [])
+    """Per-image columns the report needs besides identity: the metric, ECE, the bins, case and counts."""
+    # case_id and the pixel counts give per-case values (mismatch.report.cases) when no cases/ table exists
+    return ["trial_id", metric, "ece", *BIN_COLUMNS, "case_id", "tp", "fp", "fn", "tn"] + (
+        ["fg_pixels"] if exclude_empty else [])
 
 
 def _complete(images: pd.DataFrame) -> pd.DataFrame:

@@ -13,18 +13,21 @@ import pandas as pd
 from mismatch.report import (
     ablations,
     calibration,
+    comparison,
     figures,
     inventory,
     published,
     search,
     significance,
     tables,
+    uncertainty,
     visual,
 )
+from mismatch.report.cases import CaseValues
 from mismatch.report.design import Design
 from mismatch.report.html import Section, bullets, figure_html, paragraph, table_html, visual_html
 from mismatch.report.load import StudyData
-from mismatch.report.table import Table
+from mismatch.report.table import Cell, Table
 
 Built = tuple[Section, list[Table]]
 
@@ -42,11 +45,57 @@ class Context:
     at: int
     calibration_at: int
     options: dict[str, object]
+    cases: CaseValues | None = None
+    intervals: pd.DataFrame | None = None
+    comparisons: pd.DataFrame | None = None
+    units: comparison.Units | None = None
+
+
+def interval_note(ctx: Context) -> str:
+    """What the ``[low, high]`` after each main-table cell is (or why there is none)."""
+    if ctx.cases is None:
+        return "No 95% intervals: the rows carry no test-case ids."
+    return (f"[low, high]: 95% percentile bootstrap interval ({uncertainty.RESAMPLES} resamples, seed "
+            f"{uncertainty.SEED}, scipy.stats.bootstrap) of the mean over folds of the per-case mean, resampling "
+            f"test cases within each fold (stratified); per-case values from the {ctx.cases.source}, each case "
+            "averaged over its fold's seeds and label draws first (folds x label draws x seeds). '—' or no "
+            "interval: fewer than two cases in every fold.")
+
+
+def aggregation_line(trials: pd.DataFrame) -> str:
+    """Which replicates the numbers aggregate over: folds x label draws x seeds, with their counts."""
+    done = trials[trials["status"] == "completed"]
+    draws = done["label_draw"].nunique() if "label_draw" in done else 1
+    return (f"Every number aggregates over folds x label draws x seeds ({done['fold'].nunique()} folds, {draws} "
+            f"label draw{'s' if draws != 1 else ''}, {done['seed'].nunique()} seeds): within a fold, seeds and label "
+            "draws are averaged; folds are the strata of every interval.")
+
+
+def verdict_section(ctx: Context) -> Built:
+    """The plain-words summary at the top: a verdict per comparison, and the degenerate warning."""
+    sec = Section("verdict", "Summary: what separates the methods", [paragraph(aggregation_line(ctx.trials))])
+    d = ctx.design
+    narrow = ctx.trials[["method", "model", "alpha_key", d.axis, d.replicate, "status", "value"]]
+    cells = tables.summary_cells(narrow, d, list(d.columns), list(d.axis_values))
+    if len(cells) and uncertainty.degenerate(cells["mean"], ctx.metric):
+        limit = uncertainty.degenerate_threshold(ctx.metric) * tables.SCALE
+        sec.body.append(paragraph(
+            f"WARNING: every method's {ctx.metric_label} is below {limit:.1f}% in every cell (the equivalent of "
+            f"{uncertainty.DEGENERATE_IOU:.0%} foreground IoU): no method learnt the task (a smoke profile or a "
+            "failed setup?). Nothing below ranks methods meaningfully.", "warn"))
+    if ctx.comparisons is None or ctx.comparisons.empty:
+        sec.body.append(paragraph("No per-case comparison: no reference method, no baseline or no test-case ids."))
+        return sec, []
+    lines = comparison.summary_lines(ctx.comparisons, ctx.design, ctx.at)
+    sec.body += [paragraph(f"At {ctx.design.axis_label} = {ctx.at}, per test case (paired Wilcoxon, Holm, and the "
+                           "95% bootstrap interval of the difference; 'better'/'worse' only when both agree):"),
+                 bullets(lines)]
+    return sec, []
 
 
 def main_section(ctx: Context) -> Built:
     """Tables I/II: methods against the count axis, with costs (and the published numbers)."""
-    table = tables.main_table(ctx.trials, ctx.design, ctx.metric_label)
+    table = tables.main_table(ctx.trials, ctx.design, ctx.metric_label, ctx.intervals, interval_note(ctx))
     sec = Section("main", "Tables I/II: methods compared", [table_html(table)])
     if ctx.metric == "mean_dice_2class" and ctx.design.axis == "labelled_slices":
         reference = published.published_table()
@@ -64,6 +113,36 @@ def significance_section(ctx: Context) -> Built:
         sec.body.append(paragraph("No reference method (or no baseline) in this study: no tests.", "warn"))
         return sec, []
     sec.body.append(table_html(table))
+    out = [table]
+    if ctx.comparisons is not None and not ctx.comparisons.empty:
+        cases = comparison.comparison_table(ctx.comparisons, ctx.design, ctx.cases.source, ctx.metric_label)
+        sec.body.append(table_html(cases))
+        out.append(cases)
+    else:
+        sec.body.append(paragraph("No per-case tests: the rows carry no test-case ids."))
+    return sec, out
+
+
+def rank_section(ctx: Context) -> Built | None:
+    """How often each method ranks first over bootstrap samples of the test cases (at ``at``)."""
+    if ctx.units is None or len(ctx.design.columns) < 2:
+        return None
+    units = comparison.rank_units(ctx.units, ctx.design, ctx.at)
+    ranks = uncertainty.rank_first(units)
+    sec = Section("ranks", "Rank stability")
+    if ranks.empty:
+        sec.body.append(paragraph(f"No test case is scored by every method at {ctx.design.axis_label} = {ctx.at}."))
+        return sec, []
+    fig = figures.rank_figure(ranks, ctx.design, ctx.at, uncertainty.RESAMPLES)
+    caption = (f"Test cases scored by every method ({int(ranks['cases'].iloc[0])} (fold, case) units) resampled "
+               f"within folds, jointly for all methods, {uncertainty.RESAMPLES} times (seed {uncertainty.SEED}); "
+               "each sample ranks the methods by the mean over folds of the per-case mean; ties share the win. "
+               "A method ranked first in well under 95% of samples is not reliably the best.")
+    table = Table("rank_stability", f"Rank stability at {ctx.design.axis_label} = {ctx.at}",
+                  ["method", "ranked first", "mean rank"],
+                  [[Cell(str(r["column"])), Cell(f"{r['p_first']:.1%}"), Cell(f"{r['mean_rank']:.2f}")]
+                   for _, r in ranks.iterrows()], ranks)
+    sec.body += [figure_html(fig, "rank-stability", caption), table_html(table)]
     return sec, [table]
 
 

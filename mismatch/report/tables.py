@@ -57,6 +57,9 @@ def _cell(row: pd.Series) -> Cell:
     incomplete = row["n"] < row["expected"]
     if incomplete:
         text += f" ({row['n']}/{row['expected']})"
+    low, high = row.get("ci_low", np.nan), row.get("ci_high", np.nan)
+    if np.isfinite(low) and np.isfinite(high):
+        text += f" [{fmt_num(low, SCALE)}, {fmt_num(high, SCALE)}]"
     return Cell(text, bold=bool(row["best"]), missing=incomplete)
 
 
@@ -84,10 +87,17 @@ def cost_rows(trials: pd.DataFrame, columns: list[Column]) -> tuple[list[list[Ce
     return rows, data
 
 
-def main_table(trials: pd.DataFrame, design: Design, metric_label: str) -> Table:
-    """Table I/II: axis values x methods, with parameter and inference-time rows."""
+def main_table(trials: pd.DataFrame, design: Design, metric_label: str,
+               intervals: pd.DataFrame | None = None, interval_note: str = "") -> Table:
+    """Table I/II: axis values x methods, with parameter and inference-time rows.
+
+    ``intervals`` (from :func:`mismatch.report.comparison.cell_intervals`): per axis value and
+    column, ``ci_low``/``ci_high`` shown as ``[low, high]`` after the cell and kept in the data.
+    """
     columns = list(design.columns)
     cells = summary_cells(trials, design, columns, list(design.axis_values))
+    if intervals is not None and len(intervals) and len(cells):
+        cells = cells.merge(intervals, on=[design.axis, "column"], how="left")
     title = f"Methods compared: {metric_label} (%), mean \u00b1 std over {design.replicate}s"
     table = summary_table(cells, design, columns, "table1_main", title)
     extra, cost = cost_rows(trials, columns)
@@ -100,6 +110,8 @@ def main_table(trials: pd.DataFrame, design: Design, metric_label: str) -> Table
         "Param. (M) and Infer. time (s): medians over the column's completed trials "
         "(inference time: one forward pass on one test image).",
     ]
+    if interval_note:
+        table.notes.append(interval_note)
     broadcast = [c.key for c in columns if c.broadcast]
     if broadcast:
         table.notes.append(f"{', '.join(broadcast)}: trained without unlabelled data; the same value "
