@@ -255,10 +255,11 @@ def _add_methods(sub: argparse._SubParsersAction) -> None:
 
 def cmd_study_run(args: argparse.Namespace) -> int:
     """Run the trials of a study file that have no stored result yet."""
-    from mismatch.study.runner import run_study
     from mismatch.study.spec import load_study
 
     study = load_study(args.file, args.profile, args.storage)
+    from mismatch.study.runner import run_study  # torch and Ray only once the file is known good
+
     outcome = run_study(study, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed)
     return 130 if outcome.unfinished else 1 if outcome.failed else 0
 

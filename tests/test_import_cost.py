@@ -55,3 +55,21 @@ def test_loading_specs_and_studies_imports_neither_torch_nor_ray(tmp_path):
     assert out["trials"] == 3 * 6
     assert "unknown method 'mismach' (did you mean 'mismatch'?)" in out["typo"]
     print(f"\nspec + study load {out['load_s']:.3f}s; study typo reported in {out['typo_s']:.3f}s (after imports)")
+
+
+CLI_PROBE = """
+import sys
+from mismatch.cli import main
+code = main(["study", "run", sys.argv[1]])
+print(code, sorted(m for m in ("torch", "ray") if m in sys.modules))
+"""
+
+
+def test_study_run_reports_a_typo_before_importing_torch_or_ray(tmp_path):
+    """The command a user runs, not only the loader: `mismatch study run` with a mistyped key."""
+    typo = {**STUDY, "base": {**STUDY["base"], "train": {"epoch": 1}}}
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(typo))
+    proc = subprocess.run([sys.executable, "-c", CLI_PROBE, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split("\n")[0] == "2 []", proc.stdout + proc.stderr
+    assert "train.epoch: unknown key (did you mean 'epochs'?)" in proc.stderr
