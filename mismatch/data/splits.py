@@ -96,8 +96,8 @@ def trial_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> Splits:
 
 def make_all_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> dict[int, Splits]:
     """The splits of every fold, with the rest of ``protocol`` unchanged."""
-    folds = n_folds(len(case_ids), protocol.labelled_cases)
-    return {f: make_splits(case_ids, protocol.model_copy(update={"fold": f})) for f in range(folds)}
+    folds = n_folds(len(case_ids) - protocol.tuning_cases, protocol.labelled_cases)
+    return {f: trial_splits(case_ids, protocol.model_copy(update={"fold": f})) for f in range(folds)}
 
 
 def _role_counts(protocol: ProtocolSpec, n_cases: int) -> dict[str, int]:

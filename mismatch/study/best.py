@@ -25,7 +25,8 @@ def read_best(storage: str, study: str) -> dict[str, Any]:
         with fs.open_input_stream(path) as handle:
             return json.loads(handle.read())
     except (FileNotFoundError, OSError):
-        raise SpecError(f"no search result at {path}: run `mismatch search` (or `mismatch search alpha`) for study {study!r} first") from None
+        raise SpecError(f"no search result at {path}: run `mismatch search` (or `mismatch search alpha`) "
+                        f"for study {study!r} first") from None
 
 
 def tuned_values(best: dict[str, Any], method: str, search: str) -> dict[str, Any]:
