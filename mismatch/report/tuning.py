@@ -47,7 +47,7 @@ def read_tuning(data: StudyData) -> dict[str, Any]:
         return json.loads(handle.read())
 
 
-def test_cases(rows: pd.DataFrame) -> set[str]:
+def table_test_cases(rows: pd.DataFrame) -> set[str]:
     """Every test case of the table: the union of the ``test`` lists of the rows' ``splits_json``."""
     cases: set[str] = set()
     for text in rows.get("splits_json", pd.Series(dtype=object)).dropna():
@@ -143,7 +143,7 @@ def tuning_section(data: StudyData, trials: pd.DataFrame | None) -> tuple[Sectio
     table = ledger_table(ledger(trials, tuning), list(tuning))
     sec = Section("tuning", "Tuning: leakage check and ledger")
     if tuning:
-        found = leaks(tuning, test_cases(_split_rows(data)))
+        found = leaks(tuning, table_test_cases(_split_rows(data)))
         sec.body.append(leak_html(found) if found else
                         paragraph("Leakage check: no tuned value was chosen on a test case of this table."))
     sec.body.append(table_html(table))
