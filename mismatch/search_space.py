@@ -105,7 +105,7 @@ def method_space(config: type) -> dict[str, Dimension]:
 
 
 def check_space(config: type) -> None:
-    """Raise ValueError if a declared dimension names no field of ``config`` (or a bad default)."""
+    """Raise ValueError if a declared dimension names no field of ``config``."""
     fields = getattr(config, "model_fields", {})
     for name in getattr(config, "search_space", {}):
         if name not in fields:
