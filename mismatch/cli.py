@@ -255,9 +255,11 @@ def _add_methods(sub: argparse._SubParsersAction) -> None:
 
 def cmd_study_run(args: argparse.Namespace) -> int:
     """Run the trials of a study file that have no stored result yet."""
+    from mismatch.study.best import record_tuning
     from mismatch.study.spec import load_study
 
     study = load_study(args.file, args.profile, args.storage)
+    record_tuning(study)  # the searches it trains with, for the report's leakage check and ledger
     from mismatch.study.runner import run_study  # torch and Ray only once the file is known good
 
     outcome = run_study(study, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed)
@@ -290,24 +292,32 @@ def cmd_study_export(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """Run (or resume) an Optuna search of a method setting; write the best value."""
-    from mismatch.study.search import run_search
+    """Run (or resume) the Optuna searches of a study file; write best.json."""
+    from mismatch.study.search import ALPHA, run_search
     from mismatch.study.spec import load_study
 
-    study = load_study(args.file, args.profile, args.storage)
-    if study.file.search is None or study.file.search.param != args.param:
-        print(f"error: {args.file} has no search of {args.param!r}", file=sys.stderr)
+    if len(args.target) > 2 or (len(args.target) == 2 and args.target[0] != ALPHA):
+        print("error: usage: mismatch search [alpha] FILE", file=sys.stderr)
         return 2
-    best = run_search(study, address=args.address, verbose=args.verbose)
-    print(f"[{study.name}] best {best['param']} = {best['value']:.6g} (mean validation IoU {best['mean_val_iou']:.4f} "
-          f"over folds {best['folds']}); written to {study.storage}/{study.name}/best.json")
+    param, file = (ALPHA, args.target[1]) if len(args.target) == 2 else (None, args.target[0])
+    study = load_study(file, args.profile, args.storage)
+    if study.file.search is None or (param and study.file.search.param != param):
+        print(f"error: {file} has no search{f' of {param!r}' if param else ''} (a 'search:' section)", file=sys.stderr)
+        return 2
+    best = run_search(study, address=args.address, verbose=args.verbose, param=param)
+    for name, found in best["methods"].items():
+        values = ", ".join(f"{k} = {v:.6g}" if isinstance(v, float) else f"{k} = {v}" for k, v in found["params"].items())
+        print(f"[{study.name}] {name}: best {values} (mean validation IoU {found['objective']:.4f} over folds "
+              f"{best['folds']}, {found['candidates']} candidates)")
+    print(f"[{study.name}] written to {study.storage}/{study.name}/best.json")
     return 0
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="Optuna search of a method setting on Ray Tune (e.g. alpha)")
-    p.add_argument("param", choices=["alpha"], help="the setting searched")
-    p.add_argument("file", help="study file with a 'search:' section")
+    p = sub.add_parser("search", help="Optuna searches on Ray Tune: every method of a study file, the same budget "
+                                      "each (`search alpha FILE`: the first method's alpha)")
+    p.add_argument("target", nargs="+", metavar="[alpha] FILE",
+                   help="study file with a 'search:' section, optionally preceded by 'alpha'")
     p.add_argument("--profile")
     p.add_argument("--storage")
     p.add_argument("--address")

@@ -185,6 +185,10 @@ class ProtocolSpec(StrictModel):
     unlabelled_cases: Annotated[int, Field(ge=0)] | Literal["rest"] = 3
     validation_cases: int = Field(1, ge=1)
     test_cases: int = Field(5, ge=1)
+    # The held-out tuning split (docs/studies.md): cases set aside from every fold, scored
+    # by a search (validate_on: tuning) and never a test case of the table.
+    tuning_cases: int = Field(0, ge=0)
+    validate_on: Literal["fold", "tuning"] = "fold"
     labelled_slices: int = Field(5, ge=1)
     unlabelled_slices: int | None = Field(None, ge=0)
     split_seed: int = 0
@@ -193,6 +197,12 @@ class ProtocolSpec(StrictModel):
     @classmethod
     def _apply_preset(cls, value: Any) -> Any:
         return _expand_preset(value, PROTOCOL_PRESETS)
+
+    @model_validator(mode="after")
+    def _tuning_split(self) -> ProtocolSpec:
+        if self.validate_on == "tuning" and not self.tuning_cases:
+            raise ValueError("validate_on: tuning needs tuning_cases > 0 (the cases set aside for tuning)")
+        return self
 
 
 #: Steps between two checks for a NaN or infinite loss (``train.check_every``).
@@ -374,6 +384,9 @@ class TrialSpec(StrictModel):
         if data["data"].get("prepared") is None:
             data["data"].pop("prepared", None)
         data["train"] = self.train.identity_dict()
+        for key, default in (("tuning_cases", 0), ("validate_on", "fold")):  # unset: old trial ids
+            if data["protocol"].get(key) == default:
+                data["protocol"].pop(key)
         return data
 
 

@@ -92,12 +92,26 @@ def layouts_table() -> str:
     return _table(["layout", "what it reads"], ([f"`{n}`", layout.description or "-"] for n, layout in LAYOUTS.items()))
 
 
+def search_spaces_table() -> str:
+    """Every registered method's search space (``mismatch search``), with the source of each range."""
+    from mismatch.config import METHODS, TrainSpec
+    from mismatch.search_space import method_space
+
+    rows = []
+    for name, config in METHODS.items():
+        for param, dim in method_space(config).items():
+            default = config.model_fields[param].default if param in config.model_fields else TrainSpec().lr
+            rows.append([f"`{name}`", f"`{param}`", dim.describe(), _value(default), dim.source or "-"])
+    return _table(["method", "setting", "searched over", "default", "source of the range"], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "methods": methods_table,
     "networks": networks_table,
     "layouts": layouts_table,
     "data-presets": data_presets_table,
     "protocol-presets": protocol_presets_table,
+    "search-spaces": search_spaces_table,
 }
 
 

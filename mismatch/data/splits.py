@@ -5,7 +5,9 @@ Fold ``f`` (with ``L`` labelled cases out of ``n`` sorted cases) labels cases
 ``f``-th case, as in the paper's 10-fold CARVE protocol. The remaining cases, in sorted
 order, are permuted by ``numpy.random.default_rng([split_seed, fold])`` and taken in that
 order as unlabelled, validation and test cases; any left over are not used
-(``unlabelled_cases: rest`` takes all of them). There are ``n // L`` folds.
+(``unlabelled_cases: rest`` takes all of them). There are ``n // L`` folds. With
+``tuning_cases: k``, :func:`held_out_cases` first sets ``k`` cases aside (seeded, the same for
+every fold); the folds are made from the rest, and a search scores on the set-aside cases.
 
 ``splits.json`` maps each fold (as a string) to its roles::
 
@@ -26,6 +28,8 @@ from mismatch.config import ProtocolSpec
 from mismatch.data.errors import LeakageError, SplitError
 
 ROLES = ("labelled", "unlabelled", "validation", "test")
+#: Seeds the choice of held-out tuning cases (a stream apart from every fold's permutation).
+TUNING_ENTROPY = 0x7E57
 
 Splits = dict[str, list[str]]
 
@@ -37,14 +41,16 @@ def n_folds(n_cases: int, labelled_cases: int) -> int:
 
 def make_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> Splits:
     """The cases of each role in fold ``protocol.fold``; see the module docstring."""
-    cases = sorted(case_ids)
+    held = set(held_out_cases(case_ids, protocol))
+    cases = [c for c in sorted(case_ids) if c not in held]
     n, counts = len(cases), _role_counts(protocol, len(cases))
     if len(set(cases)) != n:
         raise SplitError("case ids must be unique")
     needed = sum(counts.values())
     if needed > n:
         wanted = ", ".join(f"{counts[r]} {r}" for r in ROLES)
-        raise SplitError(f"a fold needs {needed} cases ({wanted}) but the dataset has {n}")
+        raise SplitError(f"a fold needs {needed} cases ({wanted}) but the dataset has {n}"
+                         + (f" once {len(held)} tuning cases are set aside" if held else ""))
     folds = n_folds(n, protocol.labelled_cases)
     if protocol.fold >= folds:
         raise SplitError(
@@ -64,10 +70,34 @@ def make_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> Splits:
     return splits
 
 
+def held_out_cases(case_ids: Sequence[str], protocol: ProtocolSpec) -> list[str]:
+    """The ``protocol.tuning_cases`` cases set aside for tuning, the same in every fold.
+
+    They are the first cases of a permutation of the sorted cases by
+    ``default_rng([split_seed, TUNING_ENTROPY])`` and take no role in any fold of the table.
+    """
+    cases = sorted(case_ids)
+    if not protocol.tuning_cases:
+        return []
+    if protocol.tuning_cases >= len(cases):
+        raise SplitError(f"tuning_cases = {protocol.tuning_cases} leaves none of the {len(cases)} cases for the folds")
+    order = np.random.default_rng([protocol.split_seed, TUNING_ENTROPY]).permutation(len(cases))
+    return sorted(cases[i] for i in order[: protocol.tuning_cases])
+
+
+def trial_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> Splits:
+    """The splits a trial uses: :func:`make_splits`, whose validation cases are the held-out
+    tuning cases when ``protocol.validate_on`` is ``tuning`` (a search's candidates)."""
+    splits = make_splits(case_ids, protocol)
+    if protocol.validate_on == "tuning":
+        splits = {**splits, "validation": held_out_cases(case_ids, protocol)}
+    return splits
+
+
 def make_all_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> dict[int, Splits]:
     """The splits of every fold, with the rest of ``protocol`` unchanged."""
-    folds = n_folds(len(case_ids), protocol.labelled_cases)
-    return {f: make_splits(case_ids, protocol.model_copy(update={"fold": f})) for f in range(folds)}
+    folds = n_folds(len(case_ids) - protocol.tuning_cases, protocol.labelled_cases)
+    return {f: trial_splits(case_ids, protocol.model_copy(update={"fold": f})) for f in range(folds)}
 
 
 def _role_counts(protocol: ProtocolSpec, n_cases: int) -> dict[str, int]:

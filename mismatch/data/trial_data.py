@@ -36,7 +36,7 @@ from mismatch.data.recipe import (
     trial_fingerprint,
 )
 from mismatch.data.selection import SliceRef, all_qualifying, select_labelled, select_unlabelled
-from mismatch.data.splits import ROLES, Splits, check_splits, make_splits, n_folds
+from mismatch.data.splits import ROLES, Splits, check_splits, n_folds, trial_splits
 from mismatch.data.synth import synthetic_dataset
 
 __all__ = [
@@ -99,7 +99,7 @@ def load_trial_data(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | No
     chosen rows are read from each case's arrays.
     """
     source = open_source(data, cache_dir)
-    splits = make_splits(source.cases, protocol)
+    splits = trial_splits(source.cases, protocol)
     check_splits(splits, source.cases)
     qualifying, pad_shape = source.qualifying([c for r in ROLES for c in splits[r]])
     refs = _select(qualifying, splits, protocol)
@@ -240,8 +240,9 @@ def _build_set(
 def n_folds_of(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | None = None) -> int:
     """How many folds the dataset named by ``data`` gives under ``protocol`` (for ``fold: all``)."""
     if data.synthetic is not None:
-        return n_folds(data.synthetic.cases, protocol.labelled_cases)
-    if data.prepared is not None:
-        return n_folds(len(open_prepared(data.prepared).cases), protocol.labelled_cases)
-    root = dataset_root(data, cache_dir)
-    return n_folds(len(get_layout(data.layout).list_cases(root)), protocol.labelled_cases)
+        count = data.synthetic.cases
+    elif data.prepared is not None:
+        count = len(open_prepared(data.prepared).cases)
+    else:
+        count = len(get_layout(data.layout).list_cases(dataset_root(data, cache_dir)))
+    return n_folds(count - protocol.tuning_cases, protocol.labelled_cases)  # held-out cases make no fold

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from mismatch.report import comparison, sections
+from mismatch.report import comparison, sections, tuning
 from mismatch.report.aggregate import METRICS, image_subset, per_trial
 from mismatch.report.cases import case_values
 from mismatch.report.design import REFERENCE_METHOD, detect_design
@@ -111,11 +111,15 @@ def _overview(ctx: sections.Context, name: str) -> Section:
     return Section("overview", "Overview", [bullets(facts)])
 
 
+def _tuning_section(ctx: sections.Context) -> sections.Built:
+    return tuning.tuning_section(ctx.data, ctx.data.trials)
+
+
 def render(ctx: sections.Context, name: str, title: str) -> tuple[str, list[Table]]:
     """The page and the tables it shows."""
     builders = [sections.main_section, sections.significance_section, sections.rank_section, sections.curves_section,
                 sections.ablation_section, sections.calibration_section, sections.visual_section,
-                sections.search_section, sections.missing_section, sections.provenance_section]
+                sections.search_section, _tuning_section, sections.missing_section, sections.provenance_section]
     summary, _ = sections.verdict_section(ctx)
     parts, written = [summary, _overview(ctx, name)], []
     for build in builders:

@@ -1,12 +1,18 @@
-"""`mismatch search alpha`: an Optuna (TPE) search of one method setting on Ray Tune.
+"""`mismatch search`: Optuna (TPE) searches of method settings on Ray Tune, one per method.
 
-Each candidate value is evaluated on K folds (Ray's ``Repeater``; Optuna receives the mean)
-by the mean VALIDATION IoU of the epochs whose snapshots form the test-time ensemble — the
-test cases are never looked at to choose. The paper's value is enqueued first, the budget is
-fixed (no early stopping: ASHA-stopped trials would be told to Optuna as complete), the
-Optuna study is persisted in a journal file (or an RDB URL) that the ``optuna`` CLI and
-optuna-dashboard open, an interrupted search resumes, and the best value is written to
-``<storage>/<study>/best.json`` where a follow-up study names it (``alpha: {best_of: NAME}``).
+``mismatch search FILE`` tunes every method of the study file, each in its own Optuna study
+with the SAME budget (``candidates`` x ``folds`` trials) over the space the method's config
+declares (:attr:`search_space`, plus the shared ``train.lr``; ``search.params`` picks a
+subset). ``mismatch search alpha FILE`` tunes alpha of the first method, as before. Each
+candidate is evaluated on K folds (Ray's ``Repeater``; Optuna receives the mean) by the mean
+VALIDATION IoU of the epochs whose snapshots form the test-time ensemble. With a held-out
+tuning split (``protocol.tuning_cases``), candidates are scored on the set-aside cases, which
+no fold of the table tests on (docs/studies.md). The method's own values (the paper's) are
+enqueued first, the budget is fixed (no early stopping: ASHA-stopped trials would be told to
+Optuna as complete), the Optuna studies are persisted in a journal file (or an RDB URL), an
+interrupted search resumes, and ``<storage>/<study>/best.json`` records per method the best
+values, the objective, the folds, the validation cases scored and the search's cost; a study
+names it (``alpha: {best_of: NAME}`` or ``tuned: NAME``).
 """
 
 from __future__ import annotations
@@ -14,42 +20,75 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from mismatch.config import SpecError, TrialSpec
+from mismatch.config import METHODS, SpecError, TrialSpec
+from mismatch.search_space import Choice, Dimension, IntRange, Uniform, method_space, overrides_of
 from mismatch.study.best import read_best  # noqa: F401  (re-exported)
-from mismatch.study.spec import SearchSpec, Study, method_variants
-from mismatch.study.store import _write_atomic, absolute_storage, resolve
+from mismatch.study.spec import SearchSpec, Study, deep_merge, method_variants
+from mismatch.study.store import _write_atomic, absolute_storage, read_table, resolve
 
 if TYPE_CHECKING:  # a study naming ``best_of`` reads best.json here: no torch, no Ray
     from mismatch.train import TrialResult
 
 OBJECTIVE = "val_iou"
+#: The setting ``mismatch search alpha`` tunes (of the study's first method).
+ALPHA = "alpha"
+
+
+def tune_key(name: str) -> str:
+    """A searched setting's key in Ray's config and Optuna (no dots: Ray nests dotted keys)."""
+    return name.replace(".", "__")
 
 
 @dataclass(frozen=True)
 class Candidate:
     """Builds a candidate's trial spec on the worker from its Tune config.
 
-    A candidate is the study's trial of its first method variant at its first grid point, on
-    fold ``folds[__trial_index__]`` (Ray's ``Repeater``), with the searched setting
-    overridden: the same :meth:`Study.trial` a study run uses.
+    A candidate is the study's trial of ``method`` (default: the first variant of the first
+    method) at its first grid point, on fold ``folds[__trial_index__]`` (Ray's ``Repeater``),
+    with the searched settings (``param``: one name or several) overridden: the same
+    :meth:`Study.trial` a study run uses. With a held-out tuning split it validates on the
+    set-aside cases (``protocol.validate_on: tuning``).
     """
 
     study: Study
-    param: str
+    param: str | tuple[str, ...]
     folds: tuple[int, ...]
+    method: dict[str, Any] | None = None
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The searched settings' names."""
+        return (self.param,) if isinstance(self.param, str) else tuple(self.param)
 
     def __call__(self, config: dict[str, Any]) -> TrialSpec:
-        return self.spec(config[self.param], self.folds[config["__trial_index__"]])
+        values = {p: config[tune_key(p)] for p in self.params}
+        return self.spec(values, self.folds[config["__trial_index__"]])
 
-    def spec(self, value: float, fold: int) -> TrialSpec:
-        """The trial spec of one (candidate value, fold) pair."""
-        method = method_variants(self.study.file.methods[0])[0]
+    def spec(self, value: Any, fold: int) -> TrialSpec:
+        """The trial spec of one (candidate, fold) pair; ``value``: a dict, or the one setting's value."""
+        values = value if isinstance(value, dict) else {self.params[0]: value}
+        method = self.method if self.method is not None else method_variants(self.study.file.methods[0])[0]
         point = {**self.study.first_point(), "fold": fold}
-        return self.study.trial(method, point, overrides={"method": {self.param: value}})
+        overrides = overrides_of(values)
+        if (self.study.file.base.get("protocol") or {}).get("tuning_cases"):
+            overrides = deep_merge(overrides, {"protocol": {"validate_on": "tuning"}})
+        return self.study.trial(method, point, overrides=overrides)
+
+
+@dataclass
+class MethodSearch:
+    """One method's search: its Optuna study, its space and the values tried first."""
+
+    label: str
+    method: dict[str, Any]
+    space: dict[str, Dimension]
+    optuna_name: str
+    experiment: str
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
 
 
 def validation_objective(epochs: Any, k: int) -> float:
@@ -78,74 +117,178 @@ def optuna_storage(search: SearchSpec, storage: str, study: str) -> Any:
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
-def _searcher(search: SearchSpec, study: str, storage: Any) -> Any:
+def distribution(dim: Dimension) -> Any:
+    """The Optuna distribution of a declared dimension."""
+    import optuna
+
+    if isinstance(dim, Uniform):
+        return optuna.distributions.FloatDistribution(dim.low, dim.high, log=dim.log)
+    if isinstance(dim, IntRange):
+        return optuna.distributions.IntDistribution(dim.low, dim.high, step=dim.step)
+    if isinstance(dim, Choice):
+        return optuna.distributions.CategoricalDistribution(list(dim.choices))
+    raise TypeError(f"unknown search dimension {dim!r}")
+
+
+def _searcher(search: SearchSpec, plan: MethodSearch, storage: Any) -> Any:
     import optuna
     from ray.tune.search import Repeater
     from ray.tune.search.optuna import OptunaSearch
 
-    dist = optuna.distributions.FloatDistribution(search.low, search.high, log=search.log)
     inner = OptunaSearch(
-        space={search.param: dist}, metric=OBJECTIVE, mode="max",
-        points_to_evaluate=[{search.param: v} for v in search.enqueue],
-        sampler=optuna.samplers.TPESampler(seed=search.sampler_seed), study_name=study, storage=storage,
+        space={tune_key(p): distribution(d) for p, d in plan.space.items()}, metric=OBJECTIVE, mode="max",
+        points_to_evaluate=[{tune_key(p): v for p, v in point.items()} for point in plan.enqueue] or None,
+        sampler=optuna.samplers.TPESampler(seed=search.sampler_seed), study_name=plan.optuna_name, storage=storage,
     )
     return Repeater(inner, repeat=len(search.folds), set_index=True)
 
 
+def alpha_plan(study: Study) -> list[MethodSearch]:
+    """``mismatch search alpha``: the first method's ``search.param`` in [low, high], as before."""
+    search = _search_of(study)
+    method = method_variants(study.file.methods[0])[0]
+    space = {search.param: Uniform(search.low, search.high, log=search.log)}
+    return [MethodSearch(method["name"], method, space, study.name, "search",
+                         [{search.param: v} for v in search.enqueue])]
+
+
+def method_plans(study: Study) -> list[MethodSearch]:
+    """``mismatch search FILE``: one search per method of the file (its first variant), each
+    over its declared space or the ``search.params`` it has; errors name what does not fit."""
+    search = _search_of(study)
+    plans, wanted = [], search.params
+    for entry in study.file.methods:
+        method = method_variants(entry)[0]
+        label = method["name"]
+        if label in {p.label for p in plans}:
+            continue  # a second entry of a method (a control) trains with the same tuned values
+        declared = method_space(METHODS.get(label))
+        space = declared if wanted is None else {p: declared[p] for p in wanted if p in declared}
+        if not space:
+            raise SpecError(f"{study.source}: method {label} declares none of search.params {wanted} "
+                            f"(it may tune: {', '.join(declared)})")
+        plans.append(MethodSearch(label, method, space, f"{study.name}.{label}", f"search-{label}",
+                                  _paper_point(study, method, space)))
+    unused = set(wanted or []) - {p for plan in plans for p in plan.space}
+    if unused:
+        raise SpecError(f"{study.source}: no method of the study declares search.params {sorted(unused)}")
+    return plans
+
+
+def _search_of(study: Study) -> SearchSpec:
+    if study.file.search is None:
+        raise SpecError(f"{study.source}: a search needs a 'search:' section")
+    return study.file.search
+
+
+def _paper_point(study: Study, method: dict[str, Any], space: dict[str, Dimension]) -> list[dict[str, Any]]:
+    """The method's own values (its paper's defaults or the file's), tried first where in range."""
+    spec = study.trial(method, study.first_point())
+    point = {p: getattr(spec.train if p.startswith("train.") else spec.method, p.split(".")[-1]) for p in space}
+    return [point] if all(space[p].contains(v) for p, v in point.items()) else []
+
+
 def run_search(study: Study, storage: str | None = None, address: str | None = None, verbose: bool = False,
-               stream: TextIO = sys.stdout) -> dict[str, Any]:
-    """Run (or resume) the study's search; returns and writes the best value."""
+               stream: TextIO = sys.stdout, param: str | None = ALPHA) -> dict[str, Any]:
+    """Run (or resume) the study's search; returns and writes ``best.json``.
+
+    ``param="alpha"`` (``mismatch search alpha``) searches the first method's alpha;
+    ``param=None`` (``mismatch search FILE``) searches every method with the same budget.
+    """
     from ray import tune
 
     from mismatch.study.runner import effective_resources, init_ray, trial_fn
 
-    search = study.file.search
-    if search is None:
-        raise SpecError(f"{study.source}: a search needs a 'search:' section")
+    search = _search_of(study)
     storage = study.storage if storage is None else absolute_storage(storage)
-    candidate = Candidate(study, search.param, tuple(search.folds))
-    for fold in search.folds:  # a spec error shows here, not once per candidate on a worker
-        candidate.spec(search.low, fold)
+    plans = alpha_plan(study) if param is not None else method_plans(study)
+    candidates = [Candidate(study, tuple(plan.space), tuple(search.folds), plan.method) for plan in plans]
+    for plan, candidate in zip(plans, candidates):  # a spec error shows here, not once per candidate on a worker
+        for fold in search.folds:
+            candidate.spec({p: _some_value(d) for p, d in plan.space.items()}, fold)
     init_ray(address, verbose)
-    experiment = f"{storage}/{study.name}/_ray/search"
     resources = effective_resources(study)
-    trainable = tune.with_resources(
-        tune.with_parameters(trial_fn, storage=storage, threads=max(1, int(resources["cpu"])),
-                             spec_of=candidate, objective=search_objective),
-        resources,
-    )
-    print(f"[{study.name}] searching {search.param} in [{search.low}, {search.high}]: {search.candidates} candidates "
-          f"x {len(search.folds)} folds", file=stream, flush=True)
+    for plan, candidate in zip(plans, candidates):
+        trainable = tune.with_resources(
+            tune.with_parameters(trial_fn, storage=storage, threads=max(1, int(resources["cpu"])),
+                                 spec_of=candidate, objective=search_objective),
+            resources,
+        )
+        _fit_one(study, storage, search, plan, trainable, verbose, stream)
+    return write_best(study, storage, search, plans, legacy=param is not None)
+
+
+def _some_value(dim: Dimension) -> Any:
+    return dim.choices[0] if isinstance(dim, Choice) else dim.low
+
+
+def _fit_one(study: Study, storage: str, search: SearchSpec, plan: MethodSearch, trainable: Any, verbose: bool,
+             stream: TextIO) -> None:
+    from ray import tune
+
+    experiment = f"{storage}/{study.name}/_ray/{plan.experiment}"
+    ranges = ", ".join(f"{p} {d.describe()}" for p, d in plan.space.items())
+    print(f"[{study.name}] {plan.label}: searching {ranges}: {search.candidates} candidates x {len(search.folds)} folds",
+          file=stream, flush=True)
     if tune.Tuner.can_restore(experiment):
         print(f"[{study.name}] resuming the interrupted search", file=stream, flush=True)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=_searcher(search, study.name, optuna_storage(search, storage, study.name)),
+            tune_config=tune.TuneConfig(search_alg=_searcher(search, plan, optuna_storage(search, storage, study.name)),
                                         num_samples=search.candidates * len(search.folds),
                                         max_concurrent_trials=study.file.max_concurrent),
-            run_config=tune.RunConfig(name="search", storage_path=f"{storage}/{study.name}/_ray",
+            run_config=tune.RunConfig(name=plan.experiment, storage_path=f"{storage}/{study.name}/_ray",
                                       failure_config=tune.FailureConfig(max_failures=study.file.max_failures),
                                       verbose=1 if verbose else 0),
         )
     tuner.fit()
-    return write_best(study, storage, search)
 
 
-def write_best(study: Study, storage: str, search: SearchSpec) -> dict[str, Any]:
-    """Read the best candidate from the Optuna study and write ``best.json`` atomically."""
-    import optuna
+def write_best(study: Study, storage: str, search: SearchSpec, plans: list[MethodSearch] | None = None,
+               legacy: bool = True) -> dict[str, Any]:
+    """Read each method's best candidate from its Optuna study and write ``best.json`` atomically.
 
-    ot = optuna.load_study(study_name=study.name, storage=optuna_storage(search, storage, study.name))
-    done = [t for t in ot.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not done:
-        raise RuntimeError(f"search {study.name}: no candidate completed")
-    best = max(done, key=lambda t: t.value)
-    payload = {"param": search.param, "value": best.params[search.param], "mean_val_iou": best.value,
-               "folds": search.folds, "candidates": len(done), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    Per method: the best ``params`` (setting -> value), the ``objective`` (mean validation IoU
+    over ``folds``), completed ``candidates``, and, from the search's trial rows, the
+    ``validation_cases`` scored, the ``trials`` run and their ``train_time_s``. With
+    ``legacy`` (``search alpha``) the top level also keeps ``param``/``value``/``mean_val_iou``.
+    """
+    plans = alpha_plan(study) if plans is None else plans
+    rows = _search_rows(storage, study.name)
+    methods = {plan.label: _method_best(study, storage, search, plan, rows) for plan in plans}
+    cases = sorted({c for m in methods.values() for c in m["validation_cases"]})
+    payload: dict[str, Any] = {
+        "study": study.name, "objective": OBJECTIVE, "folds": search.folds, "validation_cases": cases,
+        "budget": {"candidates": search.candidates, "folds": len(search.folds)}, "methods": methods,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if legacy:
+        (only,) = methods.values()
+        param = next(iter(only["params"]))
+        payload.update(param=param, value=only["params"][param], mean_val_iou=only["objective"],
+                       candidates=only["candidates"])
     fs, root = resolve(storage)
     _write_atomic(fs, f"{root}/{study.name}/best.json", json.dumps(payload, indent=2).encode())
     return payload
 
 
+def _method_best(study: Study, storage: str, search: SearchSpec, plan: MethodSearch, rows: Any) -> dict[str, Any]:
+    import optuna
+
+    ot = optuna.load_study(study_name=plan.optuna_name, storage=optuna_storage(search, storage, study.name))
+    done = [t for t in ot.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise RuntimeError(f"search {study.name}: no candidate of {plan.label} completed")
+    best = max(done, key=lambda t: t.value)
+    mine = rows[rows["method"].astype(str) == plan.label] if len(rows) else rows
+    ok = mine[mine["status"] == "completed"] if len(mine) else mine
+    validation = sorted({c for s in ok.get("splits_json", []) if isinstance(s, str) for c in json.loads(s)["validation"]})
+    return {"params": {p: best.params[tune_key(p)] for p in plan.space}, "objective": best.value,
+            "candidates": len(done), "trials": int(len(mine)), "validation_cases": validation,
+            "train_time_s": float(mine["train_time_s"].fillna(0).sum()) if len(mine) else 0.0}
+
+
+def _search_rows(storage: str, study: str) -> Any:
+    return read_table(storage, study, "trials", columns=["method", "status", "splits_json", "train_time_s"])

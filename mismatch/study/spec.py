@@ -28,6 +28,7 @@ from mismatch.config import (
     read_yaml_mapping,
 )
 from mismatch.registry import did_you_mean
+from mismatch.search_space import overrides_of
 from mismatch.study.store import absolute_storage
 
 GRID_AXES = {
@@ -56,8 +57,12 @@ class Grid(StrictModel):
 
 
 class SearchSpec(StrictModel):
-    """An Optuna search over one method setting (``mismatch search alpha``)."""
+    """Optuna searches: ``mismatch search FILE`` tunes every method over its declared space
+    (``params``: a subset of setting names, e.g. ``[alpha, train.lr]``; None: all it declares),
+    each with the same budget (``candidates`` x ``folds``); ``mismatch search alpha FILE``
+    tunes ``param`` of the first method in [``low``, ``high``], with ``enqueue`` tried first."""
 
+    params: list[str] | None = Field(None, min_length=1)
     param: str = "alpha"
     low: float = Field(1e-4, gt=0)
     high: float = Field(1e-2, gt=0)
@@ -82,6 +87,7 @@ class StudyFile(StrictModel):
     max_failures: int = Field(2, ge=0)
     max_concurrent: int | None = Field(None, ge=1)
     search: SearchSpec | None = None
+    tuned: str | None = None
     profiles: dict[str, dict[str, Any]] = {}
 
     @field_validator("methods")
@@ -135,6 +141,7 @@ class Study:
         self.profile = profile
         self.storage = absolute_storage(storage or file.storage)
         self.workdir = workdir or os.getcwd()
+        self._best: dict[str, dict[str, Any]] = {}
 
     @property
     def name(self) -> str:
@@ -171,8 +178,10 @@ class Study:
         values, and ``overrides`` is merged over the trial's settings last (a search's
         candidate, e.g. ``{"method": {"alpha": 0.003}}``).
         """
-        method = {k: self._resolve(v) for k, v in method.items()}
-        tree = deep_merge(self.file.base, {"study": self.name, "method": method})
+        method = {k: self._resolve(v, k, method["name"]) for k, v in method.items()}
+        tree = deep_merge(self.file.base, {"study": self.name})
+        tree = deep_merge(tree, self.tuned_overrides(method["name"]))  # the entry's own values win
+        tree = deep_merge(tree, {"method": method})
         tree = deep_merge(tree, overrides or {})
         self._absolute_data_paths(tree)
         for axis, value in point.items():
@@ -191,12 +200,36 @@ class Study:
             if isinstance(data, dict) and isinstance(data.get(key), str) and "://" not in data[key]:
                 data[key] = os.path.abspath(os.path.join(self.workdir, os.path.expanduser(data[key])))
 
-    def _resolve(self, value: Any) -> Any:
-        """``{best_of: SEARCH}`` becomes the best value that search wrote to its best.json."""
-        if isinstance(value, dict) and set(value) == {"best_of"}:
+    def best(self, search: str) -> dict[str, Any]:
+        """The ``best.json`` of search ``search`` (read once per study)."""
+        if search not in self._best:
             from mismatch.study.best import read_best
 
-            return read_best(self.storage, str(value["best_of"]))["value"]
+            self._best[search] = read_best(self.storage, search)
+        return self._best[search]
+
+    def searches(self) -> list[str]:
+        """The searches whose results this study trains with (``tuned`` and every ``best_of``)."""
+        named = [self.file.tuned] if self.file.tuned else []
+        for entry in self.file.methods:
+            named += [str(v["best_of"]) for v in entry.values() if isinstance(v, dict) and set(v) == {"best_of"}]
+        return list(dict.fromkeys(named))
+
+    def tuned_overrides(self, method: str) -> dict[str, Any]:
+        """Settings of ``method`` from the study's ``tuned:`` search (method fields and ``train.*``)."""
+        if not self.file.tuned:
+            return {}
+        from mismatch.study.best import tuned_values
+
+        return overrides_of(tuned_values(self.best(self.file.tuned), method, self.file.tuned))
+
+    def _resolve(self, value: Any, key: str, method: str) -> Any:
+        """``{best_of: SEARCH}`` becomes the best value of ``key`` that search wrote to its best.json."""
+        if isinstance(value, dict) and set(value) == {"best_of"}:
+            from mismatch.study.best import best_value
+
+            search = str(value["best_of"])
+            return best_value(self.best(search), method, key, search)
         return value
 
     def n_folds(self) -> int:

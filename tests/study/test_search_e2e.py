@@ -109,3 +109,49 @@ def test_search_runs_on_a_prepared_cache_named_relatively(tmp_path):
     assert sorted(rows["alpha"])[0] != sorted(rows["alpha"])[1] and 0.002 in set(rows["alpha"])
     best = json.loads((tmp_path / "results" / "relative" / "best.json").read_text())
     assert best["candidates"] == 2 and best["value"] in set(rows["alpha"])
+
+
+def test_search_of_a_baseline_setting_on_a_held_out_tuning_split(tmp_path):
+    """`mismatch search FILE`: Mean Teacher's consistency weight, scored on the set-aside case only."""
+    from mismatch.config import ProtocolSpec
+    from mismatch.data.splits import held_out_cases, make_all_splits
+    from mismatch.study.spec import load_study
+
+    protocol = {"unlabelled_cases": 2, "validation_cases": 1, "test_cases": 2, "tuning_cases": 1}
+    study = {
+        "name": "mt-search",
+        "base": {"data": {"synthetic": {"kind": "vessels", "cases": 7, "size": [32, 32], "slices": 8}},
+                 "protocol": protocol, "train": {"epochs": 1, "snapshot_k": 1, "prediction_maps": 0}},
+        "methods": [{"name": "mean-teacher", "width": 4}],
+        "grid": {"labelled_slices": [2], "seed": [0]},
+        "search": {"params": ["alpha"], "candidates": 2, "folds": [0]},
+        "resources": {"cpu": 1},
+        "max_failures": 0,
+    }
+    (tmp_path / "mt.yaml").write_text(yaml.safe_dump(study))
+    cmd = [sys.executable, "-m", "mismatch", "search", "mt.yaml", "--storage", "results"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    rows = pd.read_parquet(tmp_path / "results" / "mt-search" / "trials")
+    assert len(rows) == 2 and (rows["status"] == "completed").all(), rows[["status", "error"]]
+    assert 0.1 in set(rows["alpha"]) and rows["alpha"].nunique() == 2  # the paper's weight first, then TPE's
+    best = json.loads((tmp_path / "results" / "mt-search" / "best.json").read_text())
+    found = best["methods"]["mean-teacher"]
+    assert set(found["params"]) == {"alpha"} and found["params"]["alpha"] in set(rows["alpha"])
+    assert found["candidates"] == 2 and found["trials"] == 2 and found["train_time_s"] > 0
+    assert abs(found["objective"] - rows["final_val_iou"].max()) < 1e-9
+    # scored on the held-out case only, which no fold of the table tests on
+    splits = json.loads(rows["splits_json"].iloc[0])
+    cases = [f"vessels_{i:03d}" for i in range(7)]  # the phantom's case ids
+    assert {c for role in splits.values() for c in role} <= set(cases)
+    held = held_out_cases(cases, ProtocolSpec(**protocol))
+    assert found["validation_cases"] == held == splits["validation"]
+    table_tests = {c for s in make_all_splits(cases, ProtocolSpec(**protocol)).values() for c in s["test"]}
+    assert not table_tests & set(held)
+
+    # a table naming the search trains Mean Teacher with the tuned weight
+    table = {**study, "name": "table", "search": None, "tuned": "mt-search", "grid": {"labelled_slices": [2], "fold": [0, 1]}}
+    (tmp_path / "table.yaml").write_text(yaml.safe_dump(table))
+    specs = load_study(tmp_path / "table.yaml", storage=str(tmp_path / "results")).trials()
+    assert {s.method.alpha for s in specs} == {found["params"]["alpha"]}

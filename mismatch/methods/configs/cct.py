@@ -8,6 +8,7 @@ from pydantic import Field
 
 from mismatch.config import MethodConfig
 from mismatch.methods.configs import register_config
+from mismatch.search_space import Dimension, LogUniform
 
 PerturbationName = Literal["feature-noise", "feature-drop", "dropout", "object-masking", "context-masking"]
 
@@ -25,6 +26,9 @@ class CCTConfig(MethodConfig):
         "Ouali et al. 2020, Semi-supervised semantic segmentation with cross-consistency training (CVPR)"
     )
     summary: ClassVar[str] = "MSE between each auxiliary decoder (perturbed features) and the main decoder"
+    search_space: ClassVar[dict[str, Dimension]] = {
+        "alpha": LogUniform(1, 100, source="Ouali et al. 2020: w_u = 30; half a decade either side"),
+    }
 
     name: Literal["cct"] = "cct"
     width: int = Field(24, ge=1)

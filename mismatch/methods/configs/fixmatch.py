@@ -8,6 +8,7 @@ from pydantic import Field
 
 from mismatch.config import MethodConfig
 from mismatch.methods.configs import NOISE_STD, register_config
+from mismatch.search_space import Dimension, LogUniform, Uniform
 
 #: RandAugment operations, in :data:`mismatch.methods.augment.RANDAUGMENT_OPS` order (a test
 #: checks that the two agree; kept here so that validating a spec does not import torch).
@@ -25,6 +26,10 @@ class FixMatchConfig(MethodConfig):
     implementation: ClassVar[str] = "mismatch.methods.fixmatch:FixMatch"
     reference: ClassVar[str] = "Sohn et al. 2020, FixMatch (NeurIPS); strong view: RandAugment, Cubuk et al. 2020"
     summary: ClassVar[str] = "masked BCE between the strong view and the weak view's confident pseudo-label"
+    search_space: ClassVar[dict[str, Dimension]] = {
+        "threshold": Uniform(0.8, 0.98, source="Sohn et al. 2020: tau ablated from 0.8 up, 0.95 chosen"),
+        "alpha": LogUniform(0.1, 10, source="Sohn et al. 2020: lambda_u = 1; a decade either side"),
+    }
 
     name: Literal["fixmatch"] = "fixmatch"
     width: int = Field(24, ge=1)

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from mismatch.config import MethodConfig
 from mismatch.methods.configs import NOISE_STD, register_config
+from mismatch.search_space import Dimension, LogUniform, Uniform
 
 
 @register_config("mean-teacher")
@@ -17,6 +18,10 @@ class MeanTeacherConfig(MethodConfig):
     implementation: ClassVar[str] = "mismatch.methods.mean_teacher:MeanTeacher"
     reference: ClassVar[str] = "Tarvainen and Valpola 2017, Mean teachers are better role models (NeurIPS)"
     summary: ClassVar[str] = "MSE between student and teacher probabilities"
+    search_space: ClassVar[dict[str, Dimension]] = {
+        "ema_decay": Uniform(0.99, 0.999, source="Tarvainen and Valpola 2017: 0.99 in the ramp-up, 0.999 after"),
+        "alpha": LogUniform(0.01, 100, source="Tarvainen and Valpola 2017: 100 (CIFAR-10); Yu et al. 2019 (UA-MT): 0.1"),
+    }
 
     name: Literal["mean-teacher"] = "mean-teacher"
     width: int = Field(24, ge=1)

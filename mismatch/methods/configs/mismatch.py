@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from mismatch.methods.configs import NetworkChoice, register_config
+from mismatch.search_space import Dimension, LogUniform
 
 
 @register_config("mismatch")
@@ -23,6 +24,9 @@ class MisMatchConfig(NetworkChoice):
         "Xu et al. 2021, MisMatch: learning to change predictive confidences with attention (IEEE TMI)"
     )
     summary: ClassVar[str] = "symmetric MSE between the PASB and NASB decoders"
+    search_space: ClassVar[dict[str, Dimension]] = {
+        "alpha": LogUniform(1e-4, 1e-2, source="Xu et al. 2021: alpha = 0.002, Table IV ablates 5e-4 to 4e-3; a decade around"),
+    }
     requires: ClassVar[dict] = {"decoders": 2}
 
     name: Literal["mismatch"] = "mismatch"

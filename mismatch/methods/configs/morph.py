@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from mismatch.methods.configs import NOISE_STD, NetworkChoice, register_config
+from mismatch.search_space import Choice, Dimension, LogUniform
 
 
 @register_config("morph")
@@ -18,6 +19,10 @@ class MorphConfig(NetworkChoice):
     implementation: ClassVar[str] = "mismatch.methods.morph:Morph"
     reference: ClassVar[str] = "Xu et al. 2021 (MisMatch), Morph baseline: erosion and dilation of decoder features"
     summary: ClassVar[str] = "symmetric MSE between the eroding and the dilating decoder"
+    search_space: ClassVar[dict[str, Dimension]] = {
+        "alpha": LogUniform(1e-4, 1e-2, source="Xu et al. 2021: MisMatch's alpha range (Morph is its baseline)"),
+        "kernel_size": Choice((3, 5, 7), source="Xu et al. 2021: 3x3 morphology; 5 and 7 are the wider kernels this config accepts"),
+    }
     requires: ClassVar[dict] = {"decoders": 2, "decoder_blocks": ("plain", "plain")}
 
     name: Literal["morph"] = "morph"

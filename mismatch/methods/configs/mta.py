@@ -8,6 +8,7 @@ from pydantic import Field
 
 from mismatch.config import MethodConfig
 from mismatch.methods.configs import NOISE_STD, register_config
+from mismatch.search_space import Dimension, LogUniform
 
 
 @register_config("mta")
@@ -19,6 +20,9 @@ class MTAConfig(MethodConfig):
         "Chen et al. 2019, Multi-task attention-based semi-supervised learning for medical image segmentation (MICCAI)"
     )
     summary: ClassVar[str] = "reconstruction of the attention-separated image"
+    search_space: ClassVar[dict[str, Dimension]] = {
+        "alpha": LogUniform(0.1, 10, source="Chen et al. 2019 give no sweep: a decade either side of 1"),
+    }
 
     name: Literal["mta"] = "mta"
     width: int = Field(24, ge=1)
