@@ -216,6 +216,8 @@ class TrainSpec(StrictModel):
     ``schedule``, ``clip_grad_norm``, ``precision`` and the SGD settings are the training
     hooks (docs/config.md). Settings that apply to one optimiser only default to ``None``
     and are errors when set for another, so no setting is silently ignored.
+    ``nsd_tolerance_mm`` is the tolerance of the per-case normalised surface Dice (``nsd`` in
+    the cases table; docs/results-schema.md says why 1 mm by default).
     """
 
     epochs: int = Field(50, ge=1)
@@ -235,6 +237,7 @@ class TrainSpec(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = True
     prediction_maps: int = Field(4, ge=0, le=64)
+    nsd_tolerance_mm: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainSpec:
@@ -260,13 +263,14 @@ class TrainSpec(StrictModel):
 
     def identity_dict(self) -> dict[str, Any]:
         """This section of a trial's identity: without the fields that do not change results
-        (``device``, ``prediction_maps``, ``check_every``) and without the training hooks at
-        their defaults, so specs written before the hooks existed keep their trial ids."""
+        (``device``, ``prediction_maps``, ``check_every``) and without the training hooks and
+        ``nsd_tolerance_mm`` at their defaults, so specs written before they existed keep their
+        trial ids."""
         data = self.model_dump(mode="json")
         for key in ("prediction_maps", "device", "check_every"):
             data.pop(key)
         defaults = TrainSpec().model_dump(mode="json")
-        for key in ("momentum", "nesterov", "schedule", "clip_grad_norm", "precision"):
+        for key in ("momentum", "nesterov", "schedule", "clip_grad_norm", "precision", "nsd_tolerance_mm"):
             if data[key] == defaults[key]:
                 data.pop(key)
         return data

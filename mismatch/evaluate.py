@@ -25,6 +25,7 @@ from mismatch import results
 from mismatch.config import TrialSpec
 from mismatch.data import SliceSet, TrialData
 from mismatch.data.splits import make_all_splits
+from mismatch.evaluate_cases import case_rows
 from mismatch.methods import Method
 from mismatch.results import rows
 from mismatch.results.schema import VAL_PREFIX
@@ -47,6 +48,7 @@ class TrialResult:
     predictions: dict[str, np.ndarray] | None = None
     splits: dict[str, dict[str, list[str]]] | None = None
     decoders: pd.DataFrame | None = None
+    cases: pd.DataFrame | None = None
 
 
 def utc_now() -> str:
@@ -250,4 +252,5 @@ def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: Trai
         predictions=prediction_maps(data.test, prob, spec.train.prediction_maps),
         splits=splits,
         decoders=rows.decoder_rows(ident, method.decoder_names(), decoders),
+        cases=case_rows(ident, data.test, prob, data.geometry, spec.data.crop_size, spec.train.nsd_tolerance_mm),
     )

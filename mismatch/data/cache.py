@@ -3,8 +3,9 @@
 ``mismatch data prepare`` (:func:`prepare_dataset`) writes::
 
     PREPARED_DIR/
-      manifest.json           format, fingerprint, recipe, storage dtype, cases, per-case facts,
-                              the raw files' sizes / times / sha256, the written files' sha256
+      manifest.json           format, fingerprint, recipe, storage dtype, cases, per-case facts
+                              (grid shape, voxel spacing in mm from the header, ...), the raw
+                              files' sizes / times / sha256, the written files' sha256
       index.parquet           one row per sample: case_id, row, slice_index, patch,
                               fg_pixels (in the sample), slice_fg_pixels (whole slice)
       cases/<case>/images.npy (N, C * context_slices, h, w) float32 (or float16): np.load(mmap_mode="r")
@@ -54,9 +55,10 @@ from mismatch.data.recipe import (
     prepare_image,
     recipe,
 )
-from mismatch.data.volumes import Case
+from mismatch.data.volumes import Case, CaseGeometry
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+"""2: ``case_info`` holds each case's voxel ``spacing`` (mm, (S, H, W)); a format-1 cache is prepared again."""
 MANIFEST = "manifest.json"
 INDEX = "index.parquet"
 CASES_DIR = "cases"
@@ -244,6 +246,7 @@ class _CaseWriter:
         corners = data.crop in ("corners", "random-corner")
         self.case_info[case.case_id] = {
             "height": int(mask.shape[1]), "width": int(mask.shape[2]), "slices": int(mask.shape[0]),
+            "spacing": [float(v) for v in case.spacing],
             "qualifying": int(len(index)), "samples": int(len(samples)), "patches_per_slice": 4 if corners else 1,
             "pad_value": [float(v) for v in pad_value(image, data.context_slices)],
             "sample_shape": list(samples.images.shape[1:]),
@@ -339,6 +342,13 @@ class PreparedDataset:
         """The largest full-slice (H, W) among ``cases`` (what ``crop: none`` pads to)."""
         info = self.manifest["case_info"]
         return max(info[c]["height"] for c in cases), max(info[c]["width"] for c in cases)
+
+    def geometry(self, cases: Sequence[str]) -> dict[str, CaseGeometry]:
+        """Each case's grid shape (S, H, W) and voxel spacing (mm) as read from its header."""
+        info = self.manifest["case_info"]
+        return {c: CaseGeometry((info[c]["slices"], info[c]["height"], info[c]["width"]),
+                                tuple(float(v) for v in info[c]["spacing"]))  # type: ignore[arg-type]
+                for c in cases}
 
     def arrays(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
         """Memory-mapped ``images`` (N, C, h, w) and ``labels`` (N, h, w) of one case."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from mismatch.config import LAYOUTS
 from mismatch.data.errors import DataError, FileProblemError
-from mismatch.data.volumes import Case, CaseSources, Problem, as_label, data_files, read_case, read_volume
+from mismatch.data.volumes import Case, CaseSources, Problem, Spacing, as_label, data_files, read_case, read_volume
 from mismatch.registry import UnknownNameError
 
 
@@ -75,12 +75,21 @@ class Layout:
 
     def load_label(self, root: Path, case_id: str, label_values: Sequence[int] | None = None) -> np.ndarray:
         """Only the label (S, H, W) of a case: cheaper than :meth:`load_case` when selecting slices."""
+        return self.load_label_spacing(root, case_id, label_values)[0]
+
+    def load_label_spacing(
+        self, root: Path, case_id: str, label_values: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, Spacing]:
+        """The label (S, H, W) of a case and its voxel spacing in mm along (S, H, W).
+
+        The label's header gives the spacing; :meth:`load_case` checks that it equals the image's.
+        """
         path = self.sources(Path(root), case_id).label
         volume = read_volume(path, "label")
         if volume.data.shape[0] != 1:
             raise FileProblemError(path, f"a label must be one 3D volume, got shape {volume.file_shape}")
         allowed = label_values if label_values is not None else self.label_values(Path(root))
-        return as_label(volume.data[0], path, allowed)
+        return as_label(volume.data[0], path, allowed), volume.spacing
 
     def files(self, root: Path, case_id: str) -> list[Path]:
         """Every file whose bytes define the case (MetaImage data files included), for fingerprints."""

@@ -38,6 +38,7 @@ from mismatch.data.recipe import (
 from mismatch.data.selection import SliceRef, all_qualifying, select_labelled, select_unlabelled
 from mismatch.data.splits import ROLES, Splits, check_splits, n_folds, trial_splits
 from mismatch.data.synth import synthetic_dataset
+from mismatch.data.volumes import CaseGeometry
 
 __all__ = [
     "RECIPE_FIELDS", "SliceSet", "TrialData", "data_fingerprint", "dataset_root", "load_trial_data", "n_folds_of",
@@ -57,6 +58,8 @@ class TrialData:
     ``data_fingerprint`` identifies data + recipe only and is what ``DataSpec.fingerprint``
     pins, so one pinned value holds for every fold of a study. ``cases`` lists every case
     of the dataset (all folds); ``root`` is the raw dataset or the prepared cache folder.
+    ``geometry`` holds each test case's grid and voxel spacing (mm, from its header): what
+    per-case surface distances are measured in.
     """
 
     labelled: SliceSet
@@ -69,6 +72,7 @@ class TrialData:
     data_fingerprint: str = ""
     root: Path | None = None
     cases: list[str] = field(default_factory=list)
+    geometry: dict[str, CaseGeometry] = field(default_factory=dict)
 
 
 class SliceSource(Protocol):
@@ -86,6 +90,9 @@ class SliceSource(Protocol):
         expose_labels: bool,
     ) -> SliceSet:
         """The samples of the chosen slices (qualifying, ascending) of each case, in case order."""
+
+    def geometry(self, cases: list[str]) -> dict[str, CaseGeometry]:
+        """Grid shape (S, H, W) and voxel spacing in mm of each of ``cases``."""
 
 
 def load_trial_data(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | None = None) -> TrialData:
@@ -117,6 +124,7 @@ def load_trial_data(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | No
         data_fingerprint=source.fingerprint,
         root=source.root,
         cases=list(source.cases),
+        geometry=source.geometry(list(splits["test"])),
     )
 
 
@@ -147,15 +155,28 @@ class RawSource:
         if not self.cases:
             raise DataError(f"no cases found in {self.root}")
         self.fingerprint = data_fingerprint(self.root, self.layout, self.cases, data)
+        self._geometry: dict[str, CaseGeometry] = {}
 
     def qualifying(self, cases: list[str]) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
         qualifying, height, width = {}, 0, 0
         for case in cases:
-            label = self.layout.load_label(self.root, case, self.data.label_values)  # (S, H, W)
+            label = self._read_label(case)  # (S, H, W)
             mask = pp.foreground(label, self.data.foreground_labels)
             qualifying[case] = pp.qualifying_slices(mask, self.data.min_foreground)
             height, width = max(height, label.shape[1]), max(width, label.shape[2])
         return qualifying, (height, width)
+
+    def geometry(self, cases: list[str]) -> dict[str, CaseGeometry]:
+        for case in cases:
+            if case not in self._geometry:
+                self._read_label(case)
+        return {case: self._geometry[case] for case in cases}
+
+    def _read_label(self, case: str) -> np.ndarray:
+        """A case's label; its grid and spacing are kept for :meth:`geometry`."""
+        label, spacing = self.layout.load_label_spacing(self.root, case, self.data.label_values)
+        self._geometry[case] = CaseGeometry(tuple(label.shape), spacing)  # type: ignore[arg-type]
+        return label
 
     def build(
         self, chosen: dict[str, np.ndarray], pad_shape: tuple[int, int], rng: np.random.Generator,
@@ -194,6 +215,9 @@ class PreparedSource:
         expose_labels: bool,
     ) -> SliceSet:
         return self.prepared.gather(chosen, pad_shape, rng, expose_labels)
+
+    def geometry(self, cases: list[str]) -> dict[str, CaseGeometry]:
+        return self.prepared.geometry(cases)
 
 
 def dataset_root(data: DataSpec, cache_dir: Path | None = None) -> Path:

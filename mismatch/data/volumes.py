@@ -8,8 +8,9 @@ Formats, chosen by the file name's ending:
   SimpleITK, an optional dependency (``pip install 'mismatch[carve]'``). SimpleITK gives
   arrays (z, y, x): slices along z, rows y, columns x.
 
-Every reader returns a :class:`Volume` whose ``data`` is (C, S, H, W) (C = 1 for a 3D file)
-and whose ``affine`` maps voxel indices to millimetres. A missing, unreadable, corrupt or
+Every reader returns a :class:`Volume` whose ``data`` is (C, S, H, W) (C = 1 for a 3D file),
+whose ``affine`` maps voxel indices (in the file's axis order) to millimetres and whose
+``spacing`` is the voxel size in millimetres along (S, H, W), from that affine. A missing, unreadable, corrupt or
 truncated file raises :class:`DataError` naming the file.
 """
 
@@ -36,25 +37,53 @@ _MET_BYTES = {
 }
 
 
+Spacing = tuple[float, float, float]
+"""Voxel size in millimetres along the (S, H, W) axes of the arrays."""
+
+# Columns of a file's affine that step along S, H and W: NIfTI stores (H, W, S),
+# MetaImage's index order is (x, y, z) = (W, H, S).
+_NIFTI_SHW_COLUMNS = (2, 0, 1)
+_METAIMAGE_SHW_COLUMNS = (2, 1, 0)
+
+
 @dataclass
 class Volume:
-    """One file's voxels: ``data`` (C, S, H, W), ``affine`` 4x4, ``file_shape`` as stored on disk."""
+    """One file's voxels: ``data`` (C, S, H, W), ``affine`` 4x4, ``file_shape`` as stored on disk,
+    ``spacing`` the voxel size in mm along (S, H, W)."""
 
     data: np.ndarray
     affine: np.ndarray
     file_shape: tuple[int, ...]
     path: Path
+    spacing: Spacing
 
 
 @dataclass
 class Case:
-    """One case as arrays: ``image`` float32 (C, S, H, W), ``label`` integer (S, H, W)."""
+    """One case as arrays: ``image`` float32 (C, S, H, W), ``label`` integer (S, H, W),
+    ``spacing`` the voxel size in mm along (S, H, W) from the image header."""
 
     case_id: str
     image: np.ndarray
     label: np.ndarray
     affine: np.ndarray
     channel_names: tuple[str, ...]
+    spacing: Spacing
+
+
+@dataclass(frozen=True)
+class CaseGeometry:
+    """A case's voxel grid: ``shape`` (S, H, W) and ``spacing`` in mm along the same axes."""
+
+    shape: tuple[int, int, int]
+    spacing: Spacing
+
+
+def affine_spacing(affine: np.ndarray, columns: Sequence[int]) -> Spacing:
+    """Voxel size in mm along the array axes whose affine columns are ``columns``: the
+    length of each column (rotations and flips in the affine do not change it)."""
+    lengths = np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
+    return tuple(float(lengths[c]) for c in columns)  # type: ignore[return-value]
 
 
 def file_format(path: Path) -> str:
@@ -103,7 +132,9 @@ def _read_nifti(path: Path, what: str) -> Volume:
         data = data[..., None]
     if data.ndim != 4:
         raise FileProblemError(path, f"expected a 3D volume (or 4D with channels last), got shape {file_shape}")
-    return Volume(np.moveaxis(data, (3, 2), (0, 1)), np.asarray(img.affine, np.float64), file_shape, path)  # (C, S, H, W)
+    affine = np.asarray(img.affine, np.float64)
+    data = np.moveaxis(data, (3, 2), (0, 1))  # (C, S, H, W)
+    return Volume(data, affine, file_shape, path, affine_spacing(affine, _NIFTI_SHW_COLUMNS))
 
 
 def _load_nifti(path: Path):
@@ -204,7 +235,8 @@ def _read_metaimage(path: Path, what: str) -> Volume:
     if img.GetDimension() != 3:
         raise FileProblemError(path, f"expected a 3D volume, got {img.GetDimension()}D of size {file_shape}")
     data = data[None] if data.ndim == 3 else np.moveaxis(data, 3, 0)  # (C, S, H, W)
-    return Volume(data, _metaimage_affine(img), file_shape, path)
+    affine = _metaimage_affine(img)
+    return Volume(data, affine, file_shape, path, affine_spacing(affine, _METAIMAGE_SHW_COLUMNS))
 
 
 def _metaimage_affine(img) -> np.ndarray:
@@ -329,7 +361,7 @@ def read_case(
         label = _label_problems(labels[0], channels[0] if channels else None, allowed_labels, problems)
     if problems or image is None or label is None:
         return problems, None
-    return [], Case(case_id, image, label, channels[0].affine, tuple(channel_names))
+    return [], Case(case_id, image, label, channels[0].affine, tuple(channel_names), channels[0].spacing)
 
 
 def _read_into(path: Path, what: str, out: list[Volume]) -> list[Problem]:

@@ -21,6 +21,8 @@ from mismatch.results.metrics import (
 )
 from mismatch.results.schema import (
     BIN_PARTS,
+    CASE_COLUMNS,
+    CASE_METRICS,
     COMPLETED,
     FAILED,
     IDENTITY,
@@ -30,6 +32,7 @@ from mismatch.results.schema import (
     OVERLAP_METRICS,
     SCHEMA_VERSION,
     STRING_IDENTITY,
+    SURFACE_METRICS,
     TABLES,
     THRESHOLD,
     TRIAL_COLUMNS,
@@ -37,14 +40,16 @@ from mismatch.results.schema import (
     bin_centres,
     bin_column,
     bin_columns,
+    empty_surface_values,
     table_columns,
 )
 from mismatch.results.versions import UPGRADES, Upgrade, read_columns, upgrade
 
 __all__ = [
-    "BIN_PARTS", "COMPLETED", "FAILED", "IDENTITY", "IMAGE_KEY", "IMAGE_METRICS", "N_BINS", "OVERLAP_METRICS",
-    "SCHEMA_VERSION", "STRING_IDENTITY", "TABLES", "THRESHOLD", "TRIAL_COLUMNS", "UPGRADES", "VARIANT", "Upgrade",
-    "add_bins", "bin_centres", "bin_column", "bin_columns", "bin_values", "brier", "confusion", "ece_from_bins",
-    "image_metrics", "iou_dice", "mean_dice_2class", "pooled_bins", "pooled_calibration", "read_columns", "reliability",
+    "BIN_PARTS", "CASE_COLUMNS", "CASE_METRICS", "COMPLETED", "FAILED", "IDENTITY", "IMAGE_KEY", "IMAGE_METRICS",
+    "N_BINS", "OVERLAP_METRICS", "SCHEMA_VERSION", "STRING_IDENTITY", "SURFACE_METRICS", "TABLES",
+    "THRESHOLD", "TRIAL_COLUMNS", "UPGRADES", "VARIANT", "Upgrade", "add_bins", "bin_centres", "bin_column",
+    "bin_columns", "bin_values", "brier", "confusion", "ece_from_bins", "empty_surface_values", "image_metrics",
+    "iou_dice", "mean_dice_2class", "pooled_bins", "pooled_calibration", "read_columns", "reliability",
     "reliability_bins", "table_columns", "upgrade",
 ]

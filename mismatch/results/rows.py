@@ -14,6 +14,7 @@ import pandas as pd
 
 from mismatch.results.metrics import bin_values, ece_from_bins, image_metrics
 from mismatch.results.schema import (
+    CASE_COLUMNS,
     COMPLETED,
     FAILED,
     IDENTITY,
@@ -52,6 +53,13 @@ def image_rows(ident: Mapping[str, Any], keys: Sequence[tuple[str, int, str]], p
     for i, key in enumerate(keys):
         rows.append({**ident, **dict(zip(IMAGE_KEY, key)), **image_metrics(prob[i], labels[i])})
     return pd.DataFrame(rows)
+
+
+def case_rows(ident: Mapping[str, Any], cases: Sequence[Mapping[str, Any]]) -> pd.DataFrame | None:
+    """The cases table: identity then each case's CASE_COLUMNS, in the schema's order (None if no case)."""
+    if not cases:
+        return None
+    return pd.DataFrame([{**ident, **{c: case[c] for c in CASE_COLUMNS}} for case in cases])
 
 
 def epoch_rows(ident: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

@@ -17,7 +17,7 @@ THRESHOLD = 0.5
 N_BINS = 5
 """Reliability bins: equal bins of binary confidence max(p, 1 - p) over [0.5, 1]."""
 
-TABLES = ("trials", "images", "epochs", "decoders")
+TABLES = ("trials", "images", "epochs", "decoders", "cases")
 """The Parquet tables of a study folder, one file per trial in ``<study>/<table>/``."""
 
 IDENTITY = ("schema_version", "study", "trial_id", "method", "model", "alpha", "labelled_slices",
@@ -91,6 +91,39 @@ DECODER_COLUMNS = ("decoder", "decoder_name", "ece", "mean_fg_prob")
 """Per-decoder columns after the identity and before the bin columns."""
 
 
+# cases/: one row per test case, on its volume reassembled from the test slices and patches
+CASE_KEY = ("case_id",)
+CASE_METRICS = ("dice", "iou", "hd95_mm", "assd_mm", "nsd", "nsd_tolerance_mm", "fg_voxels", "pred_voxels")
+"""Per-case metrics: overlap, surface distances in mm, normalised surface Dice, voxel counts."""
+CASE_GEOMETRY = ("spacing_z_mm", "spacing_y_mm", "spacing_x_mm", "n_slices", "missing_slices")
+"""The volume measured: voxel spacing along slices (z), rows (y) and columns (x) from the
+header; its planes (test slices); slices between its first and last plane that it lacks."""
+CASE_LIB = ("surface_metrics_lib",)
+"""The library and version that computed hd95_mm, assd_mm and nsd, e.g. ``monai 1.6.1``."""
+CASE_COLUMNS = (*CASE_KEY, *CASE_METRICS, *CASE_GEOMETRY, *CASE_LIB)
+"""Per-case columns after the identity, in row order."""
+SURFACE_METRICS = ("hd95_mm", "assd_mm", "nsd")
+"""The per-case metrics measured on surfaces (fixed by the empty conventions below)."""
+HD_PERCENTILE = 95
+"""``hd95_mm``: the larger of the two directed 95th percentiles of surface distances."""
+
+
+def empty_surface_values(fg_voxels: int, pred_voxels: int, diagonal_mm: float) -> dict[str, float] | None:
+    """The surface metrics fixed by the empty conventions; None when both masks have foreground.
+
+    - empty truth and empty prediction: ``nsd`` 1 (nothing to find, nothing found, like
+      Dice), ``hd95_mm`` and ``assd_mm`` NaN (there is no surface to measure);
+    - exactly one of them empty: ``nsd`` 0 and ``hd95_mm`` = ``assd_mm`` = ``diagonal_mm``,
+      the diagonal of the case's volume in mm (the largest distance it holds, as in BraTS).
+      A missed structure is never a distance of 0, and never NaN that a mean would skip.
+    """
+    if fg_voxels and pred_voxels:
+        return None
+    if not fg_voxels and not pred_voxels:
+        return {"hd95_mm": float("nan"), "assd_mm": float("nan"), "nsd": 1.0}
+    return {"hd95_mm": float(diagonal_mm), "assd_mm": float(diagonal_mm), "nsd": 0.0}
+
+
 def loss_column(term: str) -> str:
     """The epochs column of one loss term, e.g. ``loss_dice``."""
     return LOSS_PREFIX + term
@@ -103,6 +136,7 @@ def table_columns(table: str) -> tuple[str, ...]:
         "images": (*IDENTITY, *IMAGE_KEY, *IMAGE_METRICS, *bin_columns()),
         "epochs": (*IDENTITY, *EPOCH_COLUMNS, *VAL_COLUMNS),
         "decoders": (*IDENTITY, *DECODER_COLUMNS, *bin_columns()),
+        "cases": (*IDENTITY, *CASE_COLUMNS),
     }
     if table not in columns:
         raise ValueError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")

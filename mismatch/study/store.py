@@ -6,6 +6,7 @@ Layout (docs/results-schema.md)::
     <storage>/<study>/images/<trial_id>.parquet
     <storage>/<study>/epochs/<trial_id>.parquet
     <storage>/<study>/decoders/<trial_id>.parquet
+    <storage>/<study>/cases/<trial_id>.parquet
     <storage>/<study>/predictions/<trial_id>.npz
 
 ``storage`` is a local path or a URI that pyarrow understands (``s3://``, ``gs://``,
@@ -80,6 +81,7 @@ def write_trial(
     predictions: dict[str, np.ndarray] | None = None,
     splits: dict[str, Any] | None = None,
     decoders: pd.DataFrame | None = None,
+    cases: pd.DataFrame | None = None,
 ) -> str:
     """Write one trial's tables under ``<storage>/<study>/``; the trials row is written last.
 
@@ -101,6 +103,8 @@ def write_trial(
         _write_atomic(fs, f"{base}/images/{trial_id}.parquet", _parquet_bytes(images))
     if decoders is not None and len(decoders):
         _write_atomic(fs, f"{base}/decoders/{trial_id}.parquet", _parquet_bytes(decoders))
+    if cases is not None and len(cases):
+        _write_atomic(fs, f"{base}/cases/{trial_id}.parquet", _parquet_bytes(cases))
     if predictions:
         buf = io.BytesIO()
         np.savez_compressed(buf, **predictions)
@@ -113,7 +117,7 @@ def write_result(storage: str, result: Any, extra: dict[str, Any] | None = None)
     """Write every table of a finished trial (a :class:`mismatch.evaluate.TrialResult`)."""
     trial = {**result.trial, **(extra or {})}
     return write_trial(storage, trial["study"], trial["trial_id"], trial, result.images, result.epochs,
-                       result.predictions, result.splits, result.decoders)
+                       result.predictions, result.splits, result.decoders, result.cases)
 
 
 def read_table(storage: str, study: str, table: str, columns: list[str] | None = None) -> pd.DataFrame:
