@@ -17,7 +17,9 @@ class CCTConfig(MethodConfig):
     """Settings of CCT: one auxiliary decoder per entry of ``perturbations``.
 
     ``alpha`` is Ouali's unsupervised weight w_u (30), ramped up over ``rampup_epochs``
-    (Ouali: the first 10% of training, i.e. 5 of the paper's 50 epochs).
+    (Ouali: the first 10% of training, i.e. 5 of the paper's 50 epochs). ``dropout_rate`` is
+    the spatial-dropout rate of the ``dropout`` perturbation: 0.3, Ouali's code (``DropOutDecoder``
+    ``drop_rate=0.3``); versions before this setting used 0.5.
     """
 
     implementation: ClassVar[str] = "mismatch.methods.cct:CCT"
@@ -30,4 +32,5 @@ class CCTConfig(MethodConfig):
     width: int = Field(24, ge=1)
     alpha: float = Field(30.0, ge=0)
     rampup_epochs: int = Field(5, ge=0)
+    dropout_rate: float = Field(0.3, ge=0, lt=1)
     perturbations: tuple[PerturbationName, ...] = Field(("feature-noise", "feature-drop", "dropout"), min_length=1)
