@@ -32,7 +32,9 @@ from mismatch.results.schema import (
     STRING_IDENTITY,
     TABLES,
     THRESHOLD,
+    TRIAL_BUDGET,
     TRIAL_COLUMNS,
+    TRIAL_PROTOCOL,
     VARIANT,
     bin_centres,
     bin_column,
@@ -43,7 +45,8 @@ from mismatch.results.versions import UPGRADES, Upgrade, read_columns, upgrade
 
 __all__ = [
     "BIN_PARTS", "COMPLETED", "FAILED", "IDENTITY", "IMAGE_KEY", "IMAGE_METRICS", "N_BINS", "OVERLAP_METRICS",
-    "SCHEMA_VERSION", "STRING_IDENTITY", "TABLES", "THRESHOLD", "TRIAL_COLUMNS", "UPGRADES", "VARIANT", "Upgrade",
+    "SCHEMA_VERSION", "STRING_IDENTITY", "TABLES", "THRESHOLD", "TRIAL_BUDGET", "TRIAL_COLUMNS",
+    "TRIAL_PROTOCOL", "UPGRADES", "VARIANT", "Upgrade",
     "add_bins", "bin_centres", "bin_column", "bin_columns", "bin_values", "brier", "confusion", "ece_from_bins",
     "image_metrics", "iou_dice", "mean_dice_2class", "pooled_bins", "pooled_calibration", "read_columns", "reliability",
     "reliability_bins", "table_columns", "upgrade",
