@@ -163,8 +163,11 @@ def epoch_batches(data: TrialData, epoch: int, train: TrainSpec, use_unlabelled:
     return stream_batches(data, epoch, train.seed, train.batch_size, use_unlabelled, train.budget)
 
 
-def steps_per_epoch(data: TrialData, train: TrainSpec, use_unlabelled: bool = True) -> int:
-    """Optimiser steps in one epoch of :func:`epoch_batches`."""
+def steps_per_epoch(data: TrialData, train: TrainSpec | int, use_unlabelled: bool = True) -> int:
+    """Optimiser steps in one epoch of :func:`epoch_batches` (an int ``train`` is a batch size
+    under the paper's protocol, the signature before stream protocols existed)."""
+    if isinstance(train, int):
+        train = TrainSpec(batch_size=train)
     if train.stream == "two-stream":
         return two_stream_steps(data, train.batch_size)
     n_lab, n_unl = len(data.labelled.images), len(data.unlabelled.images)
