@@ -69,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Run one trial and write its Parquet rows."""
     from mismatch.study.store import write_result, write_trial
     from mismatch.summary import format_summary
-    from mismatch.train import NonFiniteLossError, failed_trial_row, run_trial
+    from mismatch.train import NON_FINITE_ERRORS, failed_trial_row, run_trial
 
     spec = build_train_spec(args)
     if args.dry_run:
@@ -77,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     try:
         result = run_trial(spec, on_epoch_end=_print_epoch if not args.quiet else None)
-    except NonFiniteLossError as err:
+    except NON_FINITE_ERRORS as err:
         folder = write_trial(args.out, spec.study, spec.trial_id(), failed_trial_row(spec, err))
         print(f"error: trial {spec.trial_id()} failed: {err} (recorded in {folder}/trials/)", file=sys.stderr)
         return 1

@@ -177,6 +177,9 @@ class ProtocolSpec(StrictModel):
     ``unlabelled_slices`` caps the unlabelled pool (None: every qualifying slice).
     ``unlabelled_cases: rest`` makes every case not otherwise used unlabelled. ``preset``
     names a protocol of :data:`PROTOCOL_PRESETS` that fills the fields the spec does not set.
+    ``label_draw`` picks which labels a fold uses: draw 0 is the paper's choice (the fold's
+    labelled case(s), from their first qualifying slice); draw d > 0 deterministically picks
+    another labelled case and first labelled slice (:mod:`mismatch.data.selection`).
     """
 
     preset: str | None = None
@@ -192,6 +195,7 @@ class ProtocolSpec(StrictModel):
     labelled_slices: int = Field(5, ge=1)
     unlabelled_slices: int | None = Field(None, ge=0)
     split_seed: int = 0
+    label_draw: int = Field(0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -218,6 +222,15 @@ class TrainSpec(StrictModel):
     and are errors when set for another, so no setting is silently ignored.
     ``nsd_tolerance_mm`` is the tolerance of the per-case normalised surface Dice (``nsd`` in
     the cases table; docs/results-schema.md says why 1 mm by default).
+
+    ``stream`` is the protocol that turns slices into optimiser steps (docs/methods.md):
+    ``streaming`` (the paper's: every labelled and unlabelled slice once per epoch in one
+    shuffled stream) or ``two-stream`` (every step a labelled batch, cycling the labelled
+    slices, plus an unlabelled batch for semi-supervised methods; an epoch is one pass over
+    the unlabelled pool, and supervised methods take as many steps). Under ``streaming``,
+    ``budget`` says what supervised methods stream: ``paper`` (the labelled slices once per
+    epoch) or ``steps`` (labelled slices, cycled, up to the semi-supervised stream's length).
+    The defaults are today's (and the paper's); new studies set ``stream: two-stream``.
     """
 
     epochs: int = Field(50, ge=1)
@@ -238,9 +251,14 @@ class TrainSpec(StrictModel):
     deterministic: bool = True
     prediction_maps: int = Field(4, ge=0, le=64)
     nsd_tolerance_mm: float = Field(1.0, gt=0)
+    stream: Literal["streaming", "two-stream"] = "streaming"
+    budget: Literal["paper", "steps"] = "paper"
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainSpec:
+        if self.stream == "two-stream" and self.budget != "paper":
+            raise ValueError("budget applies to stream: streaming (under two-stream every method takes the "
+                             "same steps); remove it")
         if self.optimizer != "sgd" and (self.momentum is not None or self.nesterov):
             raise ValueError(f"momentum and nesterov apply to optimizer: sgd, not {self.optimizer!r}")
         if self.nesterov and self.effective_momentum() == 0:
@@ -263,14 +281,15 @@ class TrainSpec(StrictModel):
 
     def identity_dict(self) -> dict[str, Any]:
         """This section of a trial's identity: without the fields that do not change results
-        (``device``, ``prediction_maps``, ``check_every``) and without the training hooks and
-        ``nsd_tolerance_mm`` at their defaults, so specs written before they existed keep their
-        trial ids."""
+        (``device``, ``prediction_maps``, ``check_every``) and without the training hooks,
+        ``nsd_tolerance_mm`` and the stream protocol at their defaults, so specs written before
+        they existed keep their trial ids (``streaming`` with ``paper`` is today's loop)."""
         data = self.model_dump(mode="json")
         for key in ("prediction_maps", "device", "check_every"):
             data.pop(key)
         defaults = TrainSpec().model_dump(mode="json")
-        for key in ("momentum", "nesterov", "schedule", "clip_grad_norm", "precision", "nsd_tolerance_mm"):
+        for key in ("momentum", "nesterov", "schedule", "clip_grad_norm", "precision", "nsd_tolerance_mm", "stream",
+                    "budget"):
             if data[key] == defaults[key]:
                 data.pop(key)
         return data
@@ -338,6 +357,9 @@ class MethodConfig(StrictModel):
     reference: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     requires: ClassVar[dict[str, Any]] = {}
+    #: Settings added after trials were stored, dropped from the trial id at these values so
+    #: stored trials keep their ids (e.g. MTA's ``training: joint``).
+    identity_defaults: ClassVar[dict[str, Any]] = {}
 
     name: str
 
@@ -385,6 +407,11 @@ class TrialSpec(StrictModel):
         for section, keys in (("data", ("preset", "label_values")), ("protocol", ("preset",))):
             for key in keys:
                 data[section].pop(key, None)
+        if data["protocol"].get("label_draw") == 0:
+            data["protocol"].pop("label_draw")
+        for key, default in self.method.identity_defaults.items():
+            if data["method"].get(key) == default:
+                data["method"].pop(key)
         if data["data"].get("prepared") is None:
             data["data"].pop("prepared", None)
         data["train"] = self.train.identity_dict()

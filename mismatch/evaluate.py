@@ -38,6 +38,30 @@ EVAL_BATCH = 16
 TIMED_IMAGES = 20
 
 
+class NonFiniteProbabilityError(FloatingPointError):
+    """A predicted probability is NaN or infinite; the message names the image.
+
+    Thresholding would count a NaN pixel as background and the ECE of its image would be NaN,
+    which pandas skips when pooling: the trial would look fine. It fails instead.
+    """
+
+
+def check_probabilities(prob: np.ndarray, slices: SliceSet, where: str) -> None:
+    """Raise :class:`NonFiniteProbabilityError` naming the first image (case id, slice, patch)
+    of ``slices`` whose probability ``prob`` (N, H, W) has a NaN or infinite pixel."""
+    finite = np.isfinite(prob.reshape(len(prob), -1)).all(axis=1)  # (N,)
+    if finite.all():
+        return
+    bad = np.flatnonzero(~finite)
+    i = int(bad[0])
+    pixels = int(np.count_nonzero(~np.isfinite(prob[i])))
+    raise NonFiniteProbabilityError(
+        f"non-finite probability on {where} image case_id={slices.case_ids[i]!r} "
+        f"slice_index={int(slices.slice_index[i])} patch={slices.patch[i]!r} ({pixels} pixels; "
+        f"{len(bad)} of {len(prob)} images affected)"
+    )
+
+
 @dataclass
 class TrialResult:
     """The rows one trial produces (see docs/results-schema.md)."""
@@ -96,9 +120,11 @@ def decoder_calibration(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
     return {**bins, "fg_prob_sum": float(prob[fg].sum()), "fg_pixels": int(fg.sum())}
 
 
-def image_metric_rows(methods: list[Method], slices: SliceSet, device: torch.device) -> list[dict[str, Any]]:
-    """Per-image metric rows for a slice set."""
+def image_metric_rows(methods: list[Method], slices: SliceSet, device: torch.device,
+                      where: str = "validation") -> list[dict[str, Any]]:
+    """Per-image metric rows for a slice set (a non-finite probability raises)."""
     prob, _ = predict(methods, slices.images, device)
+    check_probabilities(prob, slices, where)
     return [results.image_metrics(prob[i], slices.labels[i]) for i in range(len(prob))]
 
 
@@ -167,7 +193,8 @@ def trial_identity(spec: TrialSpec, *, model: str, alpha: float, unlabelled_slic
     return rows.identity(
         study=spec.study, trial_id=spec.trial_id(), method=spec.method.name, model=model, alpha=alpha,
         labelled_slices=spec.protocol.labelled_slices, unlabelled_slices=unlabelled_slices,
-        fold=spec.protocol.fold, seed=spec.train.seed, dataset_fingerprint=dataset_fingerprint,
+        fold=spec.protocol.fold, seed=spec.train.seed, label_draw=spec.protocol.label_draw,
+        dataset_fingerprint=dataset_fingerprint,
     )
 
 
@@ -199,11 +226,15 @@ def trial_row(spec: TrialSpec, ident: dict[str, Any], method: Method, state: Tra
     losses = rows.final_losses(state.history)
     last = state.history[-1]
     result = {
+        "stream": spec.train.stream,
+        "budget": spec.train.budget,
         "spec_json": spec.model_dump_json(),
         "params": method.inference_parameters(),
         "train_time_s": state.train_time_s,
         "epochs": state.epoch,
         "resumed_from_epoch": state.resumed_from_epoch,
+        "optimizer_steps": state.step,
+        "labelled_presentations": state.labelled_presentations,
         "final_loss": losses.get("loss", float("nan")),
         "final_losses_json": json.dumps(losses, sort_keys=True),
         "best_val_iou": max(h["val_iou"] for h in state.history),
@@ -216,7 +247,8 @@ def trial_row(spec: TrialSpec, ident: dict[str, Any], method: Method, state: Tra
 
 def failed_trial_row(spec: TrialSpec, error: BaseException, started: str | None = None) -> dict[str, Any]:
     """The per-trial row of a trial that failed for good (bad data, non-finite loss, ...)."""
-    return rows.failed_trial_row(spec_identity(spec), error, spec_json=spec.model_dump_json(),
+    return rows.failed_trial_row(spec_identity(spec), error, stream=spec.train.stream, budget=spec.train.budget,
+                                 spec_json=spec.model_dump_json(),
                                  code_version=code_version(), torch_version=torch.__version__,
                                  started_at=started or utc_now(), finished_at=utc_now())
 
@@ -235,6 +267,7 @@ def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: Trai
     """Test the trained trial (snapshot ensemble) and build every table's rows."""
     ensemble = snapshot_methods(method, state)
     prob, decoders = predict(ensemble, data.test.images, device, labels=data.test.labels)
+    check_probabilities(prob, data.test, "test")
     ident = identity_columns(spec, method, data)
     splits = all_fold_splits(spec, data)
     run = {

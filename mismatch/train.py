@@ -1,7 +1,8 @@
-"""THE training loop: one trial, any method, the paper's streaming protocol.
+"""THE training loop: one trial, any method, under the spec's stream protocol.
 
 ``run_trial(spec)`` prepares the trial's slices, trains the method named by the spec with
-labelled and unlabelled slices in one shuffled stream per epoch, validates every epoch,
+labelled and unlabelled slices (the paper's one shuffled stream per epoch, or two streams:
+see :func:`epoch_batches` and docs/methods.md), validates every epoch,
 and hands the trained method to :func:`mismatch.evaluate.evaluate_trial`, which tests the
 snapshot ensemble and returns the rows of the results schema (docs/results-schema.md). It
 does not import Ray: the study runner calls it inside a Ray Tune trial through the
@@ -15,20 +16,34 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from mismatch.config import TrialSpec
+from mismatch.config import TrainSpec, TrialSpec
 from mismatch.data import TrialData, load_trial_data
-from mismatch.evaluate import TrialResult, evaluate_trial, failed_trial_row, utc_now, validate
+from mismatch.evaluate import (
+    NonFiniteProbabilityError,
+    TrialResult,
+    evaluate_trial,
+    failed_trial_row,
+    utc_now,
+    validate,
+)
 from mismatch.methods import Batch, Method, build_method
 from mismatch.optim import Optimization
 from mismatch.runtime import seed_everything, select_device
 
-__all__ = ["EpochReport", "NonFiniteLossError", "TrainState", "TrialResult", "failed_trial_row", "fit",
-           "run_trial", "stream_batches", "train_epoch"]
+__all__ = [
+    "NON_FINITE_ERRORS", "EpochReport", "NonFiniteLossError", "NonFiniteProbabilityError", "TrainState", "TrialResult",
+    "epoch_batches", "failed_trial_row", "fit", "run_trial", "steps_per_epoch", "stream_batches", "train_epoch",
+    "two_stream_batches",
+]
+
+Budget = Literal["paper", "steps"]
+# Sub-stream of default_rng([seed, epoch, LABELLED_STREAM, pass]): the labelled cycle's passes.
+LABELLED_STREAM = 1
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -38,6 +53,10 @@ class NonFiniteLossError(FloatingPointError):
     the message names the range of steps in which the value appeared (0-based, counted over
     the whole trial).
     """
+
+
+NON_FINITE_ERRORS: tuple[type[FloatingPointError], ...] = (NonFiniteLossError, NonFiniteProbabilityError)
+"""Errors that fail a trial for good (a retry gives the same NaN): recorded as failed rows."""
 
 
 @dataclass
@@ -55,42 +74,105 @@ class TrainState:
     """Everything needed to continue training after an interruption."""
 
     epoch: int = 0
-    step: int = 0
+    step: int = 0  # optimiser steps taken so far (the trial row's ``optimizer_steps``)
+    labelled_presentations: int = 0  # labelled slices seen by those steps (with repeats)
     history: list[dict[str, Any]] = field(default_factory=list)
     snapshots: list[dict[str, torch.Tensor]] = field(default_factory=list)
     train_time_s: float = 0.0
     resumed_from_epoch: int = 0
 
 
+def _labelled_cycle(n_lab: int, count: int, seed: int, epoch: int) -> np.ndarray:
+    """``count`` labelled indices: passes over ``range(n_lab)``, each reshuffled.
+
+    Pass ``p`` of epoch ``epoch`` is ``default_rng([seed, epoch, LABELLED_STREAM, p])``'s
+    permutation, so the cycle restarts every epoch and a resumed trial sees the same order.
+    """
+    passes = math.ceil(count / n_lab) if count else 0
+    orders = [np.random.default_rng([seed, epoch, LABELLED_STREAM, p]).permutation(n_lab) for p in range(passes)]
+    return np.concatenate(orders)[:count] if orders else np.zeros(0, dtype=np.int64)
+
+
+def _batch(data: TrialData, lab_idx: np.ndarray, unl_idx: np.ndarray) -> Batch:
+    """The labelled slices ``lab_idx`` first, then the unlabelled ``unl_idx`` (labels zeroed)."""
+    images = np.concatenate([data.labelled.images[lab_idx], data.unlabelled.images[unl_idx]])
+    labels = np.concatenate([data.labelled.labels[lab_idx], np.zeros_like(data.unlabelled.labels[unl_idx])])
+    mask = np.arange(len(lab_idx) + len(unl_idx)) < len(lab_idx)
+    return Batch(
+        image=torch.from_numpy(images),
+        label=torch.from_numpy(labels[:, None].astype(np.float32)),  # (B, 1, H, W)
+        labelled=torch.from_numpy(mask),
+        n_labelled=len(lab_idx),
+    )
+
+
 def stream_batches(
-    data: TrialData, epoch: int, seed: int, batch_size: int, use_unlabelled: bool = True
+    data: TrialData, epoch: int, seed: int, batch_size: int, use_unlabelled: bool = True, budget: Budget = "paper"
 ) -> Iterator[Batch]:
     """The streaming protocol: every labelled and unlabelled slice once, in one shuffled order.
 
     The order depends only on (seed, epoch), so an interrupted trial resumes the same stream.
-    Supervised-only methods (``use_unlabelled=False``) stream the labelled slices alone.
+    Supervised-only methods (``use_unlabelled=False``) stream the labelled slices alone
+    (``budget="paper"``) or the labelled slices cycled, each pass reshuffled, up to the
+    length of the semi-supervised stream (``budget="steps"``).
     """
     n_lab = len(data.labelled.images)
-    n_unl = len(data.unlabelled.images) if use_unlabelled else 0
+    n_unl = len(data.unlabelled.images)
+    if not use_unlabelled and budget == "steps":
+        order = _labelled_cycle(n_lab, n_lab + n_unl, seed, epoch)
+        for start in range(0, len(order), batch_size):
+            yield _batch(data, order[start : start + batch_size], np.zeros(0, dtype=np.int64))
+        return
+    n_unl = n_unl if use_unlabelled else 0
     order = np.random.default_rng([seed, epoch]).permutation(n_lab + n_unl)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        lab_idx, unl_idx = idx[idx < n_lab], idx[idx >= n_lab] - n_lab
-        images = np.concatenate([data.labelled.images[lab_idx], data.unlabelled.images[unl_idx]])
-        labels = np.concatenate([data.labelled.labels[lab_idx], np.zeros_like(data.unlabelled.labels[unl_idx])])
-        mask = np.arange(len(idx)) < len(lab_idx)
-        yield Batch(
-            image=torch.from_numpy(images),
-            label=torch.from_numpy(labels[:, None].astype(np.float32)),  # (B, 1, H, W)
-            labelled=torch.from_numpy(mask),
-            n_labelled=len(lab_idx),
-        )
+        yield _batch(data, idx[idx < n_lab], idx[idx >= n_lab] - n_lab)
 
 
-def steps_per_epoch(data: TrialData, batch_size: int, use_unlabelled: bool = True) -> int:
-    """Optimiser steps in one epoch of :func:`stream_batches`."""
-    n = len(data.labelled.images) + (len(data.unlabelled.images) if use_unlabelled else 0)
+def two_stream_batches(
+    data: TrialData, epoch: int, seed: int, batch_size: int, use_unlabelled: bool = True
+) -> Iterator[Batch]:
+    """The two-stream protocol: every step ``batch_size`` labelled slices (cycled, reshuffled
+    each pass) and, for semi-supervised methods, ``batch_size`` unlabelled slices.
+
+    An epoch is one shuffled pass over the unlabelled pool (``default_rng([seed, epoch])``);
+    supervised methods take the same number of steps with the labelled batch alone, so every
+    method takes the same optimiser steps and sees the same labelled presentations.
+    """
+    n_steps = two_stream_steps(data, batch_size)
+    labelled = _labelled_cycle(len(data.labelled.images), n_steps * batch_size, seed, epoch)
+    unlabelled = np.random.default_rng([seed, epoch]).permutation(len(data.unlabelled.images))
+    for step in range(n_steps):
+        lab_idx = labelled[step * batch_size : (step + 1) * batch_size]
+        unl_idx = unlabelled[step * batch_size : (step + 1) * batch_size] if use_unlabelled else unlabelled[:0]
+        yield _batch(data, lab_idx, unl_idx)
+
+
+def two_stream_steps(data: TrialData, batch_size: int) -> int:
+    """Steps in one two-stream epoch: one pass over the unlabelled pool (over the labelled
+    slices when the pool is empty)."""
+    n = len(data.unlabelled.images) or len(data.labelled.images)
     return math.ceil(n / batch_size)
+
+
+def epoch_batches(data: TrialData, epoch: int, train: TrainSpec, use_unlabelled: bool = True) -> Iterator[Batch]:
+    """One epoch's batches under the spec's stream protocol (``train.stream``, ``train.budget``)."""
+    if train.stream == "two-stream":
+        return two_stream_batches(data, epoch, train.seed, train.batch_size, use_unlabelled)
+    return stream_batches(data, epoch, train.seed, train.batch_size, use_unlabelled, train.budget)
+
+
+def steps_per_epoch(data: TrialData, train: TrainSpec | int, use_unlabelled: bool = True) -> int:
+    """Optimiser steps in one epoch of :func:`epoch_batches` (an int ``train`` is a batch size
+    under the paper's protocol, the signature before stream protocols existed)."""
+    if isinstance(train, int):
+        train = TrainSpec(batch_size=train)
+    if train.stream == "two-stream":
+        return two_stream_steps(data, train.batch_size)
+    n_lab, n_unl = len(data.labelled.images), len(data.unlabelled.images)
+    n = n_lab + n_unl if use_unlabelled or train.budget == "steps" else n_lab
+    return math.ceil(n / train.batch_size)
 
 
 def _check_finite(sums: dict[str, torch.Tensor], first: int, last: int, epoch: int) -> list[float]:
@@ -121,7 +203,7 @@ def train_epoch(
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     unchecked = state.step  # first step whose losses no check has seen
-    stream = stream_batches(data, state.epoch, spec.train.seed, spec.train.batch_size, method.uses_unlabelled)
+    stream = epoch_batches(data, state.epoch, spec.train, method.uses_unlabelled)
     for index, batch in enumerate(stream, start=1):
         with optim.autocast():
             losses = method.training_step(batch.to(device), state.epoch)
@@ -134,6 +216,7 @@ def train_epoch(
         optim.step(losses["loss"])
         method.after_step()
         state.step += 1
+        state.labelled_presentations += batch.n_labelled or 0
     values = _check_finite(sums, unchecked, state.step - 1, state.epoch)
     return {name: value / counts[name] for name, value in zip(sums, values)}
 
@@ -141,7 +224,7 @@ def train_epoch(
 def build_optimization(method: Method, spec: TrialSpec, data: TrialData, device: torch.device) -> Optimization:
     """The method's optimisers and schedules (:meth:`Method.configure_optimizers`), with the
     spec's gradient clipping and precision."""
-    steps = steps_per_epoch(data, spec.train.batch_size, method.uses_unlabelled)
+    steps = steps_per_epoch(data, spec.train, method.uses_unlabelled)
     return Optimization(method.configure_optimizers(spec.train, steps), spec.train, device)
 
 

@@ -192,8 +192,12 @@ def dataset_files(root: Path, layout: Layout, cases: Sequence[str]) -> list[Path
 
 
 def trial_fingerprint(data_fp: str, protocol: ProtocolSpec) -> str:
-    """sha256 of the data fingerprint and the split protocol."""
-    payload = json.dumps({"data": data_fp, "protocol": protocol.model_dump(mode="json")}, sort_keys=True)
+    """sha256 of the data fingerprint and the split protocol (label draw 0 left out, so
+    fingerprints from before label draws existed hold)."""
+    split = protocol.model_dump(mode="json")
+    if split.get("label_draw") == 0:
+        split.pop("label_draw")
+    payload = json.dumps({"data": data_fp, "protocol": split}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

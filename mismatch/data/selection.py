@@ -6,7 +6,8 @@ named by ``(case_id, slice_index)``.
 - Labelled: the first ``n`` qualifying slices, walking the labelled cases in split order
   and each case's qualifying slices in ascending slice index. "Consecutive" means
   consecutive among qualifying slices: a non-qualifying slice in between is skipped, not
-  counted.
+  counted. A label draw ``d > 0`` starts at a seeded position instead of the first
+  qualifying slice (:func:`labelled_start`); draw 0 starts at the first.
 - Unlabelled: every qualifying slice of the unlabelled cases, or a seeded random sample
   of ``n`` of them (kept in case / slice order).
 - Validation and test: every qualifying slice of their cases.
@@ -29,16 +30,23 @@ def all_qualifying(qualifying: Mapping[str, np.ndarray], cases: Sequence[str]) -
 
 
 def select_labelled(
-    qualifying: Mapping[str, np.ndarray], cases: Sequence[str], n: int
+    qualifying: Mapping[str, np.ndarray], cases: Sequence[str], n: int, rng: np.random.Generator | None = None
 ) -> list[SliceRef]:
-    """The first ``n`` qualifying slices of the labelled ``cases`` (see module docstring)."""
+    """``n`` consecutive qualifying slices of the labelled ``cases`` (see module docstring):
+    the first ``n``, or from a start drawn by ``rng`` (:func:`labelled_start`) when given."""
     pool = all_qualifying(qualifying, cases)
     if n > len(pool):
         raise DataError(
             f"{n} labelled slices asked but the labelled case(s) {list(cases)} have only "
             f"{len(pool)} qualifying slices (lower labelled_slices or min_foreground)"
         )
-    return pool[:n]
+    start = labelled_start(len(pool), n, rng) if rng is not None else 0
+    return pool[start : start + n]
+
+
+def labelled_start(pool: int, n: int, rng: np.random.Generator) -> int:
+    """A seeded first labelled slice: uniform over the starts that leave ``n`` slices."""
+    return int(rng.integers(0, pool - n + 1))
 
 
 def select_unlabelled(

@@ -9,6 +9,12 @@ order as unlabelled, validation and test cases; any left over are not used
 ``tuning_cases: k``, :func:`held_out_cases` first sets ``k`` cases aside (seeded, the same for
 every fold); the folds are made from the rest, and a search scores on the set-aside cases.
 
+Label draws (``protocol.label_draw``, :func:`draw_labelled`): draw ``d`` labels the next
+``L`` cases of the fold's training cases (labelled then unlabelled, in split order) after
+rotating by ``d * L``; the case(s) it replaces become unlabelled. Validation and test cases
+never change, so every draw of a fold is scored on the same test cases. Draw 0 is the split
+above, exactly.
+
 ``splits.json`` maps each fold (as a string) to its roles::
 
     {"0": {"labelled": ["c0"], "unlabelled": [...], "validation": [...], "test": [...]}}
@@ -67,7 +73,24 @@ def make_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> Splits:
     for role in ROLES[1:]:
         splits[role] = rest[start : start + counts[role]]
         start += counts[role]
-    return splits
+    return draw_labelled(splits, protocol.label_draw)
+
+
+def draw_labelled(splits: Splits, draw: int) -> Splits:
+    """The split with label draw ``draw`` applied (see the module docstring); draw 0 is ``splits``.
+
+    The training cases (labelled + unlabelled, in split order) are rotated by ``draw * L``;
+    the first ``L`` become labelled and the rest, in the same order, unlabelled. With no
+    unlabelled case the labelled case(s) stay, and only the first labelled slice moves.
+    """
+    n_lab = len(splits["labelled"])
+    pool = [*splits["labelled"], *splits["unlabelled"]]
+    if draw == 0 or len(pool) == n_lab:
+        return splits
+    shift = (draw * n_lab) % len(pool)
+    rotated = pool[shift:] + pool[:shift]
+    labelled = rotated[:n_lab]
+    return {**splits, "labelled": labelled, "unlabelled": [c for c in pool if c not in labelled]}
 
 
 def held_out_cases(case_ids: Sequence[str], protocol: ProtocolSpec) -> list[str]:

@@ -48,6 +48,7 @@ __all__ = [
 # Sub-streams of default_rng([split_seed, fold, stream, ...]); stream 0 is the split itself.
 _UNLABELLED_STREAM = 1
 _CORNER_STREAM = 2
+_LABEL_DRAW_STREAM = 3
 
 
 @dataclass
@@ -233,8 +234,10 @@ def dataset_root(data: DataSpec, cache_dir: Path | None = None) -> Path:
 
 def _select(qualifying: dict[str, np.ndarray], splits: Splits, protocol: ProtocolSpec) -> dict[str, list[SliceRef]]:
     rng = np.random.default_rng([protocol.split_seed, protocol.fold, _UNLABELLED_STREAM])
+    draw = protocol.label_draw
+    start = np.random.default_rng([protocol.split_seed, protocol.fold, _LABEL_DRAW_STREAM, draw]) if draw else None
     return {
-        "labelled": select_labelled(qualifying, splits["labelled"], protocol.labelled_slices),
+        "labelled": select_labelled(qualifying, splits["labelled"], protocol.labelled_slices, start),
         "unlabelled": select_unlabelled(qualifying, splits["unlabelled"], protocol.unlabelled_slices, rng),
         "validation": all_qualifying(qualifying, splits["validation"]),
         "test": all_qualifying(qualifying, splits["test"]),

@@ -13,7 +13,7 @@ Perturbations (Ouali et al., Sec. 3.2), one per auxiliary decoder:
 - ``feature-noise``: ``z + z * n``, ``n ~ U(-0.3, 0.3)`` elementwise;
 - ``feature-drop``: zero the positions whose channel-mean activation exceeds ``gamma`` times
   its maximum, ``gamma ~ U(0.7, 0.9)`` per slice (drops the most activated regions);
-- ``dropout``: spatial dropout (whole channels), p = 0.5;
+- ``dropout``: spatial dropout (whole channels), p = ``dropout_rate`` (0.3, Ouali's code);
 - ``object-masking`` / ``context-masking``: keep only the context / only the objects of the
   main decoder's (detached) prediction ``p >= 0.5``, resized to each feature's resolution.
 
@@ -37,7 +37,6 @@ from mismatch.models import UNetDecoder, build_model
 
 FEATURE_NOISE = 0.3
 FEATURE_DROP_RANGE = (0.7, 0.9)
-DROPOUT_P = 0.5
 
 Perturbation = Callable[[list[torch.Tensor], torch.Tensor], list[torch.Tensor]]
 
@@ -59,9 +58,9 @@ def feature_drop(features: list[torch.Tensor], prob: torch.Tensor) -> list[torch
     return out
 
 
-def dropout(features: list[torch.Tensor], prob: torch.Tensor) -> list[torch.Tensor]:
-    """Spatial dropout (whole channels), p = 0.5, always on (it is a training perturbation)."""
-    return [F.dropout2d(z, p=DROPOUT_P, training=True) for z in features]
+def dropout(features: list[torch.Tensor], prob: torch.Tensor, rate: float = 0.3) -> list[torch.Tensor]:
+    """Spatial dropout (whole channels) at ``rate``, always on (it is a training perturbation)."""
+    return [F.dropout2d(z, p=rate, training=True) for z in features]
 
 
 def _object_mask(z: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
@@ -106,9 +105,14 @@ class CCT(Method):
     def aux_logits(self, features: Sequence[torch.Tensor], main_prob: torch.Tensor) -> list[torch.Tensor]:
         """Each auxiliary decoder's logits on its own perturbation of ``features``."""
         return [
-            decoder(PERTURBATIONS[name](list(features), main_prob))
+            decoder(self._perturb(name, list(features), main_prob))
             for name, decoder in zip(self.config.perturbations, self.aux)
         ]
+
+    def _perturb(self, name: str, features: list[torch.Tensor], main_prob: torch.Tensor) -> list[torch.Tensor]:
+        if name == "dropout":
+            return dropout(features, main_prob, self.config.dropout_rate)
+        return PERTURBATIONS[name](features, main_prob)
 
     def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         """Dice on the main decoder for labelled slices; aux-to-main MSE for unlabelled ones."""

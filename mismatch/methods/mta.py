@@ -9,9 +9,12 @@ ones. The reconstruction decoder reads the bridge only (no skip connections: wit
 full-resolution skip it could copy the input without the encoder learning anything). Inputs
 get Gaussian noise; the reconstruction targets are the clean slice's attended images.
 
-Loss: labelled slices ``Dice + alpha * MSE``, unlabelled slices ``alpha * MSE`` (joint
-training; Chen et al. also describe alternating training, not offered here). At test time
-only the segmentation path runs: a U-Net.
+Loss (``training: joint``, default): labelled slices ``Dice + alpha * MSE``, unlabelled slices
+``alpha * MSE``. ``training: alternating`` (Chen et al.'s other strategy): optimiser steps
+alternate between the segmentation loss (Dice on the step's labelled slices) and the
+reconstruction loss (unweighted MSE on all its slices); a segmentation turn whose batch has no
+labelled slice trains the reconstruction instead. The turn is kept in the state dict, so a
+resumed trial continues the alternation. At test time only the segmentation path runs: a U-Net.
 """
 
 from __future__ import annotations
@@ -56,6 +59,28 @@ def attended_images(image: torch.Tensor, attention: torch.Tensor) -> torch.Tenso
     return torch.cat([image * attention, image * (1 - attention)], dim=1)
 
 
+class AlternatingTurn(nn.Module):
+    """Counts alternating steps; even steps train segmentation, odd ones reconstruction.
+
+    A module only for its extra state (the count), so checkpoints and snapshots carry it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def next(self) -> int:
+        """This step's turn (0 segmentation, 1 reconstruction); advances the count."""
+        turn, self.count = self.count % 2, self.count + 1
+        return turn
+
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor(self.count)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.count = int(state)
+
+
 class MTA(Method):
     """Segmentation plus attention-separated image reconstruction from a shared encoder."""
 
@@ -66,6 +91,8 @@ class MTA(Method):
         super().__init__(config, in_channels)
         self.net = build_model("unet", in_channels=in_channels, width=config.width)  # segmentation path
         self.reconstruction = ReconstructionDecoder(config.width, 2 * in_channels)
+        if config.training == "alternating":
+            self.turn = AlternatingTurn()
 
 
     def reconstruction_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +105,10 @@ class MTA(Method):
         return error.flatten(1).mean(dim=1), prob
 
     def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
-        """Dice on labelled slices; ``alpha`` x reconstruction MSE on every slice."""
+        """Joint: Dice on labelled slices plus ``alpha`` x reconstruction MSE on every slice.
+        Alternating: Dice or the unweighted MSE, by turn (module docstring)."""
+        if self.config.training == "alternating":
+            return self.alternating_step(batch)
         reconstruction, prob = self.reconstruction_loss(batch)
         losses: dict[str, torch.Tensor] = {}
         if batch.n_labelled:
@@ -86,3 +116,14 @@ class MTA(Method):
         losses["reconstruction"] = self.config.alpha * reconstruction.mean()
         losses["loss"] = sum(losses.values())
         return losses
+
+    def alternating_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One step of alternating training: the segmentation or the reconstruction loss."""
+        if self.turn.next() == 0 and batch.n_labelled:
+            image = gaussian_noise(batch.image[batch.lab], self.config.noise_std)  # as in joint training
+            prob = torch.sigmoid(self.net.decoders[0](self.net.encoder(image)))
+            dice = soft_dice_loss(prob, batch.label[batch.lab])
+            return {"dice": dice, "loss": dice}
+        reconstruction, _ = self.reconstruction_loss(batch)
+        mse = reconstruction.mean()
+        return {"reconstruction": mse, "loss": mse}

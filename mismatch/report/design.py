@@ -114,14 +114,38 @@ def main_columns(trials: pd.DataFrame, axis: str) -> list[Column]:
             broadcast = axis == "unlabelled_slices" and variant["values"] == frozenset({0})
             columns.append(Column(_key(method, variant, group), method, variant["model"],
                                   variant["alpha_key"], broadcast))
-    return columns
+    return _with_alpha0_control(columns, coverage)
+
+
+CONTROL_KEY = "MisMatch, alpha = 0"
+
+
+def _with_alpha0_control(columns: list[Column], coverage: pd.DataFrame) -> list[Column]:
+    """``columns`` with MisMatch at alpha = 0 beside Sup2 when the study has both (and another
+    MisMatch variant: the reference).
+
+    MisMatch with alpha = 0 trains Sup2's network on the same stream with a zero consistency
+    gradient: the control that separates the consistency loss from the extra optimiser steps.
+    """
+    def is_zero(c: Column) -> bool:
+        return c.method == REFERENCE_METHOD and c.alpha_key == "0"
+
+    zero = coverage[(coverage["method"] == REFERENCE_METHOD) & (coverage["alpha_key"] == "0")]
+    others = [c for c in columns if c.method == REFERENCE_METHOD and not is_zero(c)]
+    if not any(c.method == "sup2" for c in columns) or zero.empty or not others:
+        return columns
+    variant = zero.sort_values("n", ascending=False).iloc[0]
+    control = Column(CONTROL_KEY, REFERENCE_METHOD, variant["model"], "0")
+    kept = [c for c in columns if not is_zero(c)]
+    at = max(i for i, c in enumerate(kept) if c.method == "sup2") + 1
+    return kept[:at] + [control] + kept[at:]
 
 
 def _reference(columns: list[Column], reference: str) -> Column | None:
     for col in columns:
         if col.key == reference:
             return col
-    return next((c for c in columns if c.method == reference), None)
+    return next((c for c in columns if c.method == reference and c.key != CONTROL_KEY), None)
 
 
 def detect_design(trials: pd.DataFrame, reference: str = REFERENCE_METHOD) -> Design:

@@ -26,7 +26,8 @@ from mismatch.results.versions import ASSUMED_VERSION, VERSION_COLUMN
 IDENTITY = list(schema.IDENTITY)
 BIN_COLUMNS = schema.bin_columns()
 # The trials columns the report shows (the schema has more; see mismatch.results.TRIAL_COLUMNS).
-TRIAL_COLUMNS = IDENTITY + ["status", "error", "params", "infer_time_per_image_s", "train_time_s",
+TRIAL_COLUMNS = IDENTITY + ["status", "error", *schema.TRIAL_PROTOCOL, *schema.TRIAL_BUDGET, "params",
+                            "infer_time_per_image_s", "train_time_s",
                             "n_test_images", "device", "code_version", "torch_version",
                             "started_at", "finished_at"]
 DECODER_COLUMNS = ["trial_id", "decoder", "decoder_name", "mean_fg_prob", *BIN_COLUMNS]
@@ -150,7 +151,7 @@ def image_columns(metric: str, exclude_empty: bool) -> list[str]:
 
 def _complete(images: pd.DataFrame) -> pd.DataFrame:
     """Fill identity columns a merged file may lack, so the rest of the report can rely on them."""
-    defaults = {"alpha": np.nan, "labelled_slices": -1, "unlabelled_slices": -1, "fold": 0, "seed": 0,
+    defaults = {"alpha": np.nan, "labelled_slices": -1, "unlabelled_slices": -1, "fold": 0, "seed": 0, "label_draw": 0,
                 "study": "unknown", "model": "unknown", "dataset_fingerprint": "unknown",
                 "schema_version": ASSUMED_VERSION}
     for name, value in defaults.items():

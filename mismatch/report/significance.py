@@ -14,7 +14,7 @@ import pandas as pd
 from mismatch.report.design import Design
 from mismatch.report.stats import holm, mann_whitney, rank_biserial, wilcoxon_paired
 from mismatch.report.table import Cell, Table, fmt_num, fmt_p
-from mismatch.report.tables import SCALE, replicate_means
+from mismatch.report.tables import SCALE, protocol_label, replicate_means
 from mismatch.report.uncertainty import min_p_mann_whitney, min_p_wilcoxon
 
 _HEADER = ["baseline", "n", "mean (ref)", "mean (baseline)", "\u0394", "U", "r", "MWU p",
@@ -116,7 +116,8 @@ def pvalue_table(trials: pd.DataFrame, design: Design, at: int, alternative: str
     if design.reference is None or len(design.columns) < 2:
         return None
     frame = pvalue_rows(trials, design, at, alternative, mwu_method)
-    title = f"P-values of {design.reference.key} against each baseline ({design.axis_label} = {at})"
+    title = (f"P-values of {design.reference.key} against each baseline ({design.axis_label} = {at}) "
+             f"[{protocol_label(trials)}]")
     header = [h.replace("ref", design.reference.key) for h in _HEADER]
     rows = [_display(r) for _, r in frame.iterrows()]
     return Table("table3_pvalues", title, header, rows, frame, _notes(frame, design, at, alternative))

@@ -69,6 +69,7 @@ def trial_grid(grid: SyntheticGrid) -> pd.DataFrame:
     other = "unlabelled_slices" if grid.axis == "labelled_slices" else "labelled_slices"
     frame[other] = 20 if other == "labelled_slices" else 1200
     frame["fold" if grid.replicate == "seed" else "seed"] = 0
+    frame["label_draw"] = 0
     frame["schema_version"] = np.int32(SCHEMA_VERSION)
     frame["study"] = grid.study
     frame["dataset_fingerprint"] = "synthetic-0123456789ab"

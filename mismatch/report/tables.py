@@ -87,6 +87,19 @@ def cost_rows(trials: pd.DataFrame, columns: list[Column]) -> tuple[list[list[Ce
     return rows, data
 
 
+def protocol_label(trials: pd.DataFrame) -> str:
+    """The stream protocol and budget of the trials, for captions: e.g. ``stream: two-stream``,
+    ``stream: streaming, budget: paper``, or ``mixed`` when the trials differ."""
+    if "stream" not in trials:
+        return "stream: streaming, budget: paper"  # rows written before the setting existed
+    protocols = {(str(s), str(b)) for s, b in zip(trials["stream"].fillna("streaming"),
+                                                    trials["budget"].fillna("paper"))}
+    if len(protocols) != 1:
+        return "stream protocol: mixed (" + "; ".join(f"{s}/{b}" for s, b in sorted(protocols)) + ")"
+    stream, budget = protocols.pop()
+    return f"stream: {stream}" if stream == "two-stream" else f"stream: {stream}, budget: {budget}"
+
+
 def main_table(trials: pd.DataFrame, design: Design, metric_label: str,
                intervals: pd.DataFrame | None = None, interval_note: str = "") -> Table:
     """Table I/II: axis values x methods, with parameter and inference-time rows.
@@ -98,7 +111,8 @@ def main_table(trials: pd.DataFrame, design: Design, metric_label: str,
     cells = summary_cells(trials, design, columns, list(design.axis_values))
     if intervals is not None and len(intervals) and len(cells):
         cells = cells.merge(intervals, on=[design.axis, "column"], how="left")
-    title = f"Methods compared: {metric_label} (%), mean \u00b1 std over {design.replicate}s"
+    title = (f"Methods compared: {metric_label} (%), mean \u00b1 std over {design.replicate}s "
+             f"[{protocol_label(trials)}]")
     table = summary_table(cells, design, columns, "table1_main", title)
     extra, cost = cost_rows(trials, columns)
     table.rows += extra

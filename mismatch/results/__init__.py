@@ -35,7 +35,9 @@ from mismatch.results.schema import (
     SURFACE_METRICS,
     TABLES,
     THRESHOLD,
+    TRIAL_BUDGET,
     TRIAL_COLUMNS,
+    TRIAL_PROTOCOL,
     VARIANT,
     bin_centres,
     bin_column,
@@ -48,8 +50,9 @@ from mismatch.results.versions import UPGRADES, Upgrade, read_columns, upgrade
 __all__ = [
     "BIN_PARTS", "CASE_COLUMNS", "CASE_METRICS", "COMPLETED", "FAILED", "IDENTITY", "IMAGE_KEY", "IMAGE_METRICS",
     "N_BINS", "OVERLAP_METRICS", "SCHEMA_VERSION", "STRING_IDENTITY", "SURFACE_METRICS", "TABLES",
-    "THRESHOLD", "TRIAL_COLUMNS", "UPGRADES", "VARIANT", "Upgrade", "add_bins", "bin_centres", "bin_column",
-    "bin_columns", "bin_values", "brier", "confusion", "ece_from_bins", "empty_surface_values", "image_metrics",
-    "iou_dice", "mean_dice_2class", "pooled_bins", "pooled_calibration", "read_columns", "reliability",
+    "THRESHOLD", "TRIAL_BUDGET", "TRIAL_COLUMNS", "TRIAL_PROTOCOL", "UPGRADES", "VARIANT", "Upgrade", "add_bins",
+    "bin_centres", "bin_column", "bin_columns", "bin_values", "brier", "confusion", "ece_from_bins",
+    "empty_surface_values", "image_metrics", "iou_dice", "mean_dice_2class", "pooled_bins", "pooled_calibration",
+    "read_columns", "reliability",
     "reliability_bins", "table_columns", "upgrade",
 ]

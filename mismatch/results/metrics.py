@@ -127,6 +127,8 @@ def image_metrics(prob: np.ndarray, label: np.ndarray, n_bins: int = N_BINS) -> 
         brier=brier(prob, label),
     )
     row.update(bin_values(bins, n_bins))
+    if not np.isfinite(prob).all():  # NaN would threshold as background: no metric of it holds
+        row.update({name: float("nan") for name in ("iou", "dice", "mean_dice_2class", "ece", "brier")})
     return row
 
 

@@ -38,11 +38,12 @@ def identity(
     fold: int,
     seed: int,
     dataset_fingerprint: str,
+    label_draw: int = 0,
 ) -> dict[str, Any]:
     """The identity columns of a trial (first in every table), with the current schema version."""
     values = dict(schema_version=SCHEMA_VERSION, study=study, trial_id=trial_id, method=method, model=model,
                   alpha=alpha, labelled_slices=labelled_slices, unlabelled_slices=unlabelled_slices, fold=fold,
-                  seed=seed, dataset_fingerprint=dataset_fingerprint)
+                  seed=seed, label_draw=label_draw, dataset_fingerprint=dataset_fingerprint)
     return {name: values[name] for name in IDENTITY}
 
 
@@ -105,9 +106,9 @@ def completed_trial_row(ident: Mapping[str, Any], result: Mapping[str, Any], run
             "started_at": times["started_at"], "finished_at": times["finished_at"]}
 
 
-def failed_trial_row(ident: Mapping[str, Any], error: BaseException, *, spec_json: str, code_version: str,
-                     torch_version: str, started_at: str, finished_at: str) -> dict[str, Any]:
-    """The trials row of a trial that failed for good: identity, the error, versions, times."""
-    return {**ident, "status": FAILED, "error": f"{type(error).__name__}: {error}", "spec_json": spec_json,
-            "code_version": code_version, "torch_version": torch_version, "started_at": started_at,
-            "finished_at": finished_at}
+def failed_trial_row(ident: Mapping[str, Any], error: BaseException, *, stream: str, budget: str, spec_json: str,
+                     code_version: str, torch_version: str, started_at: str, finished_at: str) -> dict[str, Any]:
+    """The trials row of a trial that failed for good: identity, the error, protocol, versions, times."""
+    return {**ident, "status": FAILED, "error": f"{type(error).__name__}: {error}", "stream": stream,
+            "budget": budget, "spec_json": spec_json, "code_version": code_version, "torch_version": torch_version,
+            "started_at": started_at, "finished_at": finished_at}

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-"""Version of the stored rows. Still 1: no stored column has changed since version 1."""
+SCHEMA_VERSION = 2
+"""Version of the stored rows. 2 added the ``label_draw`` identity column and the trials
+columns ``stream``, ``budget``, ``optimizer_steps`` and ``labelled_presentations``
+(:mod:`mismatch.results.versions` upgrades version-1 rows)."""
 
 THRESHOLD = 0.5
 """A pixel is predicted foreground when its foreground probability is at least this."""
@@ -21,13 +23,13 @@ TABLES = ("trials", "images", "epochs", "decoders", "cases")
 """The Parquet tables of a study folder, one file per trial in ``<study>/<table>/``."""
 
 IDENTITY = ("schema_version", "study", "trial_id", "method", "model", "alpha", "labelled_slices",
-            "unlabelled_slices", "fold", "seed", "dataset_fingerprint")
+            "unlabelled_slices", "fold", "seed", "label_draw", "dataset_fingerprint")
 """The columns that identify a trial, first in every table (in this order)."""
 
 STRING_IDENTITY = ("study", "trial_id", "method", "model", "dataset_fingerprint")
 """Identity columns holding strings (readers may keep them as categoricals)."""
 
-VARIANT = ("method", "model", "alpha", "labelled_slices", "unlabelled_slices", "fold", "seed")
+VARIANT = ("method", "model", "alpha", "labelled_slices", "unlabelled_slices", "fold", "seed", "label_draw")
 """Identity that tells trials apart when a merged file has no ``trial_id``."""
 
 COMPLETED, FAILED = "completed", "failed"
@@ -63,14 +65,18 @@ def bin_centres(n_bins: int = N_BINS) -> np.ndarray:
 
 
 # trials/: one row per trial; a failed trial has the identity, FAILED_TRIAL and TIMES only
-TRIAL_RESULT = ("status", "error", "spec_json", "params", "train_time_s", "epochs", "resumed_from_epoch",
-                "final_loss", "final_losses_json", "best_val_iou", "final_val_iou", "code_version",
+TRIAL_PROTOCOL = ("stream", "budget")
+"""The trial's stream protocol and budget (``train.stream``, ``train.budget``), in every trials row."""
+TRIAL_BUDGET = ("optimizer_steps", "labelled_presentations")
+"""Counted by the training loop: optimiser steps taken and labelled slices they saw (with repeats)."""
+TRIAL_RESULT = ("status", "error", *TRIAL_PROTOCOL, "spec_json", "params", "train_time_s", "epochs",
+                "resumed_from_epoch", *TRIAL_BUDGET, "final_loss", "final_losses_json", "best_val_iou", "final_val_iou", "code_version",
                 "torch_version")
 """Columns of a completed trial's row after the identity, in row order."""
 TRIAL_RUN = ("splits_json", "infer_time_per_image_s", "peak_memory_mb", "n_test_images", "device")
 """Columns of a completed trial's row measured while it ran (after TRIAL_RESULT)."""
 TIMES = ("started_at", "finished_at")
-FAILED_TRIAL = ("status", "error", "spec_json", "code_version", "torch_version")
+FAILED_TRIAL = ("status", "error", *TRIAL_PROTOCOL, "spec_json", "code_version", "torch_version")
 """Columns of a failed trial's row after the identity (then TIMES)."""
 TRIAL_STORE = ("splits_file",)
 """Added by the store when it writes the row (``splits/<sha>.json``)."""

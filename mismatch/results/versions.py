@@ -2,8 +2,13 @@
 
 Readers call :func:`read_columns` for the names to ask a file for (a column renamed since is
 asked for under its old name too) and :func:`upgrade` on what they read. Rows newer than this
-code are refused rather than misread. ``UPGRADES`` is empty while ``SCHEMA_VERSION`` is 1;
-when a stored column changes, bump the version and add the step here (docs/results-schema.md).
+code are refused rather than misread. When a stored column changes, bump the version and add
+the step here (docs/results-schema.md).
+
+Version 1 -> 2: every table gains the identity column ``label_draw`` (0: version-1 trials
+used the paper's labels); trials rows gain ``stream`` = ``"streaming"`` and ``budget`` =
+``"paper"`` (the only protocol version-1 code had) and ``optimizer_steps`` /
+``labelled_presentations`` = -1 (not counted by version-1 code; -1, never a guess).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from mismatch.results.schema import SCHEMA_VERSION, TABLES
+from mismatch.results.schema import IDENTITY, SCHEMA_VERSION, TABLES
 
 VERSION_COLUMN = "schema_version"
 ASSUMED_VERSION = 1
@@ -47,7 +52,27 @@ class Upgrade:
         return frame
 
 
-UPGRADES: dict[int, Upgrade] = {}
+NOT_COUNTED = -1
+"""``optimizer_steps`` / ``labelled_presentations`` of rows written before the loop counted them."""
+
+
+def identity_first(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """The identity columns that were read first, in the schema's order, then the rest."""
+    ident = [c for c in IDENTITY if c in frame]
+    return frame[ident + [c for c in frame.columns if c not in ident]]
+
+
+_V1_TO_V2 = Upgrade(
+    1,
+    added={
+        **{table: {"label_draw": 0} for table in TABLES},
+        "trials": {"label_draw": 0, "stream": "streaming", "budget": "paper",
+                   "optimizer_steps": NOT_COUNTED, "labelled_presentations": NOT_COUNTED},
+    },
+    transform=identity_first,
+)
+
+UPGRADES: dict[int, Upgrade] = {1: _V1_TO_V2}
 """``UPGRADES[v]`` turns version-``v`` rows into version ``v + 1`` rows."""
 
 

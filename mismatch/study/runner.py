@@ -23,10 +23,10 @@ from mismatch.data.errors import DataError
 from mismatch.study.progress import Progress
 from mismatch.study.spec import Study, trial_payload
 from mismatch.study.store import TrialCheckpoint, absolute_storage, trial_statuses, write_result, write_trial
-from mismatch.train import NonFiniteLossError, TrialResult, failed_trial_row, run_trial
+from mismatch.train import NON_FINITE_ERRORS, TrialResult, failed_trial_row, run_trial
 
 #: Errors that would recur on every retry: the trial is recorded as failed at once.
-PERMANENT_ERRORS = (NonFiniteLossError, DataError, SpecError)
+PERMANENT_ERRORS = (*NON_FINITE_ERRORS, DataError, SpecError)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -36,6 +36,7 @@ GRID_AXES = {
     "unlabelled_slices": "protocol.unlabelled_slices",
     "fold": "protocol.fold",
     "seed": "train.seed",
+    "label_draw": "protocol.label_draw",
 }
 
 
@@ -48,12 +49,16 @@ class Resources(StrictModel):
 
 
 class Grid(StrictModel):
-    """Grid axes crossed with every method variant; ``fold: all`` means every fold."""
+    """Grid axes crossed with every method variant; ``fold: all`` means every fold.
+
+    ``label_draw`` (default ``[0]``, the paper's labels) repeats each trial with other
+    labelled cases and first labelled slices (``protocol.label_draw``)."""
 
     labelled_slices: list[int] | None = None
     unlabelled_slices: list[int | None] | None = None
     fold: list[int] | Literal["all"] | None = None
     seed: list[int] | None = None
+    label_draw: list[Annotated[int, Field(ge=0)]] | None = None
 
 
 class SearchSpec(StrictModel):
@@ -153,7 +158,8 @@ class Study:
         folds = self.file.grid.fold
         if folds == "all":
             folds = list(range(n_folds if n_folds is not None else self.n_folds()))
-        axes = {"fold": folds, **{a: getattr(self.file.grid, a) for a in ("labelled_slices", "unlabelled_slices", "seed")}}
+        named = ("labelled_slices", "unlabelled_slices", "seed", "label_draw")
+        axes = {"fold": folds, **{a: getattr(self.file.grid, a) for a in named}}
         axes = {a: v for a, v in axes.items() if v is not None}
         specs: dict[str, TrialSpec] = {}
         for entry in self.file.methods:

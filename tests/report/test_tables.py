@@ -138,3 +138,30 @@ def test_failed_trials_and_trials_without_images(hand: StudyData) -> None:
     cells = summary_cells(trials, design, list(design.columns), [10]).set_index("column")
     assert cells.loc["mismatch", "failed_trials"] == "mismatch-failed"
     assert cells.loc["mismatch", "n"] == 2
+
+
+def test_alpha_0_control_sits_beside_sup2_and_captions_name_the_protocol(make_rows) -> None:
+    values = {
+        ("sup2", "mm", NAN, 5, 0): [0.40], ("sup2", "mm", NAN, 5, 1): [0.50],
+        ("mismatch", "mm", 0.002, 5, 0): [0.70], ("mismatch", "mm", 0.002, 5, 1): [0.60],
+        ("mismatch", "mm", 0.0, 5, 0): [0.45], ("mismatch", "mm", 0.0, 5, 1): [0.55],
+        ("sup1", "unet", NAN, 5, 0): [0.30], ("sup1", "unet", NAN, 5, 1): [0.35],
+    }
+    images = make_rows(values)
+    trials = per_trial(_data(images), "iou")
+    design = detect_design(trials)
+    keys = [c.key for c in design.columns]
+    assert keys.index("MisMatch, alpha = 0") == keys.index("sup2") + 1
+    assert design.reference is not None and design.reference.alpha_key == "0.002"
+    table = main_table(trials, design, "foreground IoU")
+    control = table.rows[0][table.header.index("MisMatch, alpha = 0")].text
+    assert control.startswith(f"{50.0:.2f} \u00b1")  # mean of 0.45 and 0.55
+    assert table.title.endswith("[stream: streaming, budget: paper]")  # rows without the columns: the paper's
+    from mismatch.report.tables import protocol_label
+
+    frame = pd.DataFrame({"stream": ["two-stream", "two-stream"], "budget": ["paper", "paper"]})
+    assert protocol_label(frame) == "stream: two-stream"
+    frame.loc[1, ["stream", "budget"]] = ["streaming", "steps"]
+    assert protocol_label(frame).startswith("stream protocol: mixed")
+    no_sup2 = per_trial(_data(images[images["method"] != "sup2"]), "iou")
+    assert "MisMatch, alpha = 0" not in [c.key for c in detect_design(no_sup2).columns]

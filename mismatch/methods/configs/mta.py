@@ -13,7 +13,14 @@ from mismatch.search_space import Dimension, LogUniform
 
 @register_config("mta")
 class MTAConfig(MethodConfig):
-    """Settings of MTA. ``alpha`` weighs the reconstruction loss."""
+    """Settings of MTA. ``alpha`` weighs the reconstruction loss under ``training: joint``.
+
+    ``training`` is one of Chen et al.'s two multi-task strategies: ``joint`` (default; every
+    step ``Dice + alpha * MSE``, the weighted loss the MisMatch paper's MTA column used) or
+    ``alternating`` (steps alternate between the segmentation loss and the unweighted
+    reconstruction loss; ``alpha`` is unused). Chen et al. found alternating training more
+    stable and it needs no weight; docs/methods.md says why joint stays the default.
+    """
 
     implementation: ClassVar[str] = "mismatch.methods.mta:MTA"
     reference: ClassVar[str] = (
@@ -28,3 +35,6 @@ class MTAConfig(MethodConfig):
     width: int = Field(24, ge=1)
     alpha: float = Field(1.0, ge=0)
     noise_std: float = Field(NOISE_STD, ge=0)
+    training: Literal["joint", "alternating"] = "joint"
+
+    identity_defaults: ClassVar[dict[str, object]] = {"training": "joint"}
