@@ -16,7 +16,7 @@ from mismatch.data.recipe import SliceSet
 from mismatch.data.synth import make_phantom
 from mismatch.data.volumes import CaseGeometry
 from mismatch.evaluate_cases import case_metrics, case_rows, surface_metrics, surface_metrics_lib
-from mismatch.results import table_columns
+from mismatch.results import IDENTITY, table_columns
 from mismatch.study.store import read_table, write_result, write_trial
 from mismatch.train import run_trial
 
@@ -161,7 +161,7 @@ def _case_frame() -> pd.DataFrame:
     label = _label_volume()
     samples = _patches(label, [1, 2, 3], ["full"] * 3, size=0)
     prob = np.roll(samples.labels, 1, axis=2).astype(np.float32)
-    ident = {c: v for c, v in zip(table_columns("cases"), [2, "s", "t1", "sup1", "unet", 0.0, 5, 0, 0, 0, "fp"])}
+    ident = dict(zip(IDENTITY, [2, "s", "t1", "sup1", "unet", 0.0, 5, 0, 0, 0, 0, "fp"], strict=True))
     frame = case_rows(ident, samples, prob, GEOMETRY, crop_size=0, tolerance_mm=1.0)
     assert frame is not None
     return frame

@@ -114,6 +114,7 @@ def _parquet_files(fs: pafs.FileSystem, folder: str) -> list[str]:
 def _read(fs: pafs.FileSystem, files: list[str], wanted: list[str], table: str) -> pd.DataFrame:
     """Concatenate ``files`` of ``table`` reading only ``wanted`` columns, upgraded to the current
     schema version (:func:`mismatch.results.upgrade`); strings become categoricals."""
+    wanted = list(dict.fromkeys(wanted))  # identity and per-table lists share names (trial_id)
     tables = []
     for path in files:
         handle = pq.ParquetFile(path, filesystem=fs, read_dictionary=sorted(schema.STRING_IDENTITY))
