@@ -55,8 +55,10 @@ def interval_note(ctx: Context) -> str:
     """What the ``[low, high]`` after each main-table cell is (or why there is none)."""
     if ctx.cases is None:
         return "No 95% intervals: the rows carry no test-case ids."
-    return (f"[low, high]: 95% percentile bootstrap interval ({uncertainty.RESAMPLES} resamples, seed "
-            f"{uncertainty.SEED}, scipy.stats.bootstrap) of the mean over folds of the per-case mean, resampling "
+    return (f"per case m [low, high]: the mean over folds of the per-case mean (m) and its 95% percentile "
+            f"bootstrap interval ({uncertainty.RESAMPLES} resamples, seed "
+            f"{uncertainty.SEED}, scipy.stats.bootstrap); it weighs test cases equally where the first number "
+            "weighs test images, so the two can differ. Resampling "
             f"test cases within each fold (stratified); per-case values from the {ctx.cases.source}, each case "
             "averaged over its fold's seeds and label draws first (folds x label draws x seeds). '—' or no "
             "interval: fewer than two cases in every fold.")
