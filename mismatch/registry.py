@@ -141,3 +141,17 @@ def _import_all(target: str) -> None:
 def registered(registry: Registry[T], name: str) -> Callable[[T], T]:
     """Decorator form of ``registry.register(name)`` with a precise type."""
     return registry.register(name)
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for a package whose public names import on first use
+    (PEP 562): ``exports`` maps each name to the module that defines it. Lets a package
+    re-export torch classes while its torch-free parts (configs, catalogues) load without torch."""
+    names = sorted(exports)
+
+    def getattr_(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(exports[name]), name)
+
+    return getattr_, lambda: names

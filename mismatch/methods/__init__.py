@@ -9,8 +9,7 @@ spec never imports torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mismatch.registry import lazy_exports
 
 _EXPORTS = {
     "Batch": "mismatch.methods.base",
@@ -24,13 +23,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mismatch.methods' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

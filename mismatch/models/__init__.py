@@ -9,8 +9,7 @@ tools live in :mod:`mismatch.models.erf` (not exported here).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mismatch.registry import lazy_exports
 
 _EXPORTS = {
     "AttentionDecoder": "mismatch.models.decoders",
@@ -33,13 +32,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mismatch.models' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
