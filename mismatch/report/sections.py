@@ -91,8 +91,18 @@ def verdict_section(ctx: Context) -> Built:
     lines = comparison.summary_lines(ctx.comparisons, ctx.design, ctx.at)
     sec.body += [paragraph(f"At {ctx.design.axis_label} = {ctx.at}, per test case (paired Wilcoxon, Holm, and the "
                            "95% bootstrap interval of the difference; 'better'/'worse' only when both agree):"),
-                 bullets(lines)]
+                 bullets(lines), paragraph(training_runs_caveat(d), "warn")]
     return sec, []
+
+
+def training_runs_caveat(design: Design) -> str:
+    """What the per-case verdicts do not cover: the variation between training runs."""
+    n = len(design.replicates)
+    floor = uncertainty.min_p_mann_whitney(n, n)
+    return (f"These verdicts generalise over test cases, not over training runs: each cell rests on {n} trained "
+            f"model{'s' if n != 1 else ''} per method ({design.replicate}s), and a test over {design.replicate}s "
+            f"cannot reach p below {floor:.2g} here (Table III). Add {design.replicate}s, seeds or label draws "
+            "before reading a per-case verdict as a property of the method.")
 
 
 def main_section(ctx: Context) -> Built:

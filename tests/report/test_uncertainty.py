@@ -228,3 +228,12 @@ def test_report_builds_on_the_version_1_fixture(tmp_path: Path) -> None:
     ctx = make_context(load_study(FIXTURE), ReportOptions())
     assert ctx.cases is not None and ctx.cases.source == SOURCE_COUNTS
     assert set(ctx.cases.frame["label_draw"]) == {0}
+
+
+def test_verdicts_say_they_do_not_cover_training_runs() -> None:
+    from mismatch.report.design import Design
+    from mismatch.report.sections import training_runs_caveat
+
+    design = Design(axis="labelled_slices", replicate="fold", axis_values=(5,), replicates=(0, 1), columns=(), reference=None)
+    text = training_runs_caveat(design)
+    assert "2 trained models per method (folds)" in text and "cannot reach p below 0.33" in text
