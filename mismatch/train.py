@@ -247,11 +247,19 @@ def save_checkpoint(path: Path, method: Method, optim: Optimization, state: Trai
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, method: Method, optim: Optimization) -> TrainState:
-    """Restore a checkpoint written by :func:`save_checkpoint` (weights only, no pickled code)."""
+def load_checkpoint(path: Path, method: Method, optim: Optimization, n_labelled: int = 0) -> TrainState:
+    """Restore a checkpoint written by :func:`save_checkpoint` (weights only, no pickled code).
+
+    A checkpoint of the code before the training hooks (one optimiser under ``"optimizer"``,
+    the paper's streaming protocol) still resumes: its labelled presentations, which that code
+    did not count, are ``epoch x n_labelled`` (every labelled slice once per epoch)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     method.load_state_dict(payload["method"])
-    optim.load_state_dict(payload["optimization"])
+    if "optimization" in payload:
+        optim.load_state_dict(payload["optimization"])
+    else:  # written before the training hooks: one optimiser, constant learning rate
+        optim.setups[0].optimizer.load_state_dict(payload["optimizer"])
+        payload["state"].setdefault("labelled_presentations", payload["state"]["epoch"] * n_labelled)
     torch.set_rng_state(payload["torch_rng"])
     return TrainState(**payload["state"], snapshots=payload["snapshots"])
 
@@ -267,7 +275,8 @@ def fit(
     """Train for ``spec.train.epochs`` epochs, keeping the last K snapshots' weights."""
     optim = build_optimization(method, spec, data, device)
     ckpt = checkpoint_dir / "trial.pt" if checkpoint_dir else None
-    state = load_checkpoint(ckpt, method, optim) if ckpt and ckpt.exists() else TrainState()
+    n_labelled = len(data.labelled.images)
+    state = load_checkpoint(ckpt, method, optim, n_labelled) if ckpt and ckpt.exists() else TrainState()
     state.resumed_from_epoch = state.epoch
     keep_from = spec.train.epochs - _snapshot_epochs(spec)
     while state.epoch < spec.train.epochs:

@@ -98,3 +98,27 @@ def test_each_decoder_of_mismatch_gets_its_calibration_row(tiny_dict, tiny_resul
         assert 0 <= row["mean_fg_prob"] <= 1
     sup = run_trial(load_trial_spec(tiny_dict(method={"name": "sup1", "width": 4})))
     assert sup.decoders is None
+
+
+def test_a_checkpoint_of_the_code_before_the_hooks_still_resumes(tiny_spec, tmp_path, tiny_result):
+    """Old format: one optimiser under "optimizer", no presentation count; same rows on resume."""
+    import torch
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(report):
+        if report.epoch == 0:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_trial(tiny_spec, checkpoint_dir=tmp_path, on_epoch_end=stop_after_first)
+    path = tmp_path / "trial.pt"
+    payload = torch.load(path, weights_only=True)
+    payload["optimizer"] = payload.pop("optimization")["optimizers"][0]
+    del payload["state"]["labelled_presentations"]
+    torch.save(payload, path)
+    resumed = run_trial(tiny_spec, checkpoint_dir=tmp_path)
+    assert resumed.trial["resumed_from_epoch"] == 1
+    assert resumed.trial["labelled_presentations"] == tiny_result.trial["labelled_presentations"] > 0
+    np.testing.assert_allclose(resumed.images["brier"], tiny_result.images["brier"], rtol=1e-6)
