@@ -173,6 +173,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(err.problems)} problem(s) in {args.raw_dir}: nothing was written", file=sys.stderr)
         return 1
+    for tmp in result.removed_stale:
+        print(f"removed {tmp}: left by an earlier prepare that was killed")
     if result.up_to_date:
         print(f"{result.path} is up to date ({result.cases} cases, {result.samples} samples): nothing to do")
     else:

@@ -5,6 +5,7 @@ A crash leaves at most the hidden ``.NAME.tmp-*`` sibling, never a half-written 
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import uuid
@@ -14,10 +15,40 @@ from mismatch.data.errors import OutputExistsError
 
 
 def temporary_sibling(path: Path) -> Path:
-    """A new hidden folder beside ``path`` (mkdir, unlike mkdtemp, honours the umask)."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    """A new hidden folder beside ``path`` (mkdir, unlike mkdtemp, honours the umask); its name
+    carries this process's id, so a later run can tell a killed run's folder from a live one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     tmp.mkdir()
     return tmp
+
+
+def remove_stale_siblings(path: Path) -> list[Path]:
+    """Delete the ``.NAME.tmp-*`` folders that killed runs left beside ``path``; returns them.
+
+    A folder whose name carries the id of a process still running on this machine is kept
+    (another run may be writing it); one without an id (older runs) is stale.
+    """
+    removed = []
+    for tmp in sorted(path.parent.glob(f".{glob.escape(path.name)}.tmp-*")):
+        if tmp.is_dir() and not _owner_alive(tmp.name[len(path.name) + 6:]):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _owner_alive(suffix: str) -> bool:
+    pid, sep, _ = suffix.partition("-")
+    if not sep or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
 
 
 def refuse_non_empty(out: Path, overwrite: bool) -> None:

@@ -32,7 +32,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +40,7 @@ import numpy as np
 
 from mismatch.config import DATA_PRESETS, DataSpec
 from mismatch.data import preprocess as pp
-from mismatch.data.atomic import publish, refuse_non_empty, temporary_sibling
+from mismatch.data.atomic import publish, refuse_non_empty, remove_stale_siblings, temporary_sibling
 from mismatch.data.check import Progress, check_dataset
 from mismatch.data.errors import DataCheckError, DataError, FileProblemError
 from mismatch.data.layouts import Layout, get_layout
@@ -76,6 +76,8 @@ class PrepareResult:
     samples: int
     seconds: float
     study_data: dict[str, Any]
+    removed_stale: list[Path] = field(default_factory=list)
+    """Temporary folders of killed earlier runs (``.NAME.tmp-*``) that this run deleted."""
 
 
 def prepare_dataset(
@@ -105,13 +107,14 @@ def prepare_dataset(
         raise DataError(f"cache dtype must be float32 or float16, got {dtype!r}")
     root, out = Path(data.root).expanduser().absolute(), Path(out_dir).expanduser().absolute()
     layout = get_layout(data.layout)
+    stale = remove_stale_siblings(out)
     old = _existing_manifest(out, overwrite)
     try:
         inputs, fingerprint = _hash_inputs(root, layout, data, dtype, old)
     except (DataError, OSError):
         inputs, fingerprint = {}, None  # a file is missing or unreadable: the checks below say which
     if old is not None and not force and old.get("fingerprint") == fingerprint and _intact(out, old):
-        return _result(out, old, True, started)
+        return _result(out, old, True, started, stale)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(out)
     try:
@@ -128,7 +131,7 @@ def prepare_dataset(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return _result(out, manifest, False, started)
+    return _result(out, manifest, False, started, stale)
 
 
 def cache_fingerprint(data_fp: str, dtype: str) -> str:
@@ -156,7 +159,9 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _result(out: Path, manifest: dict[str, Any], up_to_date: bool, started: float) -> PrepareResult:
+def _result(
+    out: Path, manifest: dict[str, Any], up_to_date: bool, started: float, stale: list[Path]
+) -> PrepareResult:
     return PrepareResult(
         path=out,
         fingerprint=manifest["fingerprint"],
@@ -165,6 +170,7 @@ def _result(out: Path, manifest: dict[str, Any], up_to_date: bool, started: floa
         samples=sum(info["samples"] for info in manifest["case_info"].values()),
         seconds=time.perf_counter() - started,
         study_data=study_data(manifest, out),
+        removed_stale=stale,
     )
 
 

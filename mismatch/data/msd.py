@@ -168,17 +168,32 @@ def label_values(root: str | Path) -> tuple[int, ...] | None:
 
 
 def stray_files(root: str | Path, cases: Sequence[str]) -> list[Problem]:
-    """Channel files beyond the channels ``dataset.json`` declares (e.g. a stray ``_0004``)."""
+    """Channel files beyond the channels ``dataset.json`` declares (e.g. a stray ``_0004``), and a
+    ``numTraining`` in ``dataset.json`` that differs from the number of training ``cases`` found."""
     root = Path(root)
     info = read_dataset_json(root)
+    problems = num_training_problems(root, info, cases)
     pattern = re.compile(rf"^(?P<case>.+)_(?P<channel>\d{{4}}){re.escape(info.file_ending)}$")
-    problems: list[Problem] = []
     for entry in sorted((root / IMAGES_DIR).iterdir()):
         match = pattern.match(entry.name)
         if match and int(match["channel"]) >= len(info.channel_names):
             problems.append((entry, f"channel {int(match['channel'])} is not declared in dataset.json "
                                     f"({len(info.channel_names)} channels)"))
     return problems
+
+
+def num_training_problems(root: Path, info: DatasetInfo, cases: Sequence[str]) -> list[Problem]:
+    """``numTraining`` (when ``dataset.json`` gives it) must be an integer equal to the number of
+    training cases found (as nnU-Net's dataset integrity check requires)."""
+    path, declared = root / DATASET_JSON, info.num_training
+    if declared is None:
+        return []
+    if isinstance(declared, bool) or not isinstance(declared, int):
+        return [(path, f"numTraining must be an integer, got {declared!r}")]
+    if declared != len(cases):
+        return [(path, f"numTraining is {declared} but {len(cases)} training cases were found "
+                       f"in {IMAGES_DIR}/ and {LABELS_DIR}/")]
+    return []
 
 
 def dataset_meta_files(root: str | Path) -> list[Path]:

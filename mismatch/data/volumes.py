@@ -17,6 +17,7 @@ truncated file raises :class:`DataError` naming the file.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -120,8 +121,10 @@ def _read_nifti(path: Path, what: str) -> Volume:
     import nibabel as nib
 
     try:
-        img = _load_nifti(path)
+        img = _load_nifti(path, what)
         data = np.asanyarray(img.dataobj)
+    except FileProblemError:
+        raise
     except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError,
             nib.spatialimages.HeaderDataError, nib.wrapstruct.WrapStructError) as err:
         raise FileProblemError(path, f"cannot read {what} file (corrupt or truncated?): {err}") from None
@@ -137,17 +140,69 @@ def _read_nifti(path: Path, what: str) -> Volume:
     return Volume(data, affine, file_shape, path, affine_spacing(affine, _NIFTI_SHW_COLUMNS))
 
 
-def _load_nifti(path: Path):
-    """A NIfTI image; a ``.gz`` file is decompressed whole first, so its CRC and length are
-    verified (nibabel alone reads only as many bytes as the header asks for and can return
-    silently corrupted voxels)."""
+def _load_nifti(path: Path, what: str = "volume"):
+    """A NIfTI image whose data the header's shape and type fit in the file, checked before any
+    voxel array is allocated (a forged 92-byte header claiming 30000^3 voxels is an error, not
+    a MemoryError). A ``.gz`` file is stream-decompressed up to the size its header implies and
+    then read to its end, so its CRC and length are verified (nibabel alone reads only as many
+    bytes as the header asks for and can return silently corrupted voxels)."""
     import nibabel as nib
 
     if not path.name.lower().endswith(".gz"):
+        with path.open("rb") as handle:
+            header = _nifti_header(path, handle.read(_NIFTI2_HEADER_BYTES), what)
+        _check_nifti_size(path, header, path.stat().st_size, what, "")
         return nib.load(path)
-    raw = gzip.decompress(path.read_bytes())  # BadGzipFile / EOFError / zlib.error on damage
-    nifti2 = 540 in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big"))
-    return (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(raw)
+    with gzip.open(path, "rb") as stream:  # BadGzipFile / EOFError / zlib.error on damage
+        body = bytearray(stream.read(_NIFTI2_HEADER_BYTES))
+        header = _nifti_header(path, bytes(body), what)
+        need = nifti_data_end(header)
+        while len(body) < need:
+            chunk = stream.read(min(need - len(body), _CHUNK))
+            if not chunk:
+                break
+            body += chunk
+        _check_nifti_size(path, header, len(body), what, " (decompressed)")
+        while stream.read(_CHUNK):  # the rest, unused, is read only to verify the CRC and length
+            pass
+    image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    return image_class.from_bytes(bytes(body))
+
+
+_NIFTI1_HEADER_BYTES = 348
+_NIFTI2_HEADER_BYTES = 540
+_CHUNK = 1 << 24
+
+
+def _nifti_header(path: Path, head: bytes, what: str):
+    """The NIfTI-1 or NIfTI-2 header at the start of ``head`` (its first 540 bytes or fewer)."""
+    import nibabel as nib
+
+    sizes = (int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big"))
+    klass, size = (nib.Nifti2Header, 540) if _NIFTI2_HEADER_BYTES in sizes else (nib.Nifti1Header, 348)
+    if len(head) < size:
+        raise FileProblemError(path, f"cannot read {what} file: {len(head)} bytes, too short for a NIfTI header")
+    try:
+        return klass(head[:size], check=True)
+    except (ValueError, nib.spatialimages.HeaderDataError, nib.wrapstruct.WrapStructError) as err:
+        raise FileProblemError(path, f"cannot read {what} file (not a NIfTI header?): {err}") from None
+
+
+def nifti_data_end(header) -> int:
+    """Bytes a NIfTI file needs according to its header: the data offset plus shape x type size
+    (exact Python integers, so a forged shape cannot overflow)."""
+    shape = header.get_data_shape()
+    offset = max(int(header.get_data_offset()), 0)
+    return offset + math.prod(int(n) for n in shape) * header.get_data_dtype().itemsize
+
+
+def _check_nifti_size(path: Path, header, actual: int, what: str, how: str) -> None:
+    need = nifti_data_end(header)
+    if actual < need:
+        shape = "x".join(str(int(n)) for n in header.get_data_shape())
+        raise FileProblemError(path, f"truncated {what} file or forged header: the header claims {shape} "
+                                     f"{header.get_data_dtype()} voxels ({need} bytes), the file holds only "
+                                     f"{actual} bytes{how}")
 
 
 def write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray, dtype: type | None = None) -> Path:

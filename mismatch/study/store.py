@@ -60,9 +60,21 @@ def _write_atomic(fs: pafs.FileSystem, path: str, payload: bytes) -> None:
     parent = path.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
     tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(tmp) as out:
-        out.write(payload)
-    fs.move(tmp, path)
+    try:
+        with fs.open_output_stream(tmp) as out:
+            out.write(payload)
+        fs.move(tmp, path)
+    except BaseException:
+        _delete_quietly(fs, tmp)  # a failed write (full disk, interrupt) leaves no .tmp file behind
+        raise
+
+
+def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            fs.delete_file(path)
+    except OSError:
+        pass  # the original error matters more than a leftover temporary file
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:

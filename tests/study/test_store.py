@@ -65,3 +65,18 @@ def test_read_of_an_unwritten_study_is_empty(storage):
     assert read_table(storage, "nothing", "trials").empty
     with pytest.raises(ValueError, match="unknown table"):
         read_table(storage, "s", "tables")
+
+
+def test_a_failed_write_or_export_leaves_no_temporary_file(storage, tmp_path):
+    from mismatch.study.store import _write_atomic
+
+    fs, root = resolve(storage)
+    with pytest.raises(TypeError):
+        _write_atomic(fs, f"{root}/s/x.bin", None)  # fails while writing, after the .tmp file was opened
+    assert [i.path for i in fs.get_file_info(pafs.FileSelector(f"{root}/s"))] == []
+    write_trial(storage, "s", "a", _trial("a"), _images("a", 2))
+    blocked = tmp_path / "export"
+    (blocked / "sub").mkdir(parents=True)  # a folder where the export file should go: the move fails
+    with pytest.raises(OSError):
+        export_images(storage, "s", str(blocked))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"] + (["store"] if "://" not in storage else [])
