@@ -113,15 +113,26 @@ def _print_epoch(report: Any) -> None:
     print(f"epoch {report.epoch + 1}: {losses} val_iou={report.val['val_iou']:.4f} ({report.time_s:.1f}s)", flush=True)
 
 
-def cmd_erf(args: argparse.Namespace) -> int:
-    """Measure the effective receptive fields of the block branches."""
-    from mismatch.models.erf import format_erf_table, measure_all
+ERF_UNITS = ("radius and rms_radius in pixels (from the centre pixel); area: pixels in the disc; "
+             "edge_mass: share of the ERF on the outermost pixel ring (not small: raise --size)")
 
-    rows = measure_all(
-        branches=tuple(args.branches), depths=tuple(args.depths), channels=args.channels, size=args.size,
-        n_inits=args.inits, n_inputs=args.inputs, seed=args.seed, norm_stats=args.norm_stats,
-    )
+
+def cmd_erf(args: argparse.Namespace) -> int:
+    """Measure the effective receptive fields of the block branches (a progress line per probe)."""
+    import time
+
+    from mismatch.models.erf import format_erf_table, measure_erf
+
+    probes = [(depth, branch) for depth in args.depths for branch in args.branches]
+    rows = []
+    for i, (depth, branch) in enumerate(probes):
+        start = time.perf_counter()
+        rows.append(measure_erf(branch, depth=depth, channels=args.channels, size=args.size, n_inits=args.inits,
+                                n_inputs=args.inputs, seed=args.seed, norm_stats=args.norm_stats))
+        print(f"[{i + 1}/{len(probes)}] {branch} at depth {depth}: {time.perf_counter() - start:.1f} s",
+              file=sys.stderr, flush=True)
     print(format_erf_table(rows))
+    print(ERF_UNITS)
     return 0
 
 

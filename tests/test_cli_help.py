@@ -144,3 +144,15 @@ def test_a_key_error_from_a_validator_loses_its_repr_quotes(monkeypatch):
     with pytest.raises(SpecError) as info:
         load_trial_spec({})
     assert str(info.value) == "invalid spec: unknown thing 'x'"
+
+
+def test_erf_shows_progress_and_units(capsys):
+    argv = ["erf", "--branches", "main", "pasb", "--depths", "0", "--channels", "2", "--size", "9",
+            "--inits", "1", "--inputs", "1"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    progress = captured.err.strip().split("\n")
+    assert [line.split(":")[0] for line in progress] == ["[1/2] main at depth 0", "[2/2] pasb at depth 0"]
+    table, units = captured.out.strip().rsplit("\n", 1)
+    assert len(table.split("\n")) == 2 + 2  # header, rule, one row per probe
+    assert "in pixels" in units and "edge_mass" in units
