@@ -10,6 +10,28 @@ from typing import Any
 
 import yaml
 
+DESCRIPTION = """\
+Semi-supervised medical image segmentation studies: MisMatch and its baselines (supervised,
+mean teacher, FixMatch, CCT, ...) trained on 2D slices of NIfTI volumes. Check and prepare a
+dataset (`data`), train one trial (`train`), run a whole study file of methods x labelled
+counts x folds on Ray Tune with resume (`study run`), tune hyper-parameters with Optuna
+(`search`), and turn the results into one HTML report with tables and statistical tests
+(`report`). Every command prints its own help with an example: mismatch COMMAND --help."""
+
+EPILOG = """\
+examples:
+  mismatch data synth vessels data/vessels          # a small synthetic dataset
+  mismatch train --data-root data/vessels --epochs 2
+  mismatch study run studies/quickstart.yaml        # 12 small trials on this machine
+  mismatch report runs/quickstart                   # writes reports/quickstart/index.html
+docs: README.md (quickstart), docs/studies.md, docs/data.md"""
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    """A sub-command whose help ends with worked examples (kept as written)."""
+    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".",
+                          epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node = tree
@@ -91,15 +113,26 @@ def _print_epoch(report: Any) -> None:
     print(f"epoch {report.epoch + 1}: {losses} val_iou={report.val['val_iou']:.4f} ({report.time_s:.1f}s)", flush=True)
 
 
-def cmd_erf(args: argparse.Namespace) -> int:
-    """Measure the effective receptive fields of the block branches."""
-    from mismatch.models.erf import format_erf_table, measure_all
+ERF_UNITS = ("radius and rms_radius in pixels (from the centre pixel); area: pixels in the disc; "
+             "edge_mass: share of the ERF on the outermost pixel ring (not small: raise --size)")
 
-    rows = measure_all(
-        branches=tuple(args.branches), depths=tuple(args.depths), channels=args.channels, size=args.size,
-        n_inits=args.inits, n_inputs=args.inputs, seed=args.seed, norm_stats=args.norm_stats,
-    )
+
+def cmd_erf(args: argparse.Namespace) -> int:
+    """Measure the effective receptive fields of the block branches (a progress line per probe)."""
+    import time
+
+    from mismatch.models.erf import format_erf_table, measure_erf
+
+    probes = [(depth, branch) for depth in args.depths for branch in args.branches]
+    rows = []
+    for i, (depth, branch) in enumerate(probes):
+        start = time.perf_counter()
+        rows.append(measure_erf(branch, depth=depth, channels=args.channels, size=args.size, n_inits=args.inits,
+                                n_inputs=args.inputs, seed=args.seed, norm_stats=args.norm_stats))
+        print(f"[{i + 1}/{len(probes)}] {branch} at depth {depth}: {time.perf_counter() - start:.1f} s",
+              file=sys.stderr, flush=True)
     print(format_erf_table(rows))
+    print(ERF_UNITS)
     return 0
 
 
@@ -216,12 +249,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {index}")
+    print(f"wrote {Path(index).resolve()}")
     return 0
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="a study's rows -> one HTML page, tables as CSV / Markdown / LaTeX")
+    p = _verb(sub, "report", "a study's rows -> one HTML page, tables as CSV / Markdown / LaTeX",
+              "  mismatch report runs/quickstart                 # writes reports/quickstart/index.html\n"
+              "  mismatch report runs/carve_table1 --metric dice --at 40 --out reports/table1-dice")
     p.add_argument("results", help="a study folder <storage>/<study>/ or a Parquet file of per-image rows")
     p.add_argument("--out", help="output folder (default: reports/<study>/)")
     p.add_argument("--metric", choices=["iou", "dice", "mean_dice_2class"], default="iou",
@@ -249,9 +284,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def _add_methods(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("methods", help="list registered methods, their references and parameter counts")
-    p.add_argument("--width", type=int, default=24)
-    p.add_argument("--in-channels", type=int, default=1)
+    p = _verb(sub, "methods", "list registered methods, their references and parameter counts",
+              "  mismatch methods\n  mismatch methods --width 32 --in-channels 3")
+    p.add_argument("--width", type=int, default=24, help="channels of the first level (default: 24)")
+    p.add_argument("--in-channels", type=int, default=1, help="input channels (default: 1)")
     p.set_defaults(func=cmd_methods)
 
 
@@ -316,24 +352,36 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="Optuna searches on Ray Tune: every method of a study file, the same budget "
-                                      "each (`search alpha FILE`: the first method's alpha)")
+    p = _verb(sub, "search", "Optuna searches on Ray Tune: every method of a study file, the same budget "
+                             "each (`search alpha FILE`: the first method's alpha)",
+              "  mismatch search studies/tuning.yaml --profile smoke   # writes runs/tuning-smoke/best.json\n"
+              "  mismatch search alpha studies/alpha_search.yaml")
     p.add_argument("target", nargs="+", metavar="[alpha] FILE",
                    help="study file with a 'search:' section, optionally preceded by 'alpha'")
-    p.add_argument("--profile")
-    p.add_argument("--storage")
-    p.add_argument("--address")
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--profile", help="a profile of the study file, e.g. smoke")
+    p.add_argument("--storage", help="results storage: a folder or a URI (default: the file's 'storage')")
+    p.add_argument("--address", help="a running Ray cluster (default: start an embedded local Ray)")
+    p.add_argument("--verbose", action="store_true", help="Ray's own tables and logs")
     p.set_defaults(func=cmd_search)
 
 
+STUDY_EXAMPLES = {
+    "run": "  mismatch study run studies/quickstart.yaml --profile smoke   # a laptop-sized run\n"
+           "  mismatch study run studies/carve_table1.yaml --address auto --storage s3://BUCKET/PATH",
+    "status": "  mismatch study status studies/quickstart.yaml",
+    "export": "  mismatch study export studies/quickstart.yaml --out quickstart.parquet",
+}
+
+
 def _add_study(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study", help="run a study file on Ray Tune; status; export")
+    p = _verb(sub, "study", "run a study file on Ray Tune; status; export",
+              "  mismatch study run studies/quickstart.yaml --profile smoke\n"
+              "  mismatch study status studies/quickstart.yaml")
     study_sub = p.add_subparsers(dest="study_command", required=True)
     for name, func, text in (("run", cmd_study_run, "run the study's missing trials"),
                              ("status", cmd_study_status, "done / running / failed / pending and ETA"),
                              ("export", cmd_study_export, "merge the per-image rows into one Parquet file")):
-        s = study_sub.add_parser(name, help=text)
+        s = _verb(study_sub, name, text, STUDY_EXAMPLES[name])
         s.add_argument("file", help="study file (YAML)")
         s.add_argument("--profile", help="a profile of the study file, e.g. smoke")
         s.add_argument("--storage", help="results storage: a folder or a URI (default: the file's 'storage')")
@@ -356,21 +404,24 @@ def _names(kind: str) -> str:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train and evaluate one trial, write its Parquet rows")
+    p = _verb(sub, "train", "train and evaluate one trial, write its Parquet rows",
+              "  mismatch data synth vessels data/vessels    # once: a small synthetic dataset\n"
+              "  mismatch train --data-root data/vessels --method mismatch --fold 0 --epochs 5\n"
+              "  mismatch train trial.yaml --set method.alpha=0.004 --dry-run   # print the resolved spec")
     p.add_argument("spec", nargs="?", help="YAML trial spec (optional: flags alone give a synthetic-phantom trial)")
     p.add_argument("--out", default="runs", help="results storage: a folder or a URI (default: runs)")
-    p.add_argument("--study")
+    p.add_argument("--study", help="study name: the results folder under --out (default: the spec's)")
     p.add_argument("--data-root", help="a dataset in the MSD / nnU-Net raw layout")
     p.add_argument("--data-prepared", help="a prepared-slice cache written by `mismatch data prepare`")
     p.add_argument("--synthetic", choices=["vessels", "tumours"], help="train on a generated phantom")
     p.add_argument("--method", help=f"training method: {_names('methods')}")
     p.add_argument("--model", help=f"network (methods accept them by capability): {_names('networks')}")
-    p.add_argument("--alpha", type=float)
-    p.add_argument("--fold", type=int)
-    p.add_argument("--labelled-slices", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--alpha", type=float, help="weight of the method's unsupervised loss (method.alpha)")
+    p.add_argument("--fold", type=int, help="cross-validation fold (protocol.fold)")
+    p.add_argument("--labelled-slices", type=int, help="labelled training slices (protocol.labelled_slices)")
+    p.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
+    p.add_argument("--seed", type=int, help="random seed (train.seed)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto, a GPU if any)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any spec key, e.g. train.batch_size=4")
     p.add_argument("--dry-run", action="store_true", help="print the resolved spec and exit")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
@@ -378,16 +429,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_erf(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("erf", help="measure effective receptive fields (Luo et al. 2016) of the block branches")
+    p = _verb(sub, "erf", "measure effective receptive fields (Luo et al. 2016) of the block branches",
+              "  mismatch erf\n  mismatch erf --branches pasb nasb --depths 0 8 --size 49 --inits 4")
     p.add_argument("--branches", nargs="+", default=["main", "pasb", "nasb"],
                    help="main | pasb | nasb (side branches) | plain | pasb-block | nasb-block")
     p.add_argument("--depths", type=int, nargs="+", default=[0, 4, 8],
                    help="plain 3x3 conv layers before the branch (the paper's n)")
-    p.add_argument("--channels", type=int, default=24)
+    p.add_argument("--channels", type=int, default=24, help="channels of every layer (default: 24)")
     p.add_argument("--size", type=int, default=33, help="probe image size (odd: a true centre pixel)")
     p.add_argument("--inits", type=int, default=8, help="random initialisations")
     p.add_argument("--inputs", type=int, default=8, help="random inputs per initialisation")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--norm-stats", choices=["frozen", "live"], default="frozen",
                    help="treat InstanceNorm statistics as constants in the backward pass (see docs/models.md)")
     p.set_defaults(func=cmd_erf)
@@ -405,9 +457,11 @@ def _add_recipe_flags(s: argparse.ArgumentParser, prepare: bool) -> None:
                    help="label values allowed in the files (default: the layout's / dataset.json)")
     s.add_argument("--allow-empty", action="store_true", help="a case without foreground is not a problem")
     if prepare:
-        s.add_argument("--crop", choices=["none", "corners", "random-corner", "centre"])
-        s.add_argument("--crop-size", type=int)
-        s.add_argument("--context-slices", type=int, choices=[1, 3])
+        s.add_argument("--crop", choices=["none", "corners", "random-corner", "centre"],
+                       help="how slices are cropped (default: the preset's)")
+        s.add_argument("--crop-size", type=int, help="side of the crop in pixels (default: the preset's)")
+        s.add_argument("--context-slices", type=int, choices=[1, 3],
+                       help="input slices per sample: 1, or 3 (the slice and its neighbours)")
         s.add_argument("--min-foreground", type=int, help="keep slices with MORE foreground pixels than this")
         s.add_argument("--set", action="append", metavar="KEY=VALUE", help="any data spec key, e.g. clip=[-1000,400]")
         s.add_argument("--dtype", choices=["float32", "float16"], default="float32",
@@ -420,36 +474,60 @@ def _add_recipe_flags(s: argparse.ArgumentParser, prepare: bool) -> None:
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="datasets: check, prepare, presets, synthetic phantoms")
+    p = _verb(sub, "data", "datasets: check, prepare, presets, synthetic phantoms",
+              "  mismatch data synth vessels data/vessels\n  mismatch data check msd data/vessels")
     data_sub = p.add_subparsers(dest="data_command", required=True)
-    c = data_sub.add_parser("check", help="list every problem of a raw dataset (exit status 1 if any)")
+    c = _verb(data_sub, "check", "list every problem of a raw dataset (exit status 1 if any)",
+              "  mismatch data check carve14 ~/data/CARVE14\n  mismatch data check msd data/vessels --progress")
     _add_recipe_flags(c, prepare=False)
     c.set_defaults(func=cmd_check)
-    r = data_sub.add_parser("prepare", help="check a raw dataset and write a prepared-slice cache a study can name")
+    r = _verb(data_sub, "prepare", "check a raw dataset and write a prepared-slice cache a study can name",
+              "  mismatch data prepare carve14 ~/data/CARVE14 data/carve14-prepared --preset carve\n"
+              "  mismatch data prepare msd data/vessels data/vessels-prepared --dtype float16")
     _add_recipe_flags(r, prepare=True)
     r.set_defaults(func=cmd_prepare)
-    data_sub.add_parser("presets", help="list the data and protocol presets").set_defaults(func=cmd_presets)
-    s = data_sub.add_parser("synth", help="write a synthetic phantom dataset (MSD layout)")
-    s.add_argument("kind", choices=["vessels", "tumours"])
-    s.add_argument("out")
-    s.add_argument("--cases", type=int, default=10)
-    s.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"))
-    s.add_argument("--slices", type=int, default=24)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--overwrite", action="store_true")
+    _verb(data_sub, "presets", "list the data and protocol presets",
+          "  mismatch data presets").set_defaults(func=cmd_presets)
+    s = _verb(data_sub, "synth", "write a synthetic phantom dataset (MSD layout)",
+              "  mismatch data synth vessels data/vessels\n"
+              "  mismatch data synth tumours data/tumours --cases 20 --size 96 96 --slices 32")
+    s.add_argument("kind", choices=["vessels", "tumours"], help="phantom: thin vessels or round tumours")
+    s.add_argument("out", help="output folder (a dataset in the MSD layout)")
+    s.add_argument("--cases", type=int, default=10, help="number of cases (default: 10)")
+    s.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
+                   help="slice height and width in pixels (default: 64 64)")
+    s.add_argument("--slices", type=int, default=24, help="slices per case (default: 24)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     s.set_defaults(func=cmd_synth)
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list registered networks and their parameter counts")
-    p.add_argument("--width", type=int, default=24)
-    p.add_argument("--in-channels", type=int, default=1)
+    p = _verb(sub, "models", "list registered networks and their parameter counts",
+              "  mismatch models\n  mismatch models --width 32")
+    p.add_argument("--width", type=int, default=24, help="channels of the first level (default: 24)")
+    p.add_argument("--in-channels", type=int, default=1, help="input channels (default: 1)")
     p.set_defaults(func=cmd_models)
+
+
+def _version() -> str:
+    """The installed package's version (read from its metadata: imports nothing heavy)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mismatch")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from mismatch import __version__
+
+        return __version__
 
 
 def make_parser() -> argparse.ArgumentParser:
     """The ``mismatch`` argument parser."""
-    parser = argparse.ArgumentParser(prog="mismatch", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mismatch", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     adders: list[Callable[[argparse._SubParsersAction], None]] = [
         _add_study, _add_search, _add_train, _add_report, _add_erf, _add_data, _add_models, _add_methods,

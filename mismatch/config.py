@@ -429,11 +429,20 @@ def _format_validation_error(
         loc = tuple(p for p in item["loc"] if not str(p).startswith("function-"))
         key = ".".join(str(p) for p in loc)
         msg = item["msg"]
+        if item["type"] == "value_error" and "error" in item.get("ctx", {}):
+            msg = _plain(item["ctx"]["error"])  # not pydantic's "Value error, ..." prefix
         if item["type"] == "extra_forbidden":
             msg = "unknown key" + _suggestion(loc, data, root or TrialSpec)
         lines.append(f"  {key or '<root>'}: {msg}")
     where = f" in {source}" if source else ""
     return f"invalid spec{where}:\n" + "\n".join(lines)
+
+
+def _plain(err: BaseException) -> str:
+    """An error's message as written: ``str(KeyError("x"))`` would add repr quotes."""
+    if isinstance(err, KeyError) and len(err.args) == 1:
+        return str(err.args[0])
+    return str(err)
 
 
 def _suggestion(loc: tuple[Any, ...], data: dict[str, Any], root: type[BaseModel]) -> str:
@@ -466,7 +475,7 @@ def load_trial_spec(data: dict[str, Any], source: str | None = None) -> TrialSpe
         raise SpecError(_format_validation_error(err, source, data)) from None
     except (KeyError, ValueError) as err:
         where = f" in {source}" if source else ""
-        raise SpecError(f"invalid spec{where}: {err}") from None
+        raise SpecError(f"invalid spec{where}: {_plain(err)}") from None
 
 
 def load_data_spec(data: dict[str, Any], source: str | None = None) -> DataSpec:
@@ -477,7 +486,7 @@ def load_data_spec(data: dict[str, Any], source: str | None = None) -> DataSpec:
         raise SpecError(_format_validation_error(err, source, data, DataSpec)) from None
     except (KeyError, ValueError) as err:
         where = f" in {source}" if source else ""
-        raise SpecError(f"invalid data spec{where}: {err}") from None
+        raise SpecError(f"invalid data spec{where}: {_plain(err)}") from None
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:

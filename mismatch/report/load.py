@@ -166,6 +166,34 @@ def _complete(images: pd.DataFrame) -> pd.DataFrame:
     return images
 
 
+class NotAStudyError(FileNotFoundError):
+    """A folder that is not a study: no images/ and no Parquet files. ``studies`` lists the
+    study folders directly inside it (a storage such as ``runs/`` holds one per study)."""
+
+    def __init__(self, results: str, studies: list[str]) -> None:
+        self.results = results
+        self.studies = studies
+        if studies:
+            paths = [f"{results.rstrip('/')}/{name}" for name in studies]
+            listing = "\n".join(f"  {p}" for p in paths)
+            message = (f"{results} is a folder of studies, not a study; the study folders in it:\n{listing}\n"
+                       f"name one, e.g. mismatch report {paths[0]}")
+        else:
+            message = f"{results} has no images/ folder and no Parquet files (and no study folders inside)"
+        super().__init__(message)
+
+    def __str__(self) -> str:  # OSError would format it as "[Errno ...]" otherwise
+        return str(self.args[0])
+
+
+def _study_folders(fs: pafs.FileSystem, folder: str) -> list[str]:
+    """Names of the sub-folders of ``folder`` that hold a study's images/ or trials/ rows."""
+    found = fs.get_file_info(pafs.FileSelector(folder))
+    subfolders = sorted(f.path for f in found if f.type == pafs.FileType.Directory and not f.base_name.startswith("."))
+    return [sub.rsplit("/", 1)[-1] for sub in subfolders
+            if _parquet_files(fs, f"{sub}/images") or _parquet_files(fs, f"{sub}/trials")]
+
+
 def _stem(path: str) -> str:
     return path.rsplit("/", 1)[-1][: -len(".parquet")]
 
@@ -206,6 +234,6 @@ def load_study(results: str | Path, metric: str = "iou", exclude_empty: bool = F
         return _load_folder(results, fs, path, columns)
     merged = _parquet_files(fs, path)  # a bare folder of merged Parquet files
     if not merged:
-        raise FileNotFoundError(f"{results} has no images/ folder and no Parquet files")
+        raise NotAStudyError(results, _study_folders(fs, path))
     return StudyData(results, _complete(_read(fs, merged, IDENTITY + columns, "images")), None, fs, None,
                      {"images": len(merged)})
