@@ -315,6 +315,9 @@ def cmd_study_status(args: argparse.Namespace) -> int:
           f"{st.pending} pending; ETA {format_eta(st.eta_s)}")
     for trial_id, error in st.failures:
         print(f"  failed {trial_id}: {error}")
+    for item in st.corrupt:
+        print(f"  corrupt {item.path}: {item.error} (trial {item.trial_id} counts as pending; "
+              "`mismatch study run` moves the file to quarantine/ and runs it again)")
     return 0
 
 

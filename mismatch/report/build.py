@@ -14,7 +14,7 @@ from mismatch.report import comparison, sections, tuning
 from mismatch.report.aggregate import METRICS, image_subset, per_trial
 from mismatch.report.cases import case_values
 from mismatch.report.design import REFERENCE_METHOD, detect_design
-from mismatch.report.html import Section, bullets, page
+from mismatch.report.html import Section, bullets, page, paragraph
 from mismatch.report.load import StudyData, load_study
 from mismatch.report.stats import ALTERNATIVES
 from mismatch.report.table import Table, write_table
@@ -108,7 +108,11 @@ def _overview(ctx: sections.Context, name: str) -> Section:
         f"{ctx.at}; calibration and visual results at {ctx.calibration_at}.",
         f"Columns: {', '.join(c.key for c in d.columns)}.",
     ]
-    return Section("overview", "Overview", [bullets(facts)])
+    body = [bullets(facts)]
+    if ctx.data.corrupt:  # read errors of trials/ and images/ files are known by now
+        body.append(paragraph(f"{len(ctx.data.corrupt)} corrupt results files were left out: "
+                              f"{', '.join(ctx.data.corrupt)} (details under What is missing).", "warn"))
+    return Section("overview", "Overview", body)
 
 
 def _tuning_section(ctx: sections.Context) -> sections.Built:

@@ -10,6 +10,8 @@ keeps a million rows small and group-bys fast.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +53,8 @@ class StudyData:
     base: str | None
     files: dict[str, int] = field(default_factory=dict)
     uncommitted: list[str] = field(default_factory=list)
+    corrupt: dict[str, str] = field(default_factory=dict)
+    """``{path: error}`` of every unreadable file left out (the report warns about each)."""
 
     def prediction_path(self, trial_id: str) -> str | None:
         """Path of ``predictions/<trial_id>.npz`` if it exists."""
@@ -67,7 +71,7 @@ class StudyData:
                  if _stem(f) in set(self.trials["trial_id"].astype(str))]
         if not files:
             return None
-        rows = _read(self.fs, files, DECODER_COLUMNS, "decoders")
+        rows = _read(self.fs, files, DECODER_COLUMNS, "decoders", self.corrupt)
         rows["trial_id"] = rows["trial_id"].astype(str)
         return rows
 
@@ -83,10 +87,9 @@ class StudyData:
         files = [f for f in _parquet_files(self.fs, f"{self.base}/cases") if _stem(f) in committed]
         frames = []
         for path in files:
-            handle = pq.ParquetFile(path, filesystem=self.fs)
-            names = set(handle.schema_arrow.names)
-            if {"trial_id", "case_id"} <= names:
-                frames.append(handle.read(columns=[c for c in CASE_COLUMNS if c in names]).to_pandas())
+            table = _open(self.fs, path, self.corrupt, _case_columns, dictionary=False)
+            if table is not None:
+                frames.append(table.to_pandas())
         return pd.concat(frames, ignore_index=True) if frames else None
 
     def optuna_journal(self) -> str | None:
@@ -111,15 +114,42 @@ def _parquet_files(fs: pafs.FileSystem, folder: str) -> list[str]:
     return sorted(f.path for f in found if f.path.endswith(".parquet") and not f.base_name.startswith("."))
 
 
-def _read(fs: pafs.FileSystem, files: list[str], wanted: list[str], table: str) -> pd.DataFrame:
+def _case_columns(names: set[str]) -> list[str] | None:
+    return [c for c in CASE_COLUMNS if c in names] if {"trial_id", "case_id"} <= names else None
+
+
+def _open(fs: pafs.FileSystem, path: str, skipped: dict[str, str] | None,
+          columns: Callable[[set[str]], list[str] | None], dictionary: bool = True) -> pa.Table | None:
+    """The ``columns(names in the file)`` of one Parquet file (None: the file is not read).
+
+    An unreadable file raises an error naming it or, given ``skipped``, is added to it
+    (``{path: error}``), warned about on stderr and left out (None).
+    """
+    try:
+        handle = pq.ParquetFile(path, filesystem=fs,
+                                read_dictionary=sorted(schema.STRING_IDENTITY) if dictionary else None)
+        wanted = columns(set(handle.schema_arrow.names))
+        return None if wanted is None else handle.read(columns=wanted)
+    except (pa.ArrowException, OSError) as err:  # ArrowInvalid: "Parquet magic bytes not found ..."
+        if skipped is None:
+            raise ValueError(f"{path}: not a readable Parquet file ({err})") from err
+        skipped[path] = str(err)
+        print(f"warning: left out a corrupt results file {path}: {err}", file=sys.stderr)
+        return None
+
+
+def _read(fs: pafs.FileSystem, files: list[str], wanted: list[str], table: str,
+          skipped: dict[str, str] | None = None) -> pd.DataFrame:
     """Concatenate ``files`` of ``table`` reading only ``wanted`` columns, upgraded to the current
-    schema version (:func:`mismatch.results.upgrade`); strings become categoricals."""
+    schema version (:func:`mismatch.results.upgrade`); strings become categoricals. A corrupt
+    file raises an error naming it, or with ``skipped`` is left out (see :func:`_open`)."""
     wanted = list(dict.fromkeys(wanted))  # identity and per-table lists share names (trial_id)
+    columns = schema.read_columns(wanted)
     tables = []
     for path in files:
-        handle = pq.ParquetFile(path, filesystem=fs, read_dictionary=sorted(schema.STRING_IDENTITY))
-        names = set(handle.schema_arrow.names)
-        tables.append(handle.read(columns=[c for c in schema.read_columns(wanted) if c in names]))
+        read = _open(fs, path, skipped, lambda names: [c for c in columns if c in names])
+        if read is not None:
+            tables.append(read)
     if not tables:
         return pd.DataFrame(columns=wanted)
     merged = pa.concat_tables(tables, promote_options="permissive")
@@ -203,15 +233,17 @@ def _load_folder(results: str, fs: pafs.FileSystem, path: str, columns: list[str
     image_files = _parquet_files(fs, f"{path}/images")
     trial_files = _parquet_files(fs, f"{path}/trials")
     if not trial_files:  # no trial-level rows: identity must come from the image rows
-        images = _complete(_read(fs, image_files, IDENTITY + columns, "images"))
-        return StudyData(results, images, None, fs, path, {"images": len(image_files)})
-    trials = _complete(_read(fs, trial_files, TRIAL_COLUMNS, "trials"))
+        corrupt: dict[str, str] = {}
+        images = _complete(_read(fs, image_files, IDENTITY + columns, "images", corrupt))
+        return StudyData(results, images, None, fs, path, {"images": len(image_files)}, corrupt=corrupt)
+    corrupt: dict[str, str] = {}
+    trials = _complete(_read(fs, trial_files, TRIAL_COLUMNS, "trials", corrupt))
     committed = set(trials["trial_id"].astype(str))
     keep = [f for f in image_files if _stem(f) in committed]
     orphans = sorted(_stem(f) for f in image_files if _stem(f) not in committed)
-    images = _read(fs, keep, columns, "images")
+    images = _read(fs, keep, columns, "images", corrupt)
     files = {"images": len(keep), "trials": len(trial_files)}
-    return StudyData(results, images, trials, fs, path, files, orphans)
+    return StudyData(results, images, trials, fs, path, files, orphans, corrupt)
 
 
 def load_study(results: str | Path, metric: str = "iou", exclude_empty: bool = False) -> StudyData:
@@ -219,7 +251,8 @@ def load_study(results: str | Path, metric: str = "iou", exclude_empty: bool = F
 
     In a study folder, identity comes from trials/ (the store writes a trial's row last, as its
     commit marker); image files of trials without a row are not read and are listed in
-    ``uncommitted``.
+    ``uncommitted``. A corrupt file of a folder is left out with a warning on stderr and is
+    listed in ``corrupt``; a single corrupt file raises an error naming it.
     """
     results = os.fspath(results)
     fs, path = _resolve(results)
@@ -235,5 +268,6 @@ def load_study(results: str | Path, metric: str = "iou", exclude_empty: bool = F
     merged = _parquet_files(fs, path)  # a bare folder of merged Parquet files
     if not merged:
         raise NotAStudyError(results, _study_folders(fs, path))
-    return StudyData(results, _complete(_read(fs, merged, IDENTITY + columns, "images")), None, fs, None,
-                     {"images": len(merged)})
+    corrupt: dict[str, str] = {}
+    images = _complete(_read(fs, merged, IDENTITY + columns, "images", corrupt))
+    return StudyData(results, images, None, fs, None, {"images": len(merged)}, corrupt=corrupt)

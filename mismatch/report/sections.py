@@ -261,6 +261,11 @@ def missing_section(ctx: Context) -> Built:
         names = " ".join(ctx.data.uncommitted)
         sec.body.append(paragraph(f"{len(ctx.data.uncommitted)} image files have no trials row (a trial that "
                                   f"stopped while writing) and were not read: {names}", "warn"))
+    if ctx.data.corrupt:
+        listing = "; ".join(f"{path} ({error})" for path, error in ctx.data.corrupt.items())
+        sec.body.append(paragraph(f"{len(ctx.data.corrupt)} corrupt results files could not be read and were left "
+                                  f"out (`mismatch study run` moves them to quarantine/ and runs their trials "
+                                  f"again): {listing}", "warn"))
     for table, empty in ((missing, "Every cell of the main table has all replicates."),
                          (failed, "No failed trials.")):
         sec.body.append(table_html(table) if table.rows else paragraph(empty))

@@ -73,7 +73,8 @@ def _split_rows(data: StudyData) -> pd.DataFrame:
     if data.base is None or data.trials is None:
         return pd.DataFrame(columns=["method", "splits_json"])
     folder = f"{data.base}/trials"
-    files = [f.path for f in data.fs.get_file_info(pafs.FileSelector(folder)) if f.path.endswith(".parquet")]
+    files = [f.path for f in data.fs.get_file_info(pafs.FileSelector(folder))
+             if f.path.endswith(".parquet") and f.path not in data.corrupt]  # already warned about
     frames = []
     for path in files:
         names = set(pq.read_schema(path, filesystem=data.fs).names)

@@ -22,7 +22,15 @@ from mismatch.config import SpecError, TrialSpec
 from mismatch.data.errors import DataError
 from mismatch.study.progress import Progress
 from mismatch.study.spec import Study, trial_payload
-from mismatch.study.store import TrialCheckpoint, absolute_storage, trial_statuses, write_result, write_trial
+from mismatch.study.store import (
+    TrialCheckpoint,
+    absolute_storage,
+    corrupt_files,
+    quarantine,
+    trial_statuses,
+    write_result,
+    write_trial,
+)
 from mismatch.train import NON_FINITE_ERRORS, TrialResult, failed_trial_row, run_trial
 
 #: Errors that would recur on every retry: the trial is recorded as failed at once.
@@ -128,6 +136,18 @@ def pending_trials(study: Study, storage: str, retry_failed: bool) -> tuple[list
     return todo, statuses
 
 
+def quarantine_corrupt(study: Study, storage: str, stream: TextIO = sys.stdout) -> list[tuple[str, str]]:
+    """Move the study's corrupt files to quarantine/ (one line each) so their trials run again."""
+    corrupt = corrupt_files(storage, study.name)
+    errors = {c.path: c.error for c in corrupt}
+    moves = quarantine(storage, study.name, corrupt)
+    for source, target in moves:
+        why = f"corrupt ({errors[source]})" if source in errors else "the row of a trial with a corrupt file"
+        print(f"[{study.name}] quarantined {source} -> {target}: {why}; the trial runs again",
+              file=stream, flush=True)
+    return moves
+
+
 def run_study(
     study: Study,
     storage: str | None = None,
@@ -139,6 +159,7 @@ def run_study(
     """Run every trial of ``study`` that has no stored result yet; returns what happened."""
     storage = study.storage if storage is None else absolute_storage(storage)
     specs = study.trials()
+    quarantine_corrupt(study, storage, stream)
     todo, statuses = pending_trials(study, storage, retry_failed)
     skipped = len(specs) - len(todo)
     print(f"[{study.name}] {len(specs)} trials: {skipped} already done, {len(todo)} to run -> {storage}/{study.name}",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from mismatch.study.spec import Study
-from mismatch.study.store import TrialCheckpoint, read_table
+from mismatch.study.store import CorruptFile, TrialCheckpoint, corrupt_files, read_table
 
 
 def format_eta(seconds: float | None) -> str:
@@ -39,6 +39,7 @@ class StudyStatus:
     pending: int
     eta_s: float | None
     failures: list[tuple[str, str]]
+    corrupt: list[CorruptFile] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -48,10 +49,17 @@ class StudyStatus:
 def study_status(study: Study, storage: str, parallel: int | None = None) -> StudyStatus:
     """Classify every trial of the grid from the store; running = has a checkpoint, no row.
 
+    A trial with a corrupt file (listed in ``corrupt``) is pending: ``study run`` moves the
+    file to quarantine/ and runs the trial again.
+
     The ETA is the median stored trial time x (running + pending) / trials at once (by
     default, this machine's CPUs / CPUs per trial).
     """
-    rows = read_table(storage, study.name, "trials", columns=["trial_id", "status", "error", "train_time_s"])
+    corrupt = corrupt_files(storage, study.name)
+    broken = {c.trial_id for c in corrupt}
+    rows = read_table(storage, study.name, "trials", columns=["trial_id", "status", "error", "train_time_s"],
+                      skip_corrupt=True)
+    rows = rows[~rows["trial_id"].isin(broken)] if len(rows) else rows
     by_id = {r.trial_id: r for r in rows.itertuples()} if len(rows) else {}
     counts = {"done": 0, "running": 0, "failed": 0, "pending": 0}
     failures = []
@@ -71,4 +79,4 @@ def study_status(study: Study, storage: str, parallel: int | None = None) -> Stu
     done_times = [float(t) for t in times]
     slots = parallel or max(1, int((os.cpu_count() or 1) // study.file.resources.cpu))
     eta = estimate_eta(done_times, counts["running"] + counts["pending"], slots)
-    return StudyStatus(**counts, eta_s=eta, failures=failures)
+    return StudyStatus(**counts, eta_s=eta, failures=failures, corrupt=corrupt)

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,33 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from mismatch.results import TABLES
+
+QUARANTINE = "quarantine"
+"""The folder of a study where ``study run`` moves corrupt files: ``quarantine/<table>/<name>``."""
+
+
+class CorruptFileError(ValueError):
+    """A results file that cannot be read as Parquet (truncated, overwritten); names the file."""
+
+    def __init__(self, path: str, cause: BaseException | str) -> None:
+        self.path = path
+        self.cause = str(cause)
+        super().__init__(f"{path}: not a readable Parquet file ({self.cause}); "
+                         "`mismatch study run` moves it to the study's quarantine/ folder and runs its trial again")
+
+
+@dataclass(frozen=True)
+class CorruptFile:
+    """One unreadable file of a study's store: its table, path and the reader's error."""
+
+    table: str
+    path: str
+    error: str
+
+    @property
+    def trial_id(self) -> str:
+        """The trial the file belongs to (every table has one file per trial, named by its id)."""
+        return self.path.rsplit("/", 1)[-1].removesuffix(".parquet")
 
 
 def absolute_storage(storage: str) -> str:
@@ -132,20 +160,26 @@ def write_result(storage: str, result: Any, extra: dict[str, Any] | None = None)
                        result.predictions, result.splits, result.decoders, result.cases)
 
 
-def read_table(storage: str, study: str, table: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """Read one table of a study (all trials) as a single DataFrame (empty if none written)."""
+def read_table(storage: str, study: str, table: str, columns: list[str] | None = None,
+               skip_corrupt: bool = False) -> pd.DataFrame:
+    """Read one table of a study (all trials) as a single DataFrame (empty if none written).
+
+    An unreadable file raises :class:`CorruptFileError` naming it, or is left out when
+    ``skip_corrupt`` (:func:`corrupt_files` lists them).
+    """
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
     fs, root = resolve(storage)
-    folder = f"{root}/{study}/{table}"
-    info = fs.get_file_info(folder)
-    if info.type == pafs.FileType.NotFound:
+    files = _table_files(fs, f"{root}/{study}/{table}")
+    tables = []
+    for path in files:
+        try:
+            tables.append(_read_file(fs, path, columns))
+        except CorruptFileError:
+            if not skip_corrupt:
+                raise
+    if not tables:
         return pd.DataFrame(columns=columns or [])
-    selector = pafs.FileSelector(folder)
-    files = [f.path for f in fs.get_file_info(selector) if f.path.endswith(".parquet")]
-    if not files:
-        return pd.DataFrame(columns=columns or [])
-    tables = [_read_file(fs, p, columns) for p in sorted(files)]
     # Files of different trials may differ in columns (loss terms, failed vs completed rows):
     # promote to one schema, missing columns becoming nulls.
     frame = pa.concat_tables(tables, promote_options="default").to_pandas()
@@ -155,12 +189,81 @@ def read_table(storage: str, study: str, table: str, columns: list[str] | None =
     return frame
 
 
+def _table_files(fs: pafs.FileSystem, folder: str) -> list[str]:
+    """The sorted Parquet files directly in ``folder`` (none if it does not exist)."""
+    if fs.get_file_info(folder).type == pafs.FileType.NotFound:
+        return []
+    return sorted(f.path for f in fs.get_file_info(pafs.FileSelector(folder)) if f.path.endswith(".parquet"))
+
+
 def _read_file(fs: pafs.FileSystem, path: str, columns: list[str] | None) -> pa.Table:
-    """One Parquet file, restricted to the requested columns it has."""
-    if columns is None:
-        return pq.read_table(path, filesystem=fs)
-    present = set(pq.read_schema(path, filesystem=fs).names)
-    return pq.read_table(path, filesystem=fs, columns=[c for c in columns if c in present])
+    """One Parquet file, restricted to the requested columns it has; names the file if unreadable."""
+    try:
+        if columns is None:
+            return pq.read_table(path, filesystem=fs)
+        present = set(pq.read_schema(path, filesystem=fs).names)
+        return pq.read_table(path, filesystem=fs, columns=[c for c in columns if c in present])
+    except (pa.ArrowException, OSError) as err:  # ArrowInvalid: "Parquet magic bytes not found ..."
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            raise  # deleted while reading: not corruption
+        raise CorruptFileError(path, _reason(err, path)) from err
+
+
+def _reason(err: BaseException, path: str) -> str:
+    """pyarrow's message without the path it repeats (the caller names the file once)."""
+    return str(err).replace(f"Could not open Parquet input source '{path}': ", "")
+
+
+def corrupt_files(storage: str, study: str) -> list[CorruptFile]:
+    """Every Parquet file of the study's tables that cannot be read.
+
+    Trials rows (small, and read whole by every status and resume) are read whole; the other
+    tables' files only up to their footer and schema, which a truncated or overwritten file fails.
+    """
+    fs, root = resolve(storage)
+    found = []
+    for table in TABLES:
+        for path in _table_files(fs, f"{root}/{study}/{table}"):
+            try:
+                if table == "trials":
+                    pq.read_table(path, filesystem=fs)
+                else:
+                    pq.read_metadata(path, filesystem=fs).schema.to_arrow_schema()
+            except (pa.ArrowException, OSError) as err:
+                found.append(CorruptFile(table, path, _reason(err, path)))
+    return found
+
+
+def quarantine(storage: str, study: str, corrupt: list[CorruptFile]) -> list[tuple[str, str]]:
+    """Move corrupt files to ``<study>/quarantine/<table>/<name>``; returns ``(from, to)`` per move.
+
+    A corrupt file of any other table also moves its trial's row aside: the row is the commit
+    marker, so the trial counts as not done and runs again, writing every file afresh.
+    """
+    fs, root = resolve(storage)
+    base = f"{root}/{study}"
+    moves: dict[str, str] = {}
+    for item in corrupt:
+        paths = [item.path]
+        if item.table != "trials":
+            paths.append(f"{base}/trials/{item.trial_id}.parquet")
+        for path in paths:
+            if path in moves or fs.get_file_info(path).type != pafs.FileType.File:
+                continue
+            table, name = path.rsplit("/", 2)[-2:]
+            moves[path] = _move_aside(fs, path, f"{base}/{QUARANTINE}/{table}/{name}")
+    return list(moves.items())
+
+
+def _move_aside(fs: pafs.FileSystem, path: str, target: str) -> str:
+    """Move ``path`` to ``target``, or ``target.1``, ``target.2``... if taken; returns where it went."""
+    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+    candidate, n = target, 0
+    while fs.get_file_info(candidate).type != pafs.FileType.NotFound:
+        n += 1
+        candidate = f"{target}.{n}"
+    fs.move(path, candidate)
+    return candidate
 
 
 def trial_statuses(storage: str, study: str) -> dict[str, str]:
@@ -170,7 +273,10 @@ def trial_statuses(storage: str, study: str) -> dict[str, str]:
 
 
 def export_images(storage: str, study: str, out: str) -> int:
-    """Merge every per-image file of ``study`` into one Parquet file (atomically); returns rows."""
+    """Merge every per-image file of ``study`` into one Parquet file (atomically); returns rows.
+
+    A corrupt file stops the export with :class:`CorruptFileError` naming it (nothing is written).
+    """
     frame = read_table(storage, study, "images")
     fs, path = resolve(out)
     _write_atomic(fs, path, _parquet_bytes(frame))
