@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from mismatch.config import SpecError, TrialSpec, load_trial_spec
 from mismatch.data.errors import DataError
 from mismatch.evaluate import utc_now
+from mismatch.results.schema import SCHEMA_VERSION
 from mismatch.study.progress import Progress
 from mismatch.study.spec import Study, trial_payload
 from mismatch.study.store import TrialCheckpoint, absolute_storage, trial_statuses, write_result, write_trial
@@ -62,7 +63,7 @@ def unbuildable_trial_row(config: dict[str, Any], error: BaseException) -> dict[
     raw = trial.get("spec") if isinstance(trial.get("spec"), dict) else {}
     method = raw.get("method")
     now = utc_now()
-    return {"study": str(raw.get("study", "adhoc")), "trial_id": trial["id"],
+    return {"schema_version": SCHEMA_VERSION, "study": str(raw.get("study", "adhoc")), "trial_id": trial["id"],
             "method": str(method.get("name", "")) if isinstance(method, dict) else str(method or ""),
             "status": "failed", "error": f"{type(error).__name__}: {error}",
             "spec_json": json.dumps(raw, sort_keys=True, default=str), "started_at": now, "finished_at": now}

@@ -13,6 +13,7 @@ import yaml
 
 from mismatch import cli
 from mismatch.config import SpecError, load_trial_spec, load_trial_spec_file, parse_yaml, read_yaml_mapping
+from mismatch.results.schema import SCHEMA_VERSION
 from mismatch.study import runner
 from mismatch.study.spec import load_study, trial_payload
 from mismatch.study.store import read_table, trial_statuses, write_trial
@@ -115,6 +116,7 @@ def test_worker_records_a_spec_that_fails_validation_as_failed(tmp_path, monkeyp
     assert trial_statuses(storage, "tiny") == {trial_id: "failed"}
     row = read_table(storage, "tiny", "trials").iloc[0]
     assert row["method"] == "mismatch" and "train.lr" in row["error"] and f"trial {trial_id}" in row["error"]
+    assert row["schema_version"] == SCHEMA_VERSION and row["study"] == "tiny"
 
 
 def test_driver_records_an_errored_trial_whose_spec_does_not_validate(tmp_path, tiny_dict):
