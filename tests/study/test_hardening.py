@@ -199,3 +199,10 @@ def test_rerun_with_every_trial_completed_exits_0(tmp_path, capsys):
         write_trial(storage, "hard", spec.trial_id(), {"trial_id": spec.trial_id(), "status": "completed"})
     assert cli.main(["study", "run", str(path), "--storage", storage]) == 0
     assert "--retry-failed" not in capsys.readouterr().out
+
+
+def test_train_cli_rejects_a_duplicate_key_in_its_spec_file(tmp_path, tiny_dict, capsys):
+    path = _write(tmp_path, yaml.safe_dump(tiny_dict()) + "study: other\n", "trial.yaml")
+    assert cli.main(["train", str(path), "--dry-run"]) == 2
+    assert "duplicate key 'study'" in capsys.readouterr().err
+    assert cli.main(["train", str(_write(tmp_path, yaml.safe_dump(tiny_dict()), "ok.yaml")), "--dry-run"]) == 0
