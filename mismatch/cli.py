@@ -64,15 +64,15 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_train_spec(args: argparse.Namespace) -> Any:
     """A TrialSpec from an optional YAML file, the dedicated flags and ``--set key=value``."""
-    from mismatch.config import SpecError, load_trial_spec
+    from mismatch.config import SpecError, load_trial_spec, parse_yaml
 
     tree: dict[str, Any] = {}
     source = None
     if args.spec:
         source = str(args.spec)
         try:
-            tree = yaml.safe_load(Path(args.spec).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
+            tree = parse_yaml(Path(args.spec).read_text()) or {}
+        except (OSError, yaml.YAMLError, RecursionError) as err:
             raise SpecError(f"cannot read spec {args.spec}: {err}") from None
     tree.setdefault("method", {"name": "mismatch"})
     if "data" not in tree and not args.data_root and not args.data_prepared:
@@ -301,7 +301,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     from mismatch.study.runner import run_study  # torch and Ray only once the file is known good
 
     outcome = run_study(study, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed)
-    return 130 if outcome.unfinished else 1 if outcome.failed else 0
+    return 130 if outcome.unfinished else 1 if outcome.failed or outcome.failed_before else 0
 
 
 def cmd_study_status(args: argparse.Namespace) -> int:

@@ -41,9 +41,10 @@ class SpecError(ValueError):
 
 
 class StrictModel(BaseModel):
-    """Base of every spec: unknown keys are errors; instances are immutable."""
+    """Base of every spec: unknown keys and non-finite numbers (``.inf``, ``.nan``, which JSON
+    cannot carry to a worker) are errors; instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class SynthSpec(StrictModel):
@@ -489,16 +490,47 @@ def load_data_spec(data: dict[str, Any], source: str | None = None) -> DataSpec:
         raise SpecError(f"invalid data spec{where}: {_plain(err)}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is an error
+    (SafeLoader silently keeps the last: a second ``name:`` would move a study's results)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<:` merge keys may repeat; their keys are flattened by the base class
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base class raises its own error
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} on line {line} (first given on line {first})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text parsed as by ``yaml.safe_load``, except that a key given twice in one
+    mapping raises a ``yaml.YAMLError`` naming the key and its line."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """A YAML file's top-level mapping; a missing file, bad YAML or a non-mapping is a
-    :class:`SpecError` naming the file (``what`` says what the file should be)."""
+    """A YAML file's top-level mapping; a missing file, bad YAML, a key given twice in one
+    mapping, nesting too deep to parse or a non-mapping is a :class:`SpecError` naming the
+    file (``what`` says what the file should be)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except FileNotFoundError:
         raise SpecError(f"{what} file not found: {path}") from None
     except yaml.YAMLError as err:
         raise SpecError(f"{path} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: the YAML is nested too deeply to read (a {what} needs only a few levels)") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a {what} must be a mapping at the top level")
     return data

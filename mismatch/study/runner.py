@@ -9,6 +9,7 @@ driver. See docs/studies.md.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -18,8 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from mismatch.config import SpecError, TrialSpec
+from pydantic import ValidationError
+
+from mismatch.config import SpecError, TrialSpec, load_trial_spec
 from mismatch.data.errors import DataError
+from mismatch.evaluate import utc_now
+from mismatch.results.schema import SCHEMA_VERSION
 from mismatch.study.progress import Progress
 from mismatch.study.spec import Study, trial_payload
 from mismatch.study.store import (
@@ -46,11 +51,30 @@ class StudyOutcome:
     completed: int
     failed: int
     unfinished: int = 0
+    #: Trials skipped because an earlier run recorded them as failed for good (``--retry-failed``).
+    failed_before: int = 0
 
 
 def spec_from_config(config: dict[str, Any]) -> TrialSpec:
-    """The spec a study trial carries in its Tune config (see :func:`trial_payload`)."""
-    return TrialSpec.model_validate(config["trial"]["spec"])
+    """The spec a study trial carries in its Tune config (see :func:`trial_payload`);
+    a spec that no longer validates is a :class:`SpecError` naming the trial and the key."""
+    trial = config["trial"]
+    return load_trial_spec(trial["spec"], source=f"trial {trial.get('id', '?')}")
+
+
+def unbuildable_trial_row(config: dict[str, Any], error: BaseException) -> dict[str, Any] | None:
+    """The failed row of a study trial whose spec does not validate, from its raw payload
+    (None where the config names no trial id: nothing to record it under)."""
+    trial = config.get("trial")
+    if not isinstance(trial, dict) or not isinstance(trial.get("id"), str):
+        return None
+    raw = trial.get("spec") if isinstance(trial.get("spec"), dict) else {}
+    method = raw.get("method")
+    now = utc_now()
+    return {"schema_version": SCHEMA_VERSION, "study": str(raw.get("study", "adhoc")), "trial_id": trial["id"],
+            "method": str(method.get("name", "")) if isinstance(method, dict) else str(method or ""),
+            "status": "failed", "error": f"{type(error).__name__}: {error}",
+            "spec_json": json.dumps(raw, sort_keys=True, default=str), "started_at": now, "finished_at": now}
 
 
 def trial_fn(
@@ -71,7 +95,14 @@ def trial_fn(
     from mismatch.runtime import set_threads
 
     set_threads(threads)
-    spec = spec_of(config)
+    try:
+        spec = spec_of(config)
+    except (SpecError, ValidationError) as err:  # would fail on every retry: failed for good, now
+        row = unbuildable_trial_row(config, err)
+        if row is not None:
+            write_trial(storage, row["study"], row["trial_id"], row)
+        tune.report({"status_failed": 1, "error": f"{type(err).__name__}: {err}"})
+        return
     ckpt = TrialCheckpoint(storage, spec.study, spec.trial_id())
     local = ckpt.fetch()
 
@@ -154,18 +185,25 @@ def run_study(
     address: str | None = None,
     verbose: bool = False,
     retry_failed: bool = False,
-    stream: TextIO = sys.stdout,
+    stream: TextIO | None = None,
 ) -> StudyOutcome:
-    """Run every trial of ``study`` that has no stored result yet; returns what happened."""
+    """Run every trial of ``study`` that has no stored result yet; returns what happened
+    (progress goes to ``stream``, by default the ``sys.stdout`` of the call)."""
+    stream = sys.stdout if stream is None else stream
     storage = study.storage if storage is None else absolute_storage(storage)
     specs = study.trials()
     quarantine_corrupt(study, storage, stream)
     todo, statuses = pending_trials(study, storage, retry_failed)
     skipped = len(specs) - len(todo)
+    failed_before = 0 if retry_failed else sum(statuses.get(s.trial_id()) == "failed" for s in specs)
     print(f"[{study.name}] {len(specs)} trials: {skipped} already done, {len(todo)} to run -> {storage}/{study.name}",
           file=stream, flush=True)
+    if failed_before:
+        print(f"[{study.name}] {failed_before} trial(s) failed for good in an earlier run and are skipped; "
+              "`mismatch study status` shows their errors; run again with --retry-failed to retry them",
+              file=stream, flush=True)
     if not todo:
-        return StudyOutcome(len(specs), skipped, 0, 0)
+        return StudyOutcome(len(specs), skipped, 0, 0, failed_before=failed_before)
     init_ray(address, verbose)
     grid = _fit(study, storage, todo, verbose, Progress(study.name, len(specs), skipped, stream))
     _record_errored(grid, storage)
@@ -180,7 +218,7 @@ def run_study(
     else:
         print(f"[{study.name}] finished: {completed} completed, {failed} failed, {skipped} skipped",
               file=stream, flush=True)
-    return StudyOutcome(len(specs), skipped, completed, failed, unfinished)
+    return StudyOutcome(len(specs), skipped, completed, failed, unfinished, failed_before)
 
 
 def _fit(study: Study, storage: str, todo: list[TrialSpec], verbose: bool, progress: Any) -> Any:
@@ -215,7 +253,13 @@ def _record_errored(grid: Any, storage: str) -> None:
     for result in grid:
         if result.error is None:
             continue
-        spec = TrialSpec.model_validate(result.config["trial"]["spec"])
+        try:
+            spec = spec_from_config(result.config)
+        except SpecError as err:  # the worker could not build it either; never stop the driver
+            row = unbuildable_trial_row(result.config, err)
+            if row is not None and trial_statuses(storage, row["study"]).get(row["trial_id"]) != "completed":
+                write_trial(storage, row["study"], row["trial_id"], row)
+            continue
         if trial_statuses(storage, spec.study).get(spec.trial_id()) == "completed":
             continue
         write_trial(storage, spec.study, spec.trial_id(), failed_trial_row(spec, _root_cause(result.error)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from mismatch.config import (
     METHODS,
+    MethodConfig,
     SpecError,
     StrictModel,
     TrialSpec,
@@ -38,6 +40,11 @@ GRID_AXES = {
     "seed": "train.seed",
     "label_draw": "protocol.label_draw",
 }
+
+
+#: The most trials a study file may expand to unless it sets ``max_trials`` (a guard against a
+#: few list-valued keys multiplying into billions of variants).
+DEFAULT_MAX_TRIALS = 10_000
 
 
 class Resources(StrictModel):
@@ -91,6 +98,7 @@ class StudyFile(StrictModel):
     resources: Resources = Resources()
     max_failures: int = Field(2, ge=0)
     max_concurrent: int | None = Field(None, ge=1)
+    max_trials: int = Field(DEFAULT_MAX_TRIALS, ge=1)
     search: SearchSpec | None = None
     tuned: str | None = None
     profiles: dict[str, dict[str, Any]] = {}
@@ -132,6 +140,69 @@ def method_variants(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return variants
 
 
+def _is_best_of(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"best_of"}
+
+
+def check_method_entry(index: int, entry: dict[str, Any], source: str) -> None:
+    """Validate one method entry before it is expanded: every list-valued key is a field of
+    the method's config and every element of every list validates (one key varied at a time,
+    the others at their first value), so a bad value costs one check, not a full expansion.
+    ``{best_of: SEARCH}`` values are resolved (and checked) when trials are built."""
+    where = f"methods[{index}]"
+    if not isinstance(entry["name"], str):
+        raise SpecError(f"invalid study in {source}:\n  {where}.name: one method name per entry "
+                        "(give each method its own entry)")
+    try:
+        config = METHODS.get(entry["name"])
+    except ValueError as err:
+        raise SpecError(f"invalid study in {source}:\n  {where}.name: {err}") from None
+    lists = {k: v for k, v in entry.items() if isinstance(v, list)}
+    for key in lists:
+        if key not in config.model_fields:
+            hint = did_you_mean(key, config.model_fields)
+            raise SpecError(f"invalid study in {source}:\n  {where}.{key}: unknown key{hint}")
+    probe = {}  # every key at its first value
+    for key, value in entry.items():
+        first = value[0] if isinstance(value, list) and value else value
+        if first != [] and not _is_best_of(first):
+            probe[key] = first
+    for key, values in lists.items():
+        for i, value in enumerate(values):
+            if not _is_best_of(value):
+                _check_element(config, {**probe, key: value}, f"{where}.{key}", i, source)
+
+
+def _check_element(config: type[MethodConfig], probe: dict[str, Any], where: str, index: int, source: str) -> None:
+    """Element ``index`` of the list at ``where`` validates in ``probe`` (errors of other keys
+    are left to the full validation of each trial, which names them as before)."""
+    key = where.rsplit(".", 1)[-1]
+    try:
+        config.model_validate(probe)
+    except ValidationError as err:
+        lines = [f"  {where}[{index}]" + "".join(f".{p}" for p in item["loc"][1:]) + f": {item['msg']}"
+                 for item in err.errors() if item["loc"][:1] == (key,)]
+        if lines:
+            raise SpecError(f"invalid study in {source}:\n" + "\n".join(lines)) from None
+
+
+def count_trials(entries: list[dict[str, Any]], axes: dict[str, list[Any]]) -> int:
+    """How many trial specs ``entries`` crossed with the grid ``axes`` expand to (before
+    duplicates are dropped), computed without expanding them."""
+    per_point = sum(math.prod(len(v) for v in entry.values() if isinstance(v, list)) for entry in entries)
+    return per_point * math.prod(len(v) for v in axes.values())
+
+
+def _cap_message(study: StudyFile, axes: dict[str, list[Any]], count: int, source: str) -> str:
+    sizes = [(len(v), f"methods[{i}].{k}") for i, e in enumerate(study.methods) for k, v in e.items()
+             if isinstance(v, list)]
+    sizes += [(len(v), f"grid.{a}") for a, v in axes.items()]
+    largest = ", ".join(f"{key} ({n} values)" for n, key in sorted(sizes, key=lambda s: -s[0])[:3])
+    return (f"invalid study in {source}: it expands to {count:,} trials, more than max_trials: "
+            f"{study.max_trials:,} (largest lists: {largest}); shorten the lists, or raise max_trials "
+            "in the study file if you mean it")
+
+
 class Study:
     """A loaded study: its file, the profile applied, and the trial specs it expands to.
 
@@ -161,6 +232,9 @@ class Study:
         named = ("labelled_slices", "unlabelled_slices", "seed", "label_draw")
         axes = {"fold": folds, **{a: getattr(self.file.grid, a) for a in named}}
         axes = {a: v for a, v in axes.items() if v is not None}
+        count = count_trials(self.file.methods, axes)
+        if count > self.file.max_trials:
+            raise SpecError(_cap_message(self.file, axes, count, self.source))
         specs: dict[str, TrialSpec] = {}
         for entry in self.file.methods:
             for method in method_variants(entry):
@@ -283,9 +357,24 @@ def load_study(path: str | Path, profile: str | None = None, storage: str | None
     except ValidationError as err:
         message = _format_validation_error(err, source, merged, root=StudyFile)
         raise SpecError(message.replace("invalid spec", "invalid study", 1)) from None
+    _check_size(file, source)  # before any expansion or per-entry check: a huge file fails at once
+    for index, entry in enumerate(file.methods):
+        check_method_entry(index, entry, source)
     study = Study(file, source, profile, storage)
-    study.trials()  # validate every trial now, not hours into a cluster run
+    try:
+        study.trials()  # validate every trial now, not hours into a cluster run
+    except RecursionError:
+        raise SpecError(f"invalid study in {source}: a value is nested too deeply to read") from None
     return study
+
+
+def _check_size(file: StudyFile, source: str) -> None:
+    """The trial cap on the file as written (``fold: all`` counted as one fold: a lower bound;
+    :meth:`Study.trials` checks the exact count)."""
+    axes = {a: v for a in GRID_AXES if isinstance(v := getattr(file.grid, a), list)}
+    count = count_trials(file.methods, axes)
+    if count > file.max_trials:
+        raise SpecError(_cap_message(file, axes, count, source))
 
 
 def trial_payload(spec: TrialSpec) -> dict[str, Any]:
