@@ -85,14 +85,14 @@ class StudyLock:
     """The driver lock of ``study`` in ``storage`` (a folder or a URI); a context manager."""
 
     def __init__(self, storage: str, study: str, stale_after_s: float = STALE_AFTER_S,
-                 heartbeat_s: float = HEARTBEAT_S, stream: TextIO = sys.stderr) -> None:
+                 heartbeat_s: float = HEARTBEAT_S, stream: TextIO | None = None) -> None:
         local = storage[len("file://"):] if storage.startswith("file://") else storage
         self.uri = "://" in local
         self.path = f"{storage.rstrip('/')}/{study}/{LOCK_NAME}" if self.uri else str(Path(local) / study / LOCK_NAME)
         self.study = study
         self.stale_after_s = stale_after_s
         self.heartbeat_s = heartbeat_s
-        self.stream = stream
+        self.stream = sys.stderr if stream is None else stream  # looked up now: tests capture it
         self.info = LockInfo.mine()
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
