@@ -298,9 +298,15 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 
     study = load_study(args.file, args.profile, args.storage)
     record_tuning(study)  # the searches it trains with, for the report's leakage check and ledger
-    from mismatch.study.runner import run_study  # torch and Ray only once the file is known good
+    from mismatch.study.lock import LockHeld
+    from mismatch.study.runner import ResourceError, run_study  # torch and Ray only once the file is known good
 
-    outcome = run_study(study, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed)
+    try:
+        outcome = run_study(study, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed,
+                            wait_resources_s=args.wait_resources, stale_lock_s=args.stale_lock_after)
+    except (LockHeld, ResourceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 130 if outcome.unfinished else 1 if outcome.failed or outcome.failed_before else 0
 
 
@@ -393,6 +399,12 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
             s.add_argument("--address", help="a running Ray cluster (default: start an embedded local Ray)")
             s.add_argument("--verbose", action="store_true", help="Ray's own tables and logs")
             s.add_argument("--retry-failed", action="store_true", help="run trials that failed for good again")
+            s.add_argument("--wait-resources", type=float, default=300, metavar="SECONDS",
+                           help="with --address: how long to wait for a node that fits one trial's "
+                                "'resources' (an autoscaler may add one) before failing (default: 300)")
+            s.add_argument("--stale-lock-after", type=float, default=300, metavar="SECONDS",
+                           help="take over another driver's lock on this study after this long without "
+                                "its heartbeat (default: 300; a dead pid on this host at once)")
         if name == "export":
             s.add_argument("--out", required=True, help="merged Parquet file")
 

@@ -25,6 +25,7 @@ from mismatch.config import SpecError, TrialSpec, load_trial_spec
 from mismatch.data.errors import DataError
 from mismatch.evaluate import utc_now
 from mismatch.results.schema import SCHEMA_VERSION
+from mismatch.study.lock import STALE_AFTER_S, StudyLock
 from mismatch.study.progress import Progress
 from mismatch.study.spec import Study, trial_payload
 from mismatch.study.store import (
@@ -40,6 +41,15 @@ from mismatch.train import NON_FINITE_ERRORS, TrialResult, failed_trial_row, run
 
 #: Errors that would recur on every retry: the trial is recorded as failed at once.
 PERMANENT_ERRORS = (*NON_FINITE_ERRORS, DataError, SpecError)
+#: How long a driver on a running cluster waits for a node that fits a trial (an autoscaler
+#: may add one); ``--wait-resources`` overrides it.
+WAIT_RESOURCES_S = 300.0
+#: Ray's resource names of the study file's ``resources`` keys.
+RAY_RESOURCE = {"cpu": "CPU", "gpu": "GPU"}
+
+
+class ResourceError(RuntimeError):
+    """A trial asks for more than any node of the cluster has: it could never start."""
 
 
 @dataclass
@@ -155,6 +165,54 @@ def effective_resources(study: Study) -> dict[str, float]:
     return {"cpu": wanted.cpu, "gpu": wanted.gpu if has_gpu else 0}
 
 
+def node_shortfall(resources: dict[str, float], nodes: list[dict[str, Any]]) -> str | None:
+    """Why no live node can hold one trial (a trial runs on one node), or None if one can.
+
+    ``nodes`` is :func:`ray.nodes`' list; the message names the study file's key and the
+    largest node's amount, e.g. ``resources.cpu: 64 requested per trial, but the largest
+    node has 2 CPUs``.
+    """
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    wanted = {key: amount for key, amount in resources.items() if amount > 0}
+    if any(all(node.get(RAY_RESOURCE[k], 0) >= v for k, v in wanted.items()) for node in alive):
+        return None
+    for key, amount in wanted.items():
+        largest = max((node.get(RAY_RESOURCE[key], 0) for node in alive), default=0)
+        if largest < amount:
+            return (f"resources.{key}: {amount:g} requested per trial, but the largest node has "
+                    f"{largest:g} {RAY_RESOURCE[key]}s")
+    have = "; ".join(", ".join(f"{node.get(RAY_RESOURCE[k], 0):g} {RAY_RESOURCE[k]}s" for k in wanted) for node in alive)
+    asked = ", ".join(f"resources.{k}: {v:g}" for k, v in wanted.items())
+    return f"{asked} requested per trial, but no single node has them all (nodes: {have})"
+
+
+def check_resources(study: Study, resources: dict[str, float], address: str | None,
+                    wait_s: float = WAIT_RESOURCES_S, poll_s: float = 5.0) -> None:
+    """Refuse, before any trial starts, resources that no node of the cluster can provide.
+
+    On the embedded local Ray (no ``address``) the refusal is immediate. On a running cluster
+    an autoscaler (invisible from the driver) may still add a node: warn, poll for ``wait_s``
+    seconds, then raise :class:`ResourceError`.
+    """
+    import ray
+
+    shortfall = node_shortfall(resources, ray.nodes())
+    if shortfall is None:
+        return
+    if not address:
+        raise ResourceError(f"{shortfall} (this machine; lower 'resources' in the study file)")
+    print(f"[{study.name}] warning: {shortfall}; waiting up to {wait_s:g} s for a node that fits "
+          "(an autoscaler may add one; --wait-resources SECONDS)", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        shortfall = node_shortfall(resources, ray.nodes())
+        if shortfall is None:
+            return
+    raise ResourceError(f"{shortfall} (after waiting {wait_s:g} s for the cluster at {address}; lower "
+                        "'resources' in the study file, add a larger node, or raise --wait-resources)")
+
+
 def pending_trials(study: Study, storage: str, retry_failed: bool) -> tuple[list[TrialSpec], dict[str, str]]:
     """Trials of the study that still have to run, and the statuses already stored."""
     statuses = trial_statuses(storage, study.name)
@@ -186,11 +244,24 @@ def run_study(
     verbose: bool = False,
     retry_failed: bool = False,
     stream: TextIO | None = None,
+    wait_resources_s: float = WAIT_RESOURCES_S,
+    stale_lock_s: float = STALE_AFTER_S,
 ) -> StudyOutcome:
     """Run every trial of ``study`` that has no stored result yet; returns what happened
-    (progress goes to ``stream``, by default the ``sys.stdout`` of the call)."""
+    (progress goes to ``stream``, by default the ``sys.stdout`` of the call).
+
+    One driver per study and storage: raises :class:`~mismatch.study.lock.LockHeld` while
+    another live driver holds ``<storage>/<study>/driver.lock``, and :class:`ResourceError`
+    (before any trial starts) when no node can hold one trial's ``resources``.
+    """
     stream = sys.stdout if stream is None else stream
     storage = study.storage if storage is None else absolute_storage(storage)
+    with StudyLock(storage, study.name, stale_after_s=stale_lock_s):
+        return _run_locked(study, storage, address, verbose, retry_failed, stream, wait_resources_s)
+
+
+def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, retry_failed: bool,
+                stream: TextIO, wait_resources_s: float) -> StudyOutcome:
     specs = study.trials()
     quarantine_corrupt(study, storage, stream)
     todo, statuses = pending_trials(study, storage, retry_failed)
@@ -205,7 +276,9 @@ def run_study(
     if not todo:
         return StudyOutcome(len(specs), skipped, 0, 0, failed_before=failed_before)
     init_ray(address, verbose)
-    grid = _fit(study, storage, todo, verbose, Progress(study.name, len(specs), skipped, stream))
+    resources = effective_resources(study)
+    check_resources(study, resources, address, wait_resources_s)
+    grid = _fit(study, storage, todo, resources, verbose, Progress(study.name, len(specs), skipped, stream))
     _record_errored(grid, storage)
     final = trial_statuses(storage, study.name)
     ids = [s.trial_id() for s in todo]
@@ -221,10 +294,10 @@ def run_study(
     return StudyOutcome(len(specs), skipped, completed, failed, unfinished, failed_before)
 
 
-def _fit(study: Study, storage: str, todo: list[TrialSpec], verbose: bool, progress: Any) -> Any:
+def _fit(study: Study, storage: str, todo: list[TrialSpec], resources: dict[str, float], verbose: bool,
+         progress: Any) -> Any:
     from ray import tune
 
-    resources = effective_resources(study)
     threads = max(1, int(resources["cpu"]))
     trainable = tune.with_resources(tune.with_parameters(trial_fn, storage=storage, threads=threads), resources)
     trials = [{"id": s.trial_id(), "spec": trial_payload(s)} for s in todo]

@@ -151,6 +151,7 @@ def test_killed_driver_resumes_from_checkpoints_without_duplicates(tmp_path):
 
     rerun = _run(["study", "run", str(study_file), "--storage", str(storage)])
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "took over a stale driver lock" in rerun.stderr  # the killed driver's lock (its pid is gone)
     trials = _rows(storage, "kill")
     assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
     resumed = trials[trials["trial_id"].isin(interrupted)]
