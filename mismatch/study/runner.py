@@ -225,8 +225,10 @@ def pending_trials(study: Study, storage: str, retry_failed: bool) -> tuple[list
     return todo, statuses
 
 
-def quarantine_corrupt(study: Study, storage: str, stream: TextIO = sys.stdout) -> list[tuple[str, str]]:
-    """Move the study's corrupt files to quarantine/ (one line each) so their trials run again."""
+def quarantine_corrupt(study: Study, storage: str, stream: TextIO | None = None) -> list[tuple[str, str]]:
+    """Move the study's corrupt files to quarantine/ (one line each, to ``stream``, by default
+    the ``sys.stdout`` of the call) so their trials run again."""
+    stream = sys.stdout if stream is None else stream
     corrupt = corrupt_files(storage, study.name)
     errors = {c.path: c.error for c in corrupt}
     moves = quarantine(storage, study.name, corrupt)
