@@ -41,6 +41,26 @@ def tiny_result(tmp_path_factory):
         return run_trial(load_trial_spec(tiny_spec_dict()))
 
 
+class StopTraining(Exception):
+    """Raised from an epoch hook to interrupt a trial, as a killed worker would."""
+
+
+@pytest.fixture
+def interrupt_after_first_epoch():
+    """Run a trial with checkpoints in ``checkpoint_dir`` and stop it after its first epoch."""
+    from mismatch.train import run_trial
+
+    def run(spec: TrialSpec, checkpoint_dir) -> None:
+        def stop(report) -> None:
+            if report.epoch == 0:
+                raise StopTraining
+
+        with pytest.raises(StopTraining):
+            run_trial(spec, checkpoint_dir=checkpoint_dir, on_epoch_end=stop)
+
+    return run
+
+
 @pytest.fixture
 def tiny_spec() -> TrialSpec:
     return load_trial_spec(tiny_spec_dict())

@@ -67,18 +67,10 @@ def test_non_finite_loss_names_the_step_and_the_loss(tiny_spec, monkeypatch):
     assert f"loss '{calls['term']}'" in str(err.value)
 
 
-def test_resume_from_checkpoint_gives_the_same_rows(tiny_spec, tmp_path, tiny_result):
+def test_resume_from_checkpoint_gives_the_same_rows(tiny_spec, tmp_path, tiny_result, interrupt_after_first_epoch):
     full = tiny_result
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_first(report):
-        if report.epoch == 0:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run_trial(tiny_spec, checkpoint_dir=tmp_path, on_epoch_end=stop_after_first)
+    interrupt_after_first_epoch(tiny_spec, tmp_path)
     resumed = run_trial(tiny_spec, checkpoint_dir=tmp_path)
     assert resumed.trial["epochs"] == 2
     np.testing.assert_allclose(resumed.images["brier"], full.images["brier"], rtol=1e-6)
@@ -100,19 +92,12 @@ def test_each_decoder_of_mismatch_gets_its_calibration_row(tiny_dict, tiny_resul
     assert sup.decoders is None
 
 
-def test_a_checkpoint_of_the_code_before_the_hooks_still_resumes(tiny_spec, tmp_path, tiny_result):
+def test_a_checkpoint_of_the_code_before_the_hooks_still_resumes(tiny_spec, tmp_path, tiny_result,
+                                                                 interrupt_after_first_epoch):
     """Old format: one optimiser under "optimizer", no presentation count; same rows on resume."""
     import torch
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_first(report):
-        if report.epoch == 0:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run_trial(tiny_spec, checkpoint_dir=tmp_path, on_epoch_end=stop_after_first)
+    interrupt_after_first_epoch(tiny_spec, tmp_path)
     path = tmp_path / "trial.pt"
     payload = torch.load(path, weights_only=True)
     payload["optimizer"] = payload.pop("optimization")["optimizers"][0]

@@ -144,20 +144,12 @@ def test_a_nan_stops_the_trial_at_the_next_check_naming_the_steps(tiny_dict, mon
     assert seen["n"] == calls  # stopped at the first check after the bad step
 
 
-def test_resume_with_a_poly_schedule_equals_an_uninterrupted_trial(tiny_dict, tmp_path):
+def test_resume_with_a_poly_schedule_equals_an_uninterrupted_trial(tiny_dict, tmp_path, interrupt_after_first_epoch):
     spec = load_trial_spec(tiny_dict(train={"lr": 1e-3, "optimizer": "sgd", "clip_grad_norm": 1.0,
                                             "schedule": {"name": "poly", "power": 1.0, "warmup": 3, "unit": "steps"}}))
     full = run_trial(spec)
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_first(report):
-        if report.epoch == 0:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run_trial(spec, checkpoint_dir=tmp_path, on_epoch_end=stop_after_first)
+    interrupt_after_first_epoch(spec, tmp_path)
     saved = torch.load(tmp_path / "trial.pt", weights_only=True)["optimization"]
     data = load_trial_data(spec.data, spec.protocol)
     assert saved["schedulers"][0]["last_epoch"] == steps_per_epoch(data, 1) > 3
