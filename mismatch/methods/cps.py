@@ -1,0 +1,95 @@
+"""Cross Pseudo Supervision (Chen et al. 2021) with two U-Nets.
+
+Two U-Nets of the same architecture start from different initialisations: each is built
+under its own seed, drawn from torch's global RNG (so the pair depends only on the trial's
+seed). Both are trained on ``0.5 (BCE + Dice)`` on labelled slices (SSL4MIS's supervised
+loss) and, on every slice (``pseudo_on: all``, the paper) or on the unlabelled ones
+(SSL4MIS), each by BCE against the other's hard pseudo-label ``1[p > 0.5]`` (binary argmax),
+which carries no gradient. The weight ``alpha`` ramps up as Mean Teacher's. One optimiser
+steps both networks (their losses share no parameter, so this equals two optimisers).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mismatch.config import TrainSpec
+from mismatch.methods.base import Batch, Method
+from mismatch.methods.configs.cps import CPSConfig
+from mismatch.methods.mean_teacher import sigmoid_rampup
+from mismatch.methods.ua_mt import supervised_loss
+from mismatch.models import build_model
+from mismatch.optim import OptimizerSetup
+
+
+def hard_pseudo_label(logits: torch.Tensor) -> torch.Tensor:
+    """``1[sigmoid(logits) > 0.5]`` as float, detached (binary argmax; no gradient)."""
+    return (logits.detach() > 0).to(logits.dtype)
+
+
+def cross_pseudo_losses(logits1: torch.Tensor, logits2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(BCE(logits1, label of net 2), BCE(logits2, label of net 1))``: each term's gradient
+    reaches only the network whose logits it takes."""
+    return (F.binary_cross_entropy_with_logits(logits1, hard_pseudo_label(logits2)),
+            F.binary_cross_entropy_with_logits(logits2, hard_pseudo_label(logits1)))
+
+
+def _seeded_unet(seed: int, in_channels: int, width: int) -> torch.nn.Module:
+    """A U-Net initialised under ``seed``, leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model("unet", in_channels=in_channels, width=width)
+
+
+class CPS(Method):
+    """Two differently initialised U-Nets supervising each other with hard pseudo-labels."""
+
+    config_class = CPSConfig
+    config: CPSConfig
+
+    def __init__(self, config: CPSConfig, in_channels: int) -> None:
+        super().__init__(config, in_channels)
+        seeds = torch.randint(0, 2**31 - 1, (2,)).tolist()
+        if seeds[0] == seeds[1]:
+            seeds[1] += 1
+        self.net1 = _seeded_unet(seeds[0], in_channels, config.width)
+        self.net2 = _seeded_unet(seeds[1], in_channels, config.width)
+        self.run_epochs = TrainSpec().epochs  # the run's length; configure_optimizers sets it
+
+    def configure_optimizers(self, train: TrainSpec, steps_per_epoch: int) -> list[OptimizerSetup]:
+        """The default optimiser over both networks; also records ``train.epochs`` (the ramp of ``None``)."""
+        self.run_epochs = train.epochs
+        return super().configure_optimizers(train, steps_per_epoch)
+
+    def consistency_weight(self, epoch: int) -> float:
+        """The ramped lambda used in ``epoch`` (0-based)."""
+        ramp = self.run_epochs if self.config.rampup_epochs is None else self.config.rampup_epochs
+        return self.config.alpha * sigmoid_rampup(epoch, ramp)
+
+    def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
+        """Supervised loss of each net on labelled slices; ramped cross pseudo supervision."""
+        logits1, logits2 = self.net1(batch.image)[0], self.net2(batch.image)[0]
+        losses: dict[str, torch.Tensor] = {}
+        lab = batch.lab
+        if batch.n_labelled:
+            losses["supervised1"] = supervised_loss(logits1[lab], batch.label[lab])
+            losses["supervised2"] = supervised_loss(logits2[lab], batch.label[lab])
+        pseudo = slice(None) if self.config.pseudo_on == "all" else batch.unl
+        if self.config.pseudo_on == "all" or batch.n_unlabelled:
+            cps1, cps2 = cross_pseudo_losses(logits1[pseudo], logits2[pseudo])
+            weight = self.consistency_weight(epoch)
+            losses["cps1"], losses["cps2"] = weight * cps1, weight * cps2
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
+        """Net 1's probability (``predict_with: net1``) or the two nets' mean."""
+        if self.config.predict_with == "net1":
+            return self.net1.probabilities(image)
+        return 0.5 * (self.net1.probabilities(image) + self.net2.probabilities(image))
+
+    def inference_parameters(self) -> int:
+        """Parameters used at test time: one U-Net, or both for ``predict_with: mean``."""
+        nets = [self.net1] if self.config.predict_with == "net1" else [self.net1, self.net2]
+        return sum(p.numel() for net in nets for p in net.parameters())
