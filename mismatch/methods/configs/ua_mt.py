@@ -28,7 +28,6 @@ class UAMTConfig(MethodConfig):
     search_space: ClassVar[dict[str, Dimension]] = {
         "alpha": LogUniform(0.01, 1.0, source="Yu et al. 2019 / SSL4MIS: 0.1; a decade either side"),
         "ema_decay": Uniform(0.99, 0.999, source="Yu et al. 2019: 0.99; Tarvainen and Valpola 2017: up to 0.999"),
-        "threshold_start": Uniform(0.5, 1.0, source="Yu et al. 2019: threshold ramped from 0.75 to 1 of ln 2"),
     }
 
     name: Literal["ua-mt"] = "ua-mt"
