@@ -51,7 +51,8 @@ def test_discovery_imports_every_module_of_a_package(tmp_path, monkeypatch):
 
 
 def test_registries_are_the_authority_for_spec_names():
-    assert METHODS.names() == ["cct", "fixmatch", "mean-teacher", "mismatch", "morph", "mta", "sup1", "sup2"]
+    assert METHODS.names() == ["cct", "cps", "fixmatch", "mean-teacher", "mismatch", "morph", "mta", "sup-strong",
+                               "sup1", "sup2", "ua-mt"]
     assert LAYOUTS.names() == ["brats2018", "carve14", "msd"]
     with pytest.raises(SpecError, match=r"data.layout: .*unknown layout 'carve' \(did you mean 'carve14'\?\)"):
         load_trial_spec({"data": {"root": "/d", "layout": "carve"}, "method": "sup1"})

@@ -18,7 +18,7 @@ from mismatch.config import TrainSpec
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.cps import CPSConfig
 from mismatch.methods.mean_teacher import sigmoid_rampup
-from mismatch.methods.ua_mt import supervised_loss
+from mismatch.methods.ua_mt import supervised_terms
 from mismatch.models import build_model
 from mismatch.optim import OptimizerSetup
 
@@ -68,13 +68,14 @@ class CPS(Method):
         return self.config.alpha * sigmoid_rampup(epoch, ramp)
 
     def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
-        """Supervised loss of each net on labelled slices; ramped cross pseudo supervision."""
+        """0.5 (BCE + Dice) of each net on labelled slices (summed over the nets); ramped CPS terms."""
         logits1, logits2 = self.net1(batch.image)[0], self.net2(batch.image)[0]
         losses: dict[str, torch.Tensor] = {}
         lab = batch.lab
         if batch.n_labelled:
-            losses["supervised1"] = supervised_loss(logits1[lab], batch.label[lab])
-            losses["supervised2"] = supervised_loss(logits2[lab], batch.label[lab])
+            terms1 = supervised_terms(logits1[lab], batch.label[lab])
+            terms2 = supervised_terms(logits2[lab], batch.label[lab])
+            losses.update({key: terms1[key] + terms2[key] for key in terms1})  # both networks
         pseudo = slice(None) if self.config.pseudo_on == "all" else batch.unl
         if self.config.pseudo_on == "all" or batch.n_unlabelled:
             cps1, cps2 = cross_pseudo_losses(logits1[pseudo], logits2[pseudo])

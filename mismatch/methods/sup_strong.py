@@ -60,13 +60,14 @@ def _gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def elastic_offsets(
-    n: int, height: int, width: int, alpha: torch.Tensor, sigma: torch.Tensor
+    n: int, height: int, width: int, alpha: torch.Tensor, sigma: torch.Tensor, max_sigma: float
 ) -> torch.Tensor:
     """Displacements (n, H, W, 2) in ``grid_sample`` units: batchgenerators' elastic field,
     uniform noise in [-1, 1] smoothed by a Gaussian of ``sigma`` pixels (zero outside the
-    slice, as its ``mode='constant'``) times ``alpha`` pixels, one field per axis."""
+    slice, as its ``mode='constant'``) times ``alpha`` pixels, one field per axis. The kernels
+    reach ``3 max_sigma`` pixels (a Python number: the step never reads a device value)."""
     device, dtype = alpha.device, alpha.dtype
-    radius = max(1, math.ceil(3 * float(sigma.max())))
+    radius = max(1, math.ceil(3 * max_sigma))
     kernels = _gaussian_kernels(sigma, radius).repeat_interleave(2, dim=0)  # (2n, k)
     noise = (2 * torch.rand(1, 2 * n, height, width, device=device, dtype=dtype) - 1)
     smooth = F.conv2d(noise, kernels[:, None, :, None], padding=(radius, 0), groups=2 * n)
@@ -104,7 +105,7 @@ def spatial_augment(
     grid = F.affine_grid(affine_thetas(n, height, width, angle, scale), [n, 1, height, width], align_corners=False)
     alpha = torch.where(deform, _uniform(n, *c.elastic_alpha, device), 0.0).to(dtype)
     sigma = _uniform(n, *c.elastic_sigma, device).to(dtype)
-    grid = grid + elastic_offsets(n, height, width, alpha, sigma)
+    grid = grid + elastic_offsets(n, height, width, alpha, sigma, c.elastic_sigma[1])
     warped = warp(image, label, grid, c.image_interpolation, c.label_interpolation)
     moved = (rotate | scale_it | deform).view(n, 1, 1, 1)
     return torch.where(moved, warped[0], image), torch.where(moved, warped[1], label)

@@ -52,10 +52,11 @@ def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor)
     return torch.sum(mask * (student - teacher) ** 2) / (torch.sum(mask) + 1e-16)
 
 
-def supervised_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """``0.5 (BCE + soft Dice)`` on logits, the authors' (and SSL4MIS's) supervised loss."""
+def supervised_terms(logits: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{"bce": 0.5 BCE, "dice": 0.5 soft Dice}`` on logits: the authors' (and SSL4MIS's)
+    supervised loss ``0.5 (CE + Dice)``, its two halves logged apart."""
     bce = F.binary_cross_entropy_with_logits(logits, label)
-    return 0.5 * (bce + soft_dice_loss(torch.sigmoid(logits), label))
+    return {"bce": 0.5 * bce, "dice": 0.5 * soft_dice_loss(torch.sigmoid(logits), label)}
 
 
 class UAMT(Method):
@@ -113,7 +114,7 @@ class UAMT(Method):
         losses: dict[str, torch.Tensor] = {}
         lab, unl = batch.lab, batch.unl
         if batch.n_labelled:
-            losses["supervised"] = supervised_loss(logits[lab], batch.label[lab])
+            losses.update(supervised_terms(logits[lab], batch.label[lab]))
         if batch.n_unlabelled:
             image = batch.image[unl]
             with torch.no_grad():

@@ -69,7 +69,7 @@ def test_training_step_weights_the_cps_terms_and_supervises_both_networks():
         cps1, cps2 = cross_pseudo_losses(method.net1(batch.image)[0], method.net2(batch.image)[0])
     assert losses["cps1"].item() == pytest.approx(2.0 * cps1.item(), rel=1e-5)
     assert losses["cps2"].item() == pytest.approx(2.0 * cps2.item(), rel=1e-5)
-    assert set(losses) == {"supervised1", "supervised2", "cps1", "cps2", "loss"}
+    assert set(losses) == {"bce", "dice", "cps1", "cps2", "loss"}
     losses["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in method.parameters())
 
@@ -77,7 +77,7 @@ def test_training_step_weights_the_cps_terms_and_supervises_both_networks():
 def test_pseudo_on_unlabelled_skips_a_labelled_only_batch():
     method = tiny_method("cps", pseudo_on="unlabelled")
     losses = method.training_step(tiny_batch([True], seed=2), epoch=0)
-    assert set(losses) == {"supervised1", "supervised2", "loss"}
+    assert set(losses) == {"bce", "dice", "loss"}
 
 
 def test_prediction_and_inference_parameters_follow_predict_with():
