@@ -53,14 +53,19 @@ class Mix:
         w = paste(torch.full_like(self.outer, self.outer_weight), torch.full_like(self.inner, self.inner_weight), self.mask)
         return w
 
-    def loss(self, logits: torch.Tensor) -> torch.Tensor:
-        """BCP's ``mix_loss``: ``(dice + ce) / 2``, each the weighted sum over the two regions."""
+    def terms(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """BCP's ``mix_loss``: ``(dice, ce)``, each the weighted sum over the two regions."""
         prob = torch.sigmoid(logits)
         inside = 1 - self.mask
         dice = self.outer_weight * masked_dice_loss(prob, self.outer, self.mask)
         dice = dice + self.inner_weight * masked_dice_loss(prob, self.inner, inside)
         ce = self.outer_weight * masked_bce(logits, self.outer, self.mask)
         ce = ce + self.inner_weight * masked_bce(logits, self.inner, inside)
+        return dice, ce
+
+    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """BCP's loss of one mixed batch, ``(dice + ce) / 2``."""
+        dice, ce = self.terms(logits)
         return (dice + ce) / 2
 
 
@@ -116,26 +121,31 @@ class BCP(Method):
         """Copy-paste losses of this stage (see the module docstring)."""
         height, width = batch.image.shape[-2:]
         mask = copy_paste_mask(height, width, self.config.ratio, device=batch.image.device)
-        lab, unl = batch.lab, batch.unl
-        mixes: dict[str, Mix] = {}
-        if batch.n_labelled and (self.pretraining or not batch.n_unlabelled):
-            mixes["labelled_copy_paste"] = within_mix(batch.image[lab], batch.label[lab], mask, 1.0)
-        elif batch.n_labelled:
-            n = min(batch.n_labelled, batch.n_unlabelled)
-            lab_image, lab_label = batch.image[lab][:n], batch.label[lab][:n]
-            unl_image = batch.image[unl][:n]
-            mixes["into_unlabelled"], mixes["into_labelled"] = bidirectional_mixes(
-                lab_image, lab_label, unl_image, self.pseudo_labels(unl_image), mask, self.config.alpha
-            )
-        elif not self.pretraining:  # streaming protocol: a batch of unlabelled slices only
-            unl_image = batch.image[unl]
-            mixes["unlabelled_copy_paste"] = within_mix(unl_image, self.pseudo_labels(unl_image), mask, self.config.alpha)
+        mixes = self.mixes(batch, mask)
         if not mixes:  # pre-training step without a labelled slice: nothing to learn from
             return {"loss": 0.0 * self.student(batch.image)[0].sum()}
-        logits = self.student(torch.cat([m.image for m in mixes.values()]))[0]
-        losses = {name: m.loss(lg) for (name, m), lg in zip(mixes.items(), logits.split([len(m.image) for m in mixes.values()]))}
-        losses["loss"] = sum(losses.values())
+        logits = self.student(torch.cat([m.image for m in mixes]))[0]
+        terms = [m.terms(lg) for m, lg in zip(mixes, logits.split([len(m.image) for m in mixes]))]
+        # logged as BCP logs them (mix_dice, mix_ce), each already halved: loss = dice + bce
+        losses = {"dice": sum(t[0] for t in terms) / 2, "bce": sum(t[1] for t in terms) / 2}
+        losses["loss"] = losses["dice"] + losses["bce"]
         return losses
+
+    def mixes(self, batch: Batch, mask: torch.Tensor) -> list[Mix]:
+        """This step's mixed batches: the labelled copy-paste in pre-training (or when the
+        batch has no unlabelled slice), else both directions of each labelled/unlabelled pair."""
+        lab, unl = batch.lab, batch.unl
+        if batch.n_labelled and (self.pretraining or not batch.n_unlabelled):
+            return [within_mix(batch.image[lab], batch.label[lab], mask, 1.0)]
+        if batch.n_labelled:
+            n = min(batch.n_labelled, batch.n_unlabelled)
+            lab_image, lab_label, unl_image = batch.image[lab][:n], batch.label[lab][:n], batch.image[unl][:n]
+            pseudo = self.pseudo_labels(unl_image)
+            return list(bidirectional_mixes(lab_image, lab_label, unl_image, pseudo, mask, self.config.alpha))
+        if not self.pretraining:  # streaming protocol: a batch of unlabelled slices only
+            unl_image = batch.image[unl]
+            return [within_mix(unl_image, self.pseudo_labels(unl_image), mask, self.config.alpha)]
+        return []
 
     @torch.no_grad()
     def pseudo_labels(self, image: torch.Tensor) -> torch.Tensor:

@@ -79,8 +79,9 @@ class UniMatch(Method):
         lab, unl = batch.lab, batch.unl
         if batch.n_labelled:
             x, y = logits[lab], batch.label[lab]
-            sup = (F.binary_cross_entropy_with_logits(x, y) + soft_dice_loss(torch.sigmoid(x), y)) / 2
-            losses["supervised"] = sup / 2
+            # UniMatch's (CE + Dice) / 2, halved again by its total: each term weighs 1/4
+            losses["dice"] = soft_dice_loss(torch.sigmoid(x), y) / 4
+            losses["bce"] = F.binary_cross_entropy_with_logits(x, y) / 4
         if batch.n_unlabelled:
             image = batch.image[unl]
             label, conf = pseudo_labels(torch.sigmoid(logits[unl]).detach(), cfg.threshold)

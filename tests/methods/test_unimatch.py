@@ -23,7 +23,7 @@ def test_feature_perturbation_touches_only_its_own_stream():
     )
     method.net.register_forward_hook(lambda m, args, out: net_inputs.append(args[0].detach()))
     losses = method.training_step(batch, 0)
-    assert set(losses) == {"supervised", "strong1", "strong2", "feature_perturbation", "loss"}
+    assert set(losses) == {"dice", "bce", "strong1", "strong2", "feature_perturbation", "loss"}
     (weak_features, weak_out), (_, strong_out), (fp_features, fp_out) = decoder_calls  # order of the step
     with torch.no_grad():
         clean = method.net.encoder(batch.image)
