@@ -50,8 +50,8 @@ class Mix:
 
     def weight(self) -> torch.Tensor:
         """Each pixel's weight (B, 1, H, W) in the loss (for inspection; the loss is per region)."""
-        w = paste(torch.full_like(self.outer, self.outer_weight), torch.full_like(self.inner, self.inner_weight), self.mask)
-        return w
+        outer, inner = torch.full_like(self.outer, self.outer_weight), torch.full_like(self.inner, self.inner_weight)
+        return paste(outer, inner, self.mask)
 
     def terms(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """BCP's ``mix_loss``: ``(dice, ce)``, each the weighted sum over the two regions."""
