@@ -223,3 +223,59 @@ def rand_augment(
         images.append(img)
         target_list.append(tgt)
     return torch.cat(images), torch.cat(target_list)
+
+
+# ---------------------------------------------------------------- UniMatch's strong view
+
+
+def _to_unit(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each slice's channels rescaled to [0, 1] by their min and max: ``(u, lo, scale)``."""
+    lo = image.amin(dim=(-2, -1), keepdim=True)
+    scale = (image.amax(dim=(-2, -1), keepdim=True) - lo).clamp_min(1e-6)
+    return (image - lo) / scale, lo, scale
+
+
+def colour_jitter(image: torch.Tensor, strength: float = 0.5, p: float = 0.8) -> torch.Tensor:
+    """torchvision's ``ColorJitter(strength, strength, ...)`` on grey-level slices, per slice.
+
+    With probability ``p`` a slice gets a brightness factor and a contrast factor, each
+    uniform in ``[1 - strength, 1 + strength]``, applied in random order on the slice rescaled
+    to [0, 1] and clipped there (as PIL clips 8-bit values), then mapped back. Contrast blends
+    with the slice's mean grey level. Saturation, hue and greyscale leave one-channel images
+    unchanged (PIL's own behaviour), so they are not drawn.
+    """
+    u, lo, scale = _to_unit(image)
+    out = []
+    for b in range(image.shape[0]):
+        x = image[b]  # a slice left alone stays bit-for-bit the same
+        if float(torch.rand(())) < p:
+            factors = 1 - strength + 2 * strength * torch.rand(2)
+            order = (0, 1) if float(torch.rand(())) < 0.5 else (1, 0)
+            x = u[b]
+            for op in order:
+                f = float(factors[op])
+                x = (x * f if op == 0 else x.mean() + (x - x.mean()) * f).clamp(0, 1)
+            x = x * scale[b] + lo[b]
+        out.append(x)
+    return torch.stack(out)
+
+
+def gaussian_blur(image: torch.Tensor, p: float = 0.5, sigma: tuple[float, float] = (0.1, 2.0)) -> torch.Tensor:
+    """With probability ``p`` per slice, a Gaussian blur of standard deviation ``U(sigma)``
+    (PIL's ``GaussianBlur(radius=sigma)`` as UniMatch; kernel ``2 ceil(3 sigma) + 1``,
+    replicate padding)."""
+    out = []
+    for b in range(image.shape[0]):
+        x = image[b : b + 1]
+        if float(torch.rand(())) < p:
+            s = sigma[0] + (sigma[1] - sigma[0]) * float(torch.rand(()))
+            radius = math.ceil(3 * s)
+            t = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+            g = torch.exp(-(t**2) / (2 * s * s))
+            g = g / g.sum()
+            c = x.shape[1]
+            x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+            x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+            x = F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        out.append(x)
+    return torch.cat(out)
