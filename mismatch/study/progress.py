@@ -4,9 +4,11 @@ A terminal gets a live table (rich); anything else (a log file, CI) gets plain t
 lines: one per trial start, end and epoch, plus one at least every :data:`HEARTBEAT_S`
 seconds while anything runs. Ray's own tables appear only with ``--verbose``.
 
-The ETA is the mean wall time of a finished trial *as the driver sees it* (from Tune starting
-it to Tune reporting it complete, so Ray's per-trial scheduling and start-up overhead is in)
-times the trials left, divided by the trial slots. "Running" counts the trials Tune reports as
+The ETA is the mean wall time of a finished trial *as the driver sees it* times the trials
+left, divided by the trial slots. A trial's wall time runs from the moment its slot became free
+(the run's start, or the end of the trial before it) to Tune reporting it complete, so Ray's
+per-trial overhead (a worker process started and torch imported before Tune says the trial
+started) is in, not only the training time. "Running" counts the trials Tune reports as
 RUNNING (never more than the slots), not trials started minus finished: a lost worker's trial
 that Tune retries is counted once.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import functools
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -98,6 +101,8 @@ class Running:
 
     label: TrialLabel
     started: float
+    #: When the slot it runs in became free (its wall time counts from here).
+    slot_free: float
     epoch: int = 0
     val_iou: float | None = None
 
@@ -127,13 +132,17 @@ class ProgressTracker:
         self.trials: dict[str, Running] = {}
         self.running_ids: list[str] = []
         self.max_seen = 1
+        self.free_since: deque[float] = deque([clock()] * (slots or 1))
 
     # -- state ------------------------------------------------------------------------------
-    def _sync(self, trials: list[Any] | None) -> None:
-        """The trials Tune says are RUNNING, never more than the slots."""
+    def _sync(self, trials: list[Any] | None, starting: str | None = None) -> None:
+        """The trials Tune says are RUNNING (and ``starting``, which Tune marks RUNNING just
+        after telling callbacks), never more than the slots."""
         if trials is None:
             return
         running = [t.trial_id for t in trials if str(getattr(t, "status", "")) == "RUNNING"]
+        if starting is not None and starting not in running:
+            running.append(starting)
         self.max_seen = max(self.max_seen, len(running))
         self.running_ids = running[: self.slots] if self.slots else running
 
@@ -141,7 +150,9 @@ class ProgressTracker:
         view = self.trials.get(trial.trial_id)
         if view is None:
             label = self.labels.get(trial.trial_id) or label_from_config(getattr(trial, "config", {}) or {})
-            view = self.trials[trial.trial_id] = Running(label, self.clock())
+            now = self.clock()
+            free = self.free_since.popleft() if self.free_since else now
+            view = self.trials[trial.trial_id] = Running(label, now, min(free, now))
         return view
 
     @property
@@ -162,7 +173,7 @@ class ProgressTracker:
     # -- Tune hooks ---------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         view = self._view(trial)  # a retried trial keeps its first start: its wall time includes the retry
-        self._sync(trials)
+        self._sync(trials, starting=trial.trial_id)
         self.event(f"started {view.label.text()}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -184,7 +195,9 @@ class ProgressTracker:
         self.trials.pop(trial.trial_id, None)
         self._sync(trials)
         self.running_ids = [i for i in self.running_ids if i != trial.trial_id]
-        return view, self.clock() - view.started
+        now = self.clock()
+        self.free_since.append(now)
+        return view, now - view.slot_free
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         view, wall = self._finish(trial, trials)

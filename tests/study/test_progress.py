@@ -54,12 +54,19 @@ def test_eta_is_mean_wall_time_times_remaining_over_slots(walls, remaining, slot
 def test_eta_uses_the_wall_time_the_driver_sees_including_scheduling():
     progress, _, clock = _plain(total=3, slots=1)
     a = FakeTrial("a", "RUNNING", _config("sup1", 2, 0))
+    clock.now += 5  # Ray starts a worker process before Tune says the trial started
     progress.on_trial_start(0, [a], a)
-    clock.now += 40  # the trial's train time is irrelevant: start -> complete as Tune reports them
+    clock.now += 40
     a.status, a.last_result = "TERMINATED", {"status_failed": 0, "done_trial": 1}
     progress.on_trial_complete(1, [a], a)
-    assert progress.walls == [40.0]
-    assert progress.eta() == 80.0  # 2 left x 40 s on 1 slot
+    b = FakeTrial("b", "RUNNING", _config("sup1", 2, 1))
+    clock.now += 15  # the next worker's start-up: counted from the moment the slot was free
+    progress.on_trial_start(2, [a, b], b)
+    clock.now += 40
+    b.status, b.last_result = "TERMINATED", {"status_failed": 0, "done_trial": 1}
+    progress.on_trial_complete(3, [a, b], b)
+    assert progress.walls == [45.0, 55.0]
+    assert progress.eta() == 50.0  # 1 left x mean 50 s on 1 slot
 
 
 def test_a_died_worker_does_not_inflate_running():
@@ -97,8 +104,9 @@ def test_running_counts_what_tune_says_not_started_minus_finished():
 def test_plain_mode_prints_one_timestamped_line_per_event():
     labels = {"a": TrialLabel("mismatch", "width=8", 5, 1, 3)}
     progress, stream, clock = _plain(total=2, slots=2, labels=labels)
-    a = FakeTrial("a", "RUNNING")
+    a = FakeTrial("a", "PENDING")  # Tune marks it RUNNING just after on_trial_start
     progress.on_trial_start(0, [a], a)
+    a.status = "RUNNING"
     progress.on_trial_result(1, [a], a, {"epoch": 1, "val_iou": 0.41234, "loss_total": 0.5})
     progress.on_trial_result(2, [a], a, {"epoch": 2, "val_iou": 0.5})
     progress.on_trial_result(3, [a], a, {"status_failed": 0, "done_trial": 1})  # the final report: no line
