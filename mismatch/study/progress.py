@@ -267,9 +267,11 @@ class LiveProgress(ProgressTracker):
 
     def render(self) -> Any:
         """The table shown now."""
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=f"[{self.study}] {self.summary()}", title_justify="left", expand=False)
+        table = Table(expand=False)
         for column in ("trial", "epoch", "val IoU", "for"):
             table.add_column(column)
         now = self.clock()
@@ -277,7 +279,8 @@ class LiveProgress(ProgressTracker):
             total = r.label.epochs if r.label.epochs is not None else "?"
             iou = f"{r.val_iou:.3f}" if r.val_iou is not None else "-"
             table.add_row(r.label.text(), f"{r.epoch}/{total}", iou, format_eta(now - r.started))
-        return table
+        summary = Text(f"[{self.study}] {self.summary()}")
+        return Group(summary, table) if self.running_ids else summary
 
     def _refresh(self) -> None:
         if self.live is None:

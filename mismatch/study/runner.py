@@ -292,7 +292,7 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
     resources = effective_resources(study)
     check_resources(study, resources, address, wait_resources_s)
     progress = Progress(study.name, len(specs), skipped, stream, slots=trial_slots(study, resources),
-                        labels=trial_labels(todo))
+                        labels=trial_labels(todo), live=False if verbose else None)  # Ray's tables: plain lines
     grid = _fit(study, storage, todo, resources, verbose, progress)
     _record_errored(grid, storage)
     final = trial_statuses(storage, study.name)
