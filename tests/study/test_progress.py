@@ -167,3 +167,41 @@ def test_trial_labels_name_the_settings_that_vary_within_a_method(tmp_path):
                       "methods: [{name: sup1, width: [8, 16]}, {name: mismatch}]\ngrid: {fold: [0]}\n")
     texts = sorted(label.text() for label in trial_labels(load_study(varied).trials()).values())
     assert texts == ["mismatch L=5 fold 0", "sup1[width=16] L=5 fold 0", "sup1[width=8] L=5 fold 0"]
+
+
+def test_the_tune_callback_is_plain_off_a_terminal_and_live_on_one():
+    from ray.tune import Callback
+
+    from mismatch.study.progress import LiveProgress, Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    plain, live = Progress("qs", 4, 0, io.StringIO(), slots=2), Progress("qs", 4, 0, Tty(), slots=2)
+    assert isinstance(plain, PlainProgress) and isinstance(plain, Callback)
+    assert isinstance(live, LiveProgress) and isinstance(live, Callback)
+    assert isinstance(Progress("qs", 4, 0, Tty(), live=False), PlainProgress)
+
+
+@pytest.mark.parametrize(("cluster", "max_concurrent", "expected"), [
+    ({"CPU": 16.0}, None, 16),
+    ({"CPU": 16.0}, 3, 3),
+    ({"CPU": 16.0, "GPU": 1.0}, None, 4),  # 0.25 GPU per trial: 4 fit
+    ({"CPU": 1.0}, None, 1),
+])
+def test_trial_slots_are_what_fits_at_once(monkeypatch, cluster, max_concurrent, expected):
+    import ray
+
+    from mismatch.study.runner import trial_slots
+
+    class _File:
+        pass
+
+    class _Study:
+        file = _File()
+
+    _Study.file.max_concurrent = max_concurrent
+    monkeypatch.setattr(ray, "cluster_resources", lambda: cluster)
+    gpu = 0.25 if "GPU" in cluster else 0
+    assert trial_slots(_Study(), {"cpu": 1, "gpu": gpu}) == expected
