@@ -264,6 +264,7 @@ class LiveProgress(ProgressTracker):
         super().__init__(study, total, done, slots, labels, clock)
         self.stream = stream
         self.live: Any = None
+        self.rendered = float("-inf")
 
     def render(self) -> Any:
         """The table shown now."""
@@ -278,11 +279,12 @@ class LiveProgress(ProgressTracker):
         for r in self.running:
             total = r.label.epochs if r.label.epochs is not None else "?"
             iou = f"{r.val_iou:.3f}" if r.val_iou is not None else "-"
-            table.add_row(r.label.text(), f"{r.epoch}/{total}", iou, format_eta(now - r.started))
+            table.add_row(Text(r.label.text()), f"{r.epoch}/{total}", iou, format_eta(now - r.started))  # no markup
         summary = Text(f"[{self.study}] {self.summary()}")
         return Group(summary, table) if self.running_ids else summary
 
     def _refresh(self) -> None:
+        self.rendered = self.clock()
         if self.live is None:
             from rich.console import Console
             from rich.live import Live
@@ -298,7 +300,8 @@ class LiveProgress(ProgressTracker):
             self.live.console.print(f"[{self.study}] {what}", markup=False, highlight=False)
 
     def tick(self) -> None:
-        self._refresh()
+        if self.clock() - self.rendered >= 1.0:  # Tune steps ~10 times a second; the clocks tick by seconds
+            self._refresh()
 
     def close(self) -> None:
         if self.live is not None:

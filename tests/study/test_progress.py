@@ -205,3 +205,20 @@ def test_trial_slots_are_what_fits_at_once(monkeypatch, cluster, max_concurrent,
     monkeypatch.setattr(ray, "cluster_resources", lambda: cluster)
     gpu = 0.25 if "GPU" in cluster else 0
     assert trial_slots(_Study(), {"cpu": 1, "gpu": gpu}) == expected
+
+
+def test_live_mode_shows_each_running_trial_with_its_epoch_and_iou():
+    from mismatch.study.progress import LiveProgress
+
+    stream, clock = io.StringIO(), Clock()
+    labels = {"a": TrialLabel("mismatch", "width=8", 5, 0, 3), "b": TrialLabel("sup1", "", 5, 1, 3)}
+    progress = LiveProgress("qs", 3, 0, stream, slots=2, labels=labels, clock=clock)
+    a, b = FakeTrial("a", "RUNNING"), FakeTrial("b", "RUNNING")
+    progress.on_trial_start(0, [a, b], a)
+    progress.on_trial_start(0, [a, b], b)
+    progress.on_trial_result(1, [a, b], a, {"epoch": 2, "val_iou": 0.4})
+    progress.on_experiment_end([a, b])
+    rows = [line for line in stream.getvalue().splitlines() if "fold" in line]
+    assert "[qs] 0/3 done, 0 failed, 2 running, ETA ?" in stream.getvalue()
+    assert re.search(r"mismatch\[width=8\] L=5 fold 0\s*│\s*2/3\s*│\s*0\.400", rows[-2]), rows
+    assert re.search(r"sup1 L=5 fold 1\s*│\s*0/3\s*│\s*-", rows[-1]), rows
