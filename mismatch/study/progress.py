@@ -115,7 +115,8 @@ class Running:
 
 class ProgressTracker:
     """What the run has done so far; the ``on_*`` methods have the signatures of Ray Tune's
-    ``Callback`` hooks (:func:`Progress` mixes them into one) and call ``emit`` with a line.
+    ``Callback`` hooks (:func:`Progress` mixes them into one) and call :meth:`event` with what
+    happened; the renderers (:class:`PlainProgress`, :class:`LiveProgress`) show it.
 
     ``slots`` is how many trials can run at once (None: as many as Tune runs); ``clock`` is
     injectable for tests.
@@ -203,7 +204,8 @@ class ProgressTracker:
         view, wall = self._finish(trial, trials)
         if (getattr(trial, "last_result", None) or {}).get("status_failed"):
             self.failed += 1
-            self.event(f"failed {view.label.text()}: {(trial.last_result or {}).get('error', '?')}")
+            error = str((trial.last_result or {}).get("error", "?")).strip().splitlines() or ["?"]
+            self.event(f"failed {view.label.text()}: {error[0][:200]}")
             return
         self.done += 1
         self.walls.append(wall)
