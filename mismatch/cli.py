@@ -95,6 +95,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     spec = build_train_spec(args)
     if args.dry_run:
+        missing = _missing_data_root(spec)
+        if missing:
+            print(f"error: no dataset at {missing}; run `mismatch data synth vessels {missing}` first "
+                  "(or give --data-root an existing dataset)", file=sys.stderr)
+            return 1
         print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         return 0
     try:
@@ -106,6 +111,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     folder = write_result(args.out, result)
     print(format_summary(result, folder))
     return 0
+
+
+def _missing_data_root(spec: Any) -> str | None:
+    """The spec's local ``data.root`` where that folder does not exist (a URL is not checked)."""
+    root = spec.data.root
+    if root is None or "://" in str(root) or Path(root).expanduser().is_dir():
+        return None
+    return str(root)
 
 
 def _print_epoch(report: Any) -> None:

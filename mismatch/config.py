@@ -36,8 +36,20 @@ from mismatch.registry import Registry, did_you_mean
 LAYOUTS: Registry[Any] = Registry("layout", discover=("mismatch.data",))
 
 
+#: A key's place in nested data: mapping keys and list indices, e.g. ``("methods", 0, "model")``.
+KeyPath = tuple[Any, ...]
+
+
 class SpecError(ValueError):
-    """A spec could not be loaded: names the file (if any) and every offending key."""
+    """A spec could not be loaded: names the file (if any) and every offending key.
+
+    ``problems`` lists the offending keys' paths in the validated data with their messages
+    (empty where the error is not about one key), so a caller can say where its file wrote them.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[KeyPath, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
 
 
 class StrictModel(BaseModel):
@@ -422,19 +434,26 @@ class TrialSpec(StrictModel):
         return data
 
 
-def _format_validation_error(
-    err: ValidationError, source: str | None, data: dict[str, Any], root: type[BaseModel] | None = None
-) -> str:
-    lines = []
+def validation_problems(
+    err: ValidationError, data: dict[str, Any], root: type[BaseModel] | None = None
+) -> list[tuple[KeyPath, str]]:
+    """Each error of ``err`` as (the key's path in ``data``, a plain message)."""
+    problems = []
     for item in err.errors():
         loc = tuple(p for p in item["loc"] if not str(p).startswith("function-"))
-        key = ".".join(str(p) for p in loc)
         msg = item["msg"]
         if item["type"] == "value_error" and "error" in item.get("ctx", {}):
             msg = _plain(item["ctx"]["error"])  # not pydantic's "Value error, ..." prefix
         if item["type"] == "extra_forbidden":
             msg = "unknown key" + _suggestion(loc, data, root or TrialSpec)
-        lines.append(f"  {key or '<root>'}: {msg}")
+        problems.append((loc, msg))
+    return problems
+
+
+def _format_validation_error(
+    err: ValidationError, source: str | None, data: dict[str, Any], root: type[BaseModel] | None = None
+) -> str:
+    lines = [f"  {'.'.join(str(p) for p in loc) or '<root>'}: {msg}" for loc, msg in validation_problems(err, data, root)]
     where = f" in {source}" if source else ""
     return f"invalid spec{where}:\n" + "\n".join(lines)
 
@@ -473,7 +492,7 @@ def load_trial_spec(data: dict[str, Any], source: str | None = None) -> TrialSpe
     try:
         return TrialSpec.model_validate(data)
     except ValidationError as err:
-        raise SpecError(_format_validation_error(err, source, data)) from None
+        raise SpecError(_format_validation_error(err, source, data), validation_problems(err, data)) from None
     except (KeyError, ValueError) as err:
         where = f" in {source}" if source else ""
         raise SpecError(f"invalid spec{where}: {_plain(err)}") from None
@@ -515,16 +534,58 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def parse_yaml(text: str) -> Any:
     """YAML text parsed as by ``yaml.safe_load``, except that a key given twice in one
     mapping raises a ``yaml.YAMLError`` naming the key and its line."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    return parse_yaml_lines(text)[0]
+
+
+def parse_yaml_lines(text: str) -> tuple[Any, dict[KeyPath, int]]:
+    """:func:`parse_yaml`'s data, and the 1-based line of every key and list item in it
+    (``{("base", "train", "lr"): 12, ("methods", 0): 15, ...}``), from one parse."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return data, key_lines(node)
+
+
+def key_lines(root: yaml.Node | None) -> dict[KeyPath, int]:
+    """The line of every mapping key and sequence item under a composed YAML node (mapping
+    keys by their text; ``<<`` merge keys are skipped). Iterative: deep nesting costs no stack;
+    a node reached again through an alias is not walked again (aliases may multiply a document)."""
+    lines: dict[KeyPath, int] = {}
+    stack: list[tuple[KeyPath, yaml.Node]] = [((), root)] if root is not None else []
+    seen: set[int] = set()
+    while stack:
+        path, node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            children = [((*path, key.value), key, value) for key, value in node.value
+                        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge"]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [((*path, i), item, item) for i, item in enumerate(node.value)]
+        else:
+            continue
+        for child_path, mark_node, value in children:
+            lines.setdefault(child_path, mark_node.start_mark.line + 1)
+            stack.append((child_path, value))
+    return lines
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     """A YAML file's top-level mapping; a missing file, bad YAML, a key given twice in one
     mapping, nesting too deep to parse or a non-mapping is a :class:`SpecError` naming the
     file (``what`` says what the file should be)."""
+    return read_yaml_lines(path, what)[0]
+
+
+def read_yaml_lines(path: str | Path, what: str) -> tuple[dict[str, Any], dict[KeyPath, int]]:
+    """:func:`read_yaml_mapping`'s mapping and the line of each key in it (:func:`key_lines`)."""
     path = Path(path)
     try:
-        data = parse_yaml(path.read_text())
+        data, lines = parse_yaml_lines(path.read_text())
     except FileNotFoundError:
         raise SpecError(f"{what} file not found: {path}") from None
     except yaml.YAMLError as err:
@@ -533,7 +594,7 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
         raise SpecError(f"{path}: the YAML is nested too deeply to read (a {what} needs only a few levels)") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a {what} must be a mapping at the top level")
-    return data
+    return data, lines
 
 
 def load_trial_spec_file(path: str | Path) -> TrialSpec:

@@ -78,3 +78,24 @@ def test_train_cli_records_a_non_finite_loss_as_a_failed_trial(tmp_path, tiny_di
     assert "is nan in steps" in proc.stderr or "is inf in steps" in proc.stderr
     row = read_table(str(tmp_path / "runs"), "tiny", "trials").iloc[0]
     assert row["status"] == "failed" and "NonFiniteLossError" in row["error"]
+
+
+def test_dry_run_on_a_missing_data_root_says_to_synthesise_it_first(tmp_path, monkeypatch, capsys):
+    from mismatch.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "--data-root", "data/vessels", "--method", "mismatch", "--fold", "3", "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err == ("error: no dataset at data/vessels; run `mismatch data synth vessels data/vessels` first "
+                   "(or give --data-root an existing dataset)\n")
+
+
+def test_dry_run_on_a_synthesised_data_root_prints_the_spec(tmp_path, monkeypatch, capsys):
+    from mismatch.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "vessels").mkdir(parents=True)
+    code = main(["train", "--data-root", "data/vessels", "--method", "mismatch", "--fold", "3", "--dry-run"])
+    spec = yaml.safe_load(capsys.readouterr().out)
+    assert code == 0 and spec["data"]["root"] == "data/vessels" and spec["protocol"]["fold"] == 3

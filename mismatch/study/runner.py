@@ -26,7 +26,7 @@ from mismatch.data.errors import DataError
 from mismatch.evaluate import utc_now
 from mismatch.results.schema import SCHEMA_VERSION
 from mismatch.study.lock import STALE_AFTER_S, StudyLock
-from mismatch.study.progress import Progress
+from mismatch.study.progress import Progress, trial_labels
 from mismatch.study.spec import Study, trial_payload
 from mismatch.study.store import (
     TrialCheckpoint,
@@ -213,6 +213,17 @@ def check_resources(study: Study, resources: dict[str, float], address: str | No
                         "'resources' in the study file, add a larger node, or raise --wait-resources)")
 
 
+def trial_slots(study: Study, resources: dict[str, float]) -> int:
+    """How many trials can run at once: the cluster's CPUs (GPUs) over one trial's, capped by
+    ``max_concurrent``."""
+    import ray
+
+    have = ray.cluster_resources()
+    fits = [int(have.get(RAY_RESOURCE[k], 0) // v) for k, v in resources.items() if v > 0]
+    slots = max(1, min(fits, default=1))
+    return min(slots, study.file.max_concurrent) if study.file.max_concurrent else slots
+
+
 def pending_trials(study: Study, storage: str, retry_failed: bool) -> tuple[list[TrialSpec], dict[str, str]]:
     """Trials of the study that still have to run, and the statuses already stored."""
     statuses = trial_statuses(storage, study.name)
@@ -280,7 +291,9 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
     init_ray(address, verbose)
     resources = effective_resources(study)
     check_resources(study, resources, address, wait_resources_s)
-    grid = _fit(study, storage, todo, resources, verbose, Progress(study.name, len(specs), skipped, stream))
+    progress = Progress(study.name, len(specs), skipped, stream, slots=trial_slots(study, resources),
+                        labels=trial_labels(todo), live=False if verbose else None)  # Ray's tables: plain lines
+    grid = _fit(study, storage, todo, resources, verbose, progress)
     _record_errored(grid, storage)
     final = trial_statuses(storage, study.name)
     ids = [s.trial_id() for s in todo]

@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,13 +22,14 @@ from pydantic import Field, ValidationError, field_validator
 
 from mismatch.config import (
     METHODS,
+    KeyPath,
     MethodConfig,
     SpecError,
     StrictModel,
     TrialSpec,
-    _format_validation_error,
     load_trial_spec,
-    read_yaml_mapping,
+    read_yaml_lines,
+    validation_problems,
 )
 from mismatch.registry import did_you_mean
 from mismatch.search_space import overrides_of
@@ -112,6 +114,53 @@ class StudyFile(StrictModel):
         return methods
 
 
+def key_text(path: KeyPath) -> str:
+    """A key path as written in messages: ``methods[0].model``, ``base.train.lr``."""
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return text or "<root>"
+
+
+@dataclass
+class FileLines:
+    """Where a study file writes each key: turns a key's path in the file with its profile
+    applied into the path and line in the file itself (``profiles.smoke.base.train.lr`` when
+    the profile sets it), for messages like ``study.yaml:12: base.train.epoch: unknown key``."""
+
+    source: str
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+    profile: str | None = None
+
+    def _known(self, path: KeyPath) -> int:
+        """How many leading parts of ``path`` the file has."""
+        return max((n for n in range(len(path), 0, -1) if path[:n] in self.lines), default=0)
+
+    def locate(self, loc: KeyPath) -> tuple[KeyPath, int | None]:
+        """``loc`` (a path in the merged file) as written in the file, and its line: the
+        profile's value where the profile sets it; else the nearest enclosing key's line."""
+        candidates = [loc]
+        if self.profile is not None and loc[:1] != ("profiles",):
+            candidates.insert(0, ("profiles", self.profile, *loc))
+        exact = next((c for c in candidates if c in self.lines), None)
+        if exact is not None:
+            return exact, self.lines[exact]
+        path = candidates[-1]  # nothing sets it (a required key): the plain path, nearest line
+        known = self._known(path)
+        if len(candidates) > 1 and self._known(candidates[0]) - 2 > known:
+            path, known = candidates[0], self._known(candidates[0])
+        return path, self.lines[path[:known]] if known else None
+
+    def problem(self, loc: KeyPath, msg: str) -> str:
+        """One line of an error: ``  FILE:LINE: key.path: msg``."""
+        path, line = self.locate(loc)
+        at = f"{self.source}:{line}: " if line is not None else ""
+        return f"  {at}{key_text(path)}: {msg}"
+
+    def error(self, problems: list[tuple[KeyPath, str]], header: str = "") -> SpecError:
+        """A :class:`SpecError` listing ``problems`` (paths in the merged file) where the file wrote them."""
+        lines = "\n".join(self.problem(loc, msg) for loc, msg in problems)
+        return SpecError(f"invalid study in {self.source}{header}:\n{lines}", problems)
+
+
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """``override`` merged into a copy of ``base``: mappings merge, everything else replaces."""
     out = copy.deepcopy(base)
@@ -144,24 +193,24 @@ def _is_best_of(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"best_of"}
 
 
-def check_method_entry(index: int, entry: dict[str, Any], source: str) -> None:
+def check_method_entry(index: int, entry: dict[str, Any], source: str | FileLines) -> None:
     """Validate one method entry before it is expanded: every list-valued key is a field of
     the method's config and every element of every list validates (one key varied at a time,
     the others at their first value), so a bad value costs one check, not a full expansion.
-    ``{best_of: SEARCH}`` values are resolved (and checked) when trials are built."""
-    where = f"methods[{index}]"
+    ``{best_of: SEARCH}`` values are resolved (and checked) when trials are built. Errors name
+    the file (and, given a :class:`FileLines`, the line) of the key."""
+    file = source if isinstance(source, FileLines) else FileLines(source)
+    where: KeyPath = ("methods", index)
     if not isinstance(entry["name"], str):
-        raise SpecError(f"invalid study in {source}:\n  {where}.name: one method name per entry "
-                        "(give each method its own entry)")
+        raise file.error([((*where, "name"), "one method name per entry (give each method its own entry)")])
     try:
         config = METHODS.get(entry["name"])
     except ValueError as err:
-        raise SpecError(f"invalid study in {source}:\n  {where}.name: {err}") from None
+        raise file.error([((*where, "name"), str(err))]) from None
     lists = {k: v for k, v in entry.items() if isinstance(v, list)}
     for key in lists:
         if key not in config.model_fields:
-            hint = did_you_mean(key, config.model_fields)
-            raise SpecError(f"invalid study in {source}:\n  {where}.{key}: unknown key{hint}")
+            raise file.error([((*where, key), "unknown key" + did_you_mean(key, config.model_fields))])
     probe = {}  # every key at its first value
     for key, value in entry.items():
         first = value[0] if isinstance(value, list) and value else value
@@ -170,20 +219,20 @@ def check_method_entry(index: int, entry: dict[str, Any], source: str) -> None:
     for key, values in lists.items():
         for i, value in enumerate(values):
             if not _is_best_of(value):
-                _check_element(config, {**probe, key: value}, f"{where}.{key}", i, source)
+                _check_element(config, {**probe, key: value}, (*where, key), i, file)
 
 
-def _check_element(config: type[MethodConfig], probe: dict[str, Any], where: str, index: int, source: str) -> None:
+def _check_element(config: type[MethodConfig], probe: dict[str, Any], where: KeyPath, index: int,
+                   file: FileLines) -> None:
     """Element ``index`` of the list at ``where`` validates in ``probe`` (errors of other keys
     are left to the full validation of each trial, which names them as before)."""
-    key = where.rsplit(".", 1)[-1]
+    key = where[-1]
     try:
         config.model_validate(probe)
     except ValidationError as err:
-        lines = [f"  {where}[{index}]" + "".join(f".{p}" for p in item["loc"][1:]) + f": {item['msg']}"
-                 for item in err.errors() if item["loc"][:1] == (key,)]
-        if lines:
-            raise SpecError(f"invalid study in {source}:\n" + "\n".join(lines)) from None
+        problems = [((*where, index, *item["loc"][1:]), item["msg"]) for item in err.errors() if item["loc"][:1] == (key,)]
+        if problems:
+            raise file.error(problems) from None
 
 
 def count_trials(entries: list[dict[str, Any]], axes: dict[str, list[Any]]) -> int:
@@ -211,10 +260,11 @@ class Study:
     """
 
     def __init__(self, file: StudyFile, source: str, profile: str | None, storage: str | None = None,
-                 workdir: str | None = None) -> None:
+                 workdir: str | None = None, lines: FileLines | None = None) -> None:
         self.file = file
         self.source = source
         self.profile = profile
+        self.lines = lines or FileLines(source, profile=profile)
         self.storage = absolute_storage(storage or file.storage)
         self.workdir = workdir or os.getcwd()
         self._best: dict[str, dict[str, Any]] = {}
@@ -266,12 +316,33 @@ class Study:
         self._absolute_data_paths(tree)
         for axis, value in point.items():
             _set_dotted(tree, GRID_AXES[axis], value)
-        spec = load_trial_spec(tree, source=self.source)
+        try:
+            spec = load_trial_spec(tree, source=self.source)
+        except SpecError as err:
+            if not err.problems:
+                raise
+            raise self.lines.error([(self.file_key(loc, method), msg) for loc, msg in err.problems]) from None
         if spec.protocol.unlabelled_slices is not None and not _uses_unlabelled(spec.method.name):
             # A supervised-only method trains the same whatever the unlabelled pool: one trial,
             # not one per pool size (the report repeats it in every row, as the paper's Table II).
             spec = spec.model_copy(update={"protocol": spec.protocol.model_copy(update={"unlabelled_slices": None})})
         return spec
+
+    def file_key(self, loc: KeyPath, method: dict[str, Any]) -> KeyPath:
+        """Where in the study file (profile applied) a trial spec's key ``loc`` comes from:
+        ``method.*`` from the method's entry, grid axes from ``grid``, the rest from ``base``."""
+        if loc[:1] == ("method",):
+            same = [i for i, e in enumerate(self.file.methods) if e.get("name") == method.get("name")]
+            having = [i for i in same if loc[1:2] and loc[1] in self.file.methods[i]]
+            index = (having or same or [0])[0]
+            return ("methods", index, *loc[1:])
+        if loc == ("study",):
+            return ("name",)
+        dotted = ".".join(str(p) for p in loc)
+        axis = next((a for a, target in GRID_AXES.items() if target == dotted), None)
+        if axis is not None and getattr(self.file.grid, axis) is not None:
+            return ("grid", axis)
+        return ("base", *loc)
 
     def _absolute_data_paths(self, tree: dict[str, Any]) -> None:
         """Make ``data.root`` and ``data.prepared`` absolute against ``workdir`` (URLs stay)."""
@@ -326,7 +397,7 @@ def _uses_unlabelled(method: str) -> bool:
     return METHODS.get(method).uses_unlabelled
 
 
-def _apply_profile(raw: dict[str, Any], profile: str | None, source: str) -> dict[str, Any]:
+def _apply_profile(raw: dict[str, Any], profile: str | None, source: str, lines: FileLines) -> dict[str, Any]:
     profiles = raw.get("profiles") or {}
     if profile is None:
         return raw
@@ -335,12 +406,11 @@ def _apply_profile(raw: dict[str, Any], profile: str | None, source: str) -> dic
         raise SpecError(f"{source}: unknown profile {profile!r} (profiles: {known})")
     override = profiles[profile]
     if not isinstance(override, dict):
-        raise SpecError(f"{source}: profile {profile!r} must be a mapping")
+        raise lines.error([(("profiles", profile), "a profile must be a mapping")])
     unknown = set(override) - (set(StudyFile.model_fields) - {"profiles"})
     if unknown:
         key = sorted(unknown)[0]
-        hint = did_you_mean(key, StudyFile.model_fields)
-        raise SpecError(f"invalid study in {source}:\n  profiles.{profile}.{key}: unknown key{hint}")
+        raise lines.error([(("profiles", profile, key), "unknown key" + did_you_mean(key, StudyFile.model_fields))])
     return deep_merge(raw, override)
 
 
@@ -350,17 +420,17 @@ def load_study(path: str | Path, profile: str | None = None, storage: str | None
     ``storage`` overrides the file's ``storage`` (where results and searches' best values are).
     """
     source = str(path)
-    raw = read_yaml_mapping(path, "study")
-    merged = _apply_profile(raw, profile, source)
+    raw, key_lines = read_yaml_lines(path, "study")
+    lines = FileLines(source, key_lines, profile)
+    merged = _apply_profile(raw, profile, source, lines)
     try:
         file = StudyFile.model_validate(merged)
     except ValidationError as err:
-        message = _format_validation_error(err, source, merged, root=StudyFile)
-        raise SpecError(message.replace("invalid spec", "invalid study", 1)) from None
+        raise lines.error(validation_problems(err, merged, root=StudyFile)) from None
     _check_size(file, source)  # before any expansion or per-entry check: a huge file fails at once
     for index, entry in enumerate(file.methods):
-        check_method_entry(index, entry, source)
-    study = Study(file, source, profile, storage)
+        check_method_entry(index, entry, lines)
+    study = Study(file, source, profile, storage, lines=lines)
     try:
         study.trials()  # validate every trial now, not hours into a cluster run
     except RecursionError:

@@ -55,7 +55,7 @@ def test_profile_overrides_parts_of_the_file(tmp_path):
         (lambda d: d["grid"].update(folds=[0]), "grid.folds: unknown key (did you mean 'fold'?)"),
         (lambda d: d.update(resources={"gpus": 1}), "resources.gpus: unknown key (did you mean 'gpu'?)"),
         (lambda d: d["base"]["train"].update(epohcs=3), "train.epohcs: unknown key (did you mean 'epochs'?)"),
-        (lambda d: d["methods"][1].update(alpah=1), "method.alpah: unknown key"),
+        (lambda d: d["methods"][1].update(alpah=1), "methods[1].alpah: unknown key"),
         (lambda d: d["profiles"]["smoke"].update(gird={}), "profiles.smoke.gird: unknown key"),
     ],
 )
