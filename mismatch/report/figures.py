@@ -83,7 +83,8 @@ def decoder_figure(trials: pd.DataFrame, design: Design, value: int, columns: li
     frame = decoder_frame(trials, design, value, columns)
     fig = go.Figure()
     method = design.reference.method
-    palette = keyed_colours((model, method) for model in frame.columns)  # shades of one method's colour
+    ordered = sorted(frame.columns, key=lambda m: m != design.reference.model)  # its main network: its own colour
+    palette = keyed_colours((model, method) for model in ordered)  # the others: shades of it
     x = [f"{design.replicate} {r}" for r in frame.index]
     for model in frame.columns:
         fig.add_trace(go.Bar(x=x, y=frame[model] * SCALE, name=label(model), marker_color=palette[model]))

@@ -22,7 +22,7 @@ METHOD_ORDER = ("sup1", "sup2", "mta", "mean-teacher", "fixmatch", "cct", "morph
 METHOD_COLOURS = ("#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                   "#bcbd22", "#393b79", "#000000", "#e6ab02", "#d62728")
 # For methods the list does not know: distinct from the above and from each other (no greys).
-EXTRA_COLOURS = ("#843c39", "#7b4173", "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8", "#a55194", "#ce6dbd")
+EXTRA_COLOURS = ("#7b4173", "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8", "#843c39", "#a55194", "#ce6dbd")
 SHADES = (0.0, -0.35, 0.45, -0.6, 0.7)  # darken (< 0) or lighten (> 0) a method colour, per extra variant
 
 
