@@ -319,15 +319,21 @@ class PreparedDataset:
     """A prepared cache opened for reading: manifest, index, and each case's arrays.
 
     ``arrays(case)`` gives the memory-mapped (images, labels) of a case;
-    :meth:`gather` the samples a trial selected, as float32 in memory.
+    :meth:`gather` the samples a trial selected, as float32 in memory. With ``verify`` (the
+    default) the first read of a case hashes its array files and compares them with the sha256
+    that prepare recorded, so a cache changed since (same size, a NaN written in) is an error
+    naming the file, never silent training; it costs well under 1% of a trial
+    (``bench/bench_cache_verify.py``, docs/data.md).
     """
 
-    def __init__(self, path: Path, manifest: dict[str, Any], index: dict[str, np.ndarray]) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any], index: dict[str, np.ndarray], verify: bool = True) -> None:
         self.path = path
         self.manifest = manifest
         self.fingerprint: str = manifest["fingerprint"]
         self.cases: list[str] = list(manifest["cases"])
         self.recipe: dict[str, Any] = manifest["recipe"]
+        self.verify_reads = verify
+        self._verified: set[str] = set()
         self._slices = _slices_per_case(index, self.cases)
 
     def require_recipe(self, spec_recipe: dict[str, Any]) -> None:
@@ -357,8 +363,11 @@ class PreparedDataset:
                 for c in cases}
 
     def arrays(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """Memory-mapped ``images`` (N, C, h, w) and ``labels`` (N, h, w) of one case."""
+        """Memory-mapped ``images`` (N, C, h, w) and ``labels`` (N, h, w) of one case (its files
+        checked against their checksums on the first read, see the class)."""
         info = self.manifest["case_info"][case_id]
+        if self.verify_reads and case_id not in self._verified:
+            self.check_case(case_id)
         try:
             images = np.load(self.path / info["images"], mmap_mode="r")
             labels = np.load(self.path / info["labels"], mmap_mode="r")
@@ -430,6 +439,15 @@ class PreparedDataset:
         size = int(self.recipe["crop_size"])
         return int(self.manifest["in_channels"]), size, size
 
+    def check_case(self, case_id: str) -> None:
+        """Raise DataError naming the first array file of ``case_id`` whose sha256 is not the one
+        prepare recorded in the manifest; the case counts as checked for this open cache after."""
+        for rel, digest in self.manifest["case_info"][case_id].get("sha256", {}).items():
+            if file_sha256(self.path / rel) != digest:
+                raise DataError(f"prepared cache file {self.path / rel} has changed since `mismatch data prepare` "
+                                "wrote it (its sha256 differs from the manifest's): prepare the cache again")
+        self._verified.add(case_id)
+
     def verify(self) -> list[str]:
         """Re-hash every array file; the files whose sha256 differs from the manifest's (slow)."""
         bad = []
@@ -450,8 +468,11 @@ def _take(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return array[rows]
 
 
-def open_prepared(path: str | Path) -> PreparedDataset:
-    """Open the cache at ``path``; a missing, foreign, unfinished or damaged cache raises DataError."""
+def open_prepared(path: str | Path, verify: bool = True) -> PreparedDataset:
+    """Open the cache at ``path``; a missing, foreign, unfinished or damaged cache raises DataError.
+
+    ``verify``: check each case's array files against their recorded sha256 when first read
+    (:class:`PreparedDataset`); off only for measuring what the check costs."""
     path = Path(path).expanduser()
     manifest_path = path / MANIFEST
     if not path.is_dir():
@@ -467,7 +488,7 @@ def open_prepared(path: str | Path) -> PreparedDataset:
                         f"{CACHE_FORMAT}: prepare it again")
     if not _intact(path, manifest):
         raise DataError(f"prepared cache {path} is damaged (a file is missing or has the wrong size): prepare it again")
-    return PreparedDataset(path, manifest, _read_index(path / INDEX))
+    return PreparedDataset(path, manifest, _read_index(path / INDEX), verify)
 
 
 def _read_index(path: Path) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ import pandas as pd
 from mismatch.report.design import Column, Design
 from mismatch.report.stats import poly_fit
 from mismatch.report.table import Cell, Table, fmt_num
+from mismatch.report.tables import SCALE
 from mismatch.results import N_BINS, bin_centres, bin_columns, pooled_calibration
 
 BIN_CENTRES = bin_centres()
@@ -141,17 +142,21 @@ def reliability_table(items: list[Reliability], design: Design, value: int) -> T
                  pd.DataFrame(data), notes)
 
 
-def fit_table(items: list[Scatter], design: Design, value: int, metric: str) -> Table:
-    """Coefficients of the second-order fit of the metric against ECE, per column."""
-    header = ["method", "images", "a (ECE\u00b2)", "b (ECE)", "c", "points shown"]
+def fit_table(items: list[Scatter], design: Design, value: int, metric_label: str) -> Table:
+    """Coefficients of the second-order fit of the metric against ECE, per column, in the plotted
+    units (the metric in percent, as Fig. 9 draws it); the CSV keeps both units."""
+    header = ["method", "images", "a (% per ECE\u00b2)", "b (% per ECE)", "c (%)", "points shown"]
     rows, data = [], []
     for s in items:
         a, b, c = s.coef
-        rows.append([Cell(s.column), Cell(str(len(s.ece)))] + [Cell(f"{v:.4g}") for v in (a, b, c)]
+        rows.append([Cell(s.column), Cell(str(len(s.ece)))] + [Cell(fmt_num(v, SCALE, 2)) for v in (a, b, c)]
                     + [Cell(str(len(s.shown)))])
         data.append({"column": s.column, design.axis: value, "images": len(s.ece), "a": a, "b": b, "c": c,
+                     "a_percent": a * SCALE, "b_percent": b * SCALE, "c_percent": c * SCALE,
                      "points_shown": len(s.shown)})
-    notes = [f"Least-squares fit {metric} = a ECE\u00b2 + b ECE + c (numpy.polyfit, degree 2) over every "
-             "test image of the column's completed trials, whatever the number of points drawn."]
-    return Table("fig9_ece_fit", f"{metric} against ECE: second-order fits ({design.axis_label} = {value})",
+    notes = [f"Least-squares fit {metric_label} (%) = a ECE\u00b2 + b ECE + c (numpy.polyfit, degree 2) over "
+             "every test image of the column's completed trials, whatever the number of points drawn; the "
+             "coefficients are in the plotted units (percent). Fig. 9 draws each fit over its data's ECE range "
+             "and leaves it out where it leaves the range of the metric's values."]
+    return Table("fig9_ece_fit", f"{metric_label} against ECE: second-order fits ({design.axis_label} = {value})",
                  header, rows, pd.DataFrame(data), notes)

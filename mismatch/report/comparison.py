@@ -15,7 +15,7 @@ from mismatch.report import uncertainty as unc
 from mismatch.report.cases import units
 from mismatch.report.design import Column, Design
 from mismatch.report.stats import holm, wilcoxon_paired
-from mismatch.report.table import Cell, Table, fmt_num, fmt_p
+from mismatch.report.table import Cell, Table, fmt_num, fmt_p, fmt_small
 from mismatch.report.tables import SCALE
 
 HEADER = ["baseline", "cases", "mean (ref)", "mean (baseline)", "\u0394", "95% CI of \u0394", "W",
@@ -99,7 +99,7 @@ def reachable_note(frame: pd.DataFrame, axis: str) -> str:
     m = int(frame.groupby(axis).size().max()) if len(frame) else 0
     for n, p in sorted(frame.groupby("cases")["min_p"].first().items()):
         holm_min = min(1.0, m * p) if np.isfinite(p) else float("nan")
-        parts.append(f"{n} cases: {fmt_p(p)} (after Holm over {m} baselines: {fmt_p(holm_min)})")
+        parts.append(f"{n} cases: {fmt_small(p)} (after Holm over {m} baselines: {fmt_small(holm_min)})")
     return ("Smallest p-value this design can reach (every case favouring one method; two-sided, computed "
             "with the same test): " + ("; ".join(parts) if parts else "none (fewer than two cases)") + ".")
 

@@ -8,6 +8,7 @@ hostile method name can neither add markup nor close the script element.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
@@ -16,6 +17,9 @@ from mismatch.report.table import Table
 from mismatch.report.visual import COLOURS, VisualGrid
 
 PLOTLY_CONFIG = '{"responsive": true, "displaylogo": false}'
+# A numeric cell starts with a number, a sign or a comparison ("< 0.001"); an em dash is neither.
+_NUMERIC = re.compile(r"^\s*[<>\u2264\u2265+\-\u2212]?\s*\.?\d")
+WIDE = 8  # tables with more columns than this get a smaller font (13 methods fit a laptop screen)
 
 
 @dataclass
@@ -43,17 +47,36 @@ def bullets(items: list[str]) -> str:
     return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
 
 
+def text_columns(table: Table) -> set[int]:
+    """Indices of the columns holding text (any cell that is neither a number nor a dash): these
+    are left-aligned, numbers right-aligned. The first column (row labels) is always text."""
+    out = {0}
+    for i in range(1, len(table.header)):
+        texts = [row[i].text for row in table.rows if i < len(row)]
+        if any(t.strip() and not t.startswith("\u2014") and not _NUMERIC.match(t) for t in texts):
+            out.add(i)
+    return out
+
+
+def _cell_html(text: str, bold: bool) -> str:
+    inner = "<br>".join(esc(line) for line in text.split("\n"))  # a cell's second line (an interval)
+    return f"<strong>{inner}</strong>" if bold else inner
+
+
 def table_html(table: Table, link_folder: str | None = "tables", collapsed: bool = False) -> str:
     """A table with its title, notes and links to its CSV / Markdown / LaTeX files."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in table.header)
+    text = text_columns(table)
+    head = "".join(f'<th class="text">{esc(h)}</th>' if i in text else f"<th>{esc(h)}</th>"
+                   for i, h in enumerate(table.header))
     body = []
     for row in table.rows:
         cells = []
         for i, cell in enumerate(row):
-            classes = " ".join(c for c, on in (("best", cell.bold), ("missing", cell.missing)) if on)
+            flags = (("best", cell.bold), ("missing", cell.missing), ("text", i in text and i > 0))
+            classes = " ".join(c for c, on in flags if on)
             tag = "th" if i == 0 else "td"
-            text = f"<strong>{esc(cell.text)}</strong>" if cell.bold else esc(cell.text)
-            cells.append(f'<{tag} class="{classes}">{text}</{tag}>' if classes else f"<{tag}>{text}</{tag}>")
+            content = _cell_html(cell.text, cell.bold)
+            cells.append(f'<{tag} class="{classes}">{content}</{tag}>' if classes else f"<{tag}>{content}</{tag}>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     links = ""
     if link_folder:
@@ -61,7 +84,8 @@ def table_html(table: Table, link_folder: str | None = "tables", collapsed: bool
                          for ext, label in (("csv", "CSV"), ("md", "Markdown"), ("tex", "LaTeX")))
         links = f'<div class="files">{links}</div>'
     notes = "".join(paragraph(n, "note") for n in table.notes)
-    inner = (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+    wide = ' class="wide"' if len(table.header) > WIDE else ""
+    inner = (f'<div class="scroll"><table{wide}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
              f"</table></div>{notes}{links}")
     title = esc(table.title)
     if collapsed:
@@ -94,30 +118,34 @@ def visual_html(grid: VisualGrid) -> str:
     legend = " ".join(f'<span class="swatch" style="background:rgb{c}"></span>{esc(n)}'
                       for n, c in (("ground truth", COLOURS["gt"]), ("true positive", COLOURS["tp"]),
                                    ("false positive", COLOURS["fp"]), ("false negative", COLOURS["fn"])))
-    return (f'<div class="legend">{legend}</div><div class="scroll"><table class="visual"><thead><tr>{head}</tr>'
-            f'</thead><tbody>{"".join(rows)}</tbody></table></div>')
+    caption = paragraph(f"Orientation: {grid.orientation}.", "note")
+    return (f'<div class="legend">{legend}</div>{caption}<div class="scroll"><table class="visual"><thead><tr>{head}'
+            f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 CSS = """
 :root { --fg: #1d2330; --muted: #5b6473; --line: #d8dde6; --warn: #fff1d6; --best: #e7f5ea; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); }
-header, main { max-width: 1280px; margin: 0 auto; padding: 0 20px; }
+header, main { max-width: 1360px; margin: 0 auto; padding: 0 16px; }
 header { padding-top: 18px; }
 h1 { font-size: 24px; margin: 0 0 4px; }
 h2 { font-size: 20px; margin: 34px 0 8px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
 h3 { font-size: 16px; margin: 18px 0 6px; }
 section { scroll-margin-top: 64px; }
 nav { position: sticky; top: 0; background: #fff; border-bottom: 1px solid var(--line); z-index: 10; }
-nav div { max-width: 1280px; margin: 0 auto; padding: 6px 20px; display: flex; flex-wrap: wrap;
+nav div { max-width: 1360px; margin: 0 auto; padding: 6px 20px; display: flex; flex-wrap: wrap;
           gap: 4px 14px; font-size: 13px; }
 nav a { color: #2456a6; text-decoration: none; }
 .sub { color: var(--muted); margin: 0; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid var(--line); padding: 3px 8px; text-align: right; white-space: nowrap; }
-thead th { background: #f3f5f9; text-align: center; }
-tbody th { text-align: left; font-weight: 600; }
+thead th { background: #f3f5f9; text-align: center; white-space: normal; min-width: 64px; }
+th.text, td.text { text-align: left; }
+tbody th { text-align: left; font-weight: 600; position: sticky; left: 0; background: #fff; }
+table.wide { font-size: 11px; }
+table.wide th, table.wide td { padding: 2px 4px; }
 td.best { background: var(--best); }
 td.missing, th.missing { background: var(--warn); }
 .note { color: var(--muted); font-size: 13px; margin: 4px 0; max-width: 1100px; }
@@ -126,8 +154,10 @@ td.missing, th.missing { background: var(--warn); }
 figure { margin: 10px 0 18px; }
 figcaption { color: var(--muted); font-size: 13px; }
 .plot { width: 100%; min-height: 300px; }
-img.map { width: 176px; height: auto; image-rendering: pixelated; display: block; }
+img.map { width: 100%; max-width: 176px; height: auto; image-rendering: pixelated; display: block; }
+table.visual { width: 100%; table-layout: fixed; }
 table.visual td { padding: 2px; }
+table.visual th { white-space: normal; overflow-wrap: anywhere; font-size: 12px; }
 .legend { font-size: 13px; margin: 6px 0; }
 .swatch { display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 10px; vertical-align: middle;
           border: 1px solid #888; }

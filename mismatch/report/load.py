@@ -31,7 +31,7 @@ BIN_COLUMNS = schema.bin_columns()
 TRIAL_COLUMNS = IDENTITY + ["status", "error", *schema.TRIAL_PROTOCOL, *schema.TRIAL_BUDGET, "params",
                             "infer_time_per_image_s", "train_time_s",
                             "n_test_images", "device", "code_version", "torch_version",
-                            "started_at", "finished_at"]
+                            "started_at", "finished_at", "spec_json"]
 DECODER_COLUMNS = ["trial_id", "decoder", "decoder_name", "mean_fg_prob", *BIN_COLUMNS]
 _STRINGS = set(schema.STRING_IDENTITY) | {"case_id"}  # categoricals: a million rows stay small
 CASE_COLUMNS = ["trial_id", "case_id", "dice", "iou", "hd95_mm", "assd_mm", "nsd", "nsd_tolerance_mm"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mismatch.report.table import Cell, Table
+from mismatch.report.table import Cell, Table, fmt_small
 
 METHODS = ("sup1", "sup2", "mta", "mean-teacher", "fixmatch", "cct", "morph", "mismatch")
 TABLE_I = {  # labelled slices -> means in METHODS order
@@ -31,7 +31,7 @@ def published_table() -> Table:
         best = max(values)
         rows.append([Cell(str(count))] + [Cell(f"{v:.2f}", bold=(v == best)) for v in values])
         data += [{"labelled_slices": count, "method": m, "mean": v} for m, v in zip(METHODS, values, strict=True)]
-    pvalues = ", ".join(f"{m} {p:.3g}" for m, p in TABLE_III.items())
+    pvalues = ", ".join(f"{m} {fmt_small(p, 3)}" for m, p in TABLE_III.items())
     alphas = ", ".join(f"{a:g}: {v:.2f}" for a, v in TABLE_IV.items())
     notes = ["Published CARVE numbers: the authors' \"IoU\", i.e. the two-class mean Dice, mean over 10 folds. "
              "Comparable with this study only when it ran on CARVE with the paper's protocol (see the "

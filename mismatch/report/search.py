@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
 
-from mismatch.report.figures import LAYOUT, label
+from mismatch.report.figures import label, layout
 
 
 @dataclass
@@ -44,7 +44,7 @@ def _alpha_figure(trials: list, param: str, study_name: str) -> go.Figure:
     fig = go.Figure(go.Scatter(x=x, y=[v for _, v in points], mode="markers", name="trial",
                                marker={"size": 8, "color": "#636efa"}))
     positive = bool(x) and all(isinstance(v, (int, float)) and v > 0 for v in x)
-    fig.update_layout(**LAYOUT, height=420, xaxis={"type": "log" if positive else "linear", "title": label(param)},
+    fig.update_layout(**layout(460), xaxis={"type": "log" if positive else "linear", "title": label(param)},
                       yaxis_title="objective", title=f"Objective against {label(param)} ({label(study_name)})")
     return fig
 
@@ -69,7 +69,7 @@ def load_search(journal: str) -> SearchResult:
                 continue
             history = optuna.visualization.plot_optimization_history(study)
             _escape_text(history)
-            history.update_layout(**LAYOUT, height=420,
+            history.update_layout(**layout(460),
                                   title=f"Optimisation history ({label(summary.study_name)})")
             result.figures.append((summary.study_name, history))
             param = _alpha_param({p for t in done for p in t.params})

@@ -27,7 +27,7 @@ from mismatch.report.cases import CaseValues
 from mismatch.report.design import Design
 from mismatch.report.html import Section, bullets, figure_html, paragraph, table_html, visual_html
 from mismatch.report.load import StudyData
-from mismatch.report.table import Cell, Table
+from mismatch.report.table import Cell, Table, fmt_small
 
 Built = tuple[Section, list[Table]]
 
@@ -101,7 +101,7 @@ def training_runs_caveat(design: Design) -> str:
     floor = uncertainty.min_p_mann_whitney(n, n)
     return (f"These verdicts generalise over test cases, not over training runs: each cell rests on {n} trained "
             f"model{'s' if n != 1 else ''} per method ({design.replicate}s), and a test over {design.replicate}s "
-            f"cannot reach p below {floor:.2g} here (Table III). Add {design.replicate}s, seeds or label draws "
+            f"cannot reach p below {fmt_small(floor)} here (Table III). Add {design.replicate}s, seeds or label draws "
             "before reading a per-case verdict as a property of the method.")
 
 
@@ -206,7 +206,7 @@ def calibration_section(ctx: Context) -> Built:
     limit = int(ctx.options["max_points"])
     points = calibration.scatters(ctx.images, ctx.trials, ctx.design, value, ctx.metric, limit)
     if points:
-        fits = calibration.fit_table(points, ctx.design, value, ctx.metric)
+        fits = calibration.fit_table(points, ctx.design, value, ctx.metric_label)
         shown, total = sum(len(p.shown) for p in points), sum(len(p.ece) for p in points)
         caption = ("Every test image is drawn." if shown == total else
                    f"Downsampled for display: {shown:,} of {total:,} images drawn (at most {limit:,} per method, "

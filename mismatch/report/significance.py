@@ -13,7 +13,7 @@ import pandas as pd
 
 from mismatch.report.design import Design
 from mismatch.report.stats import holm, mann_whitney, rank_biserial, wilcoxon_paired
-from mismatch.report.table import Cell, Table, fmt_num, fmt_p
+from mismatch.report.table import Cell, Table, fmt_num, fmt_p, fmt_small
 from mismatch.report.tables import SCALE, protocol_label, replicate_means
 from mismatch.report.uncertainty import min_p_mann_whitney, min_p_wilcoxon
 
@@ -91,8 +91,8 @@ def _notes(frame: pd.DataFrame, design: Design, at: int, alternative: str) -> li
         f"beats every {rep} of the baseline, -1 for the reverse. \u0394 = difference of means (points).",
         reachable_note(frame, rep),
         "The published Table III used SciPy's former default: one-sided asymptotic Mann-Whitney U "
-        "with continuity correction (U = 0 on 10 vs 10 folds gives 9.13e-5; two-sided asymptotic "
-        "1.83e-4; two-sided exact 1.08e-5). Reproduce it with --mwu-alternative greater "
+        f"with continuity correction (U = 0 on 10 vs 10 folds gives {fmt_small(9.13e-5, 3)}; two-sided asymptotic "
+        f"{fmt_small(1.83e-4, 3)}; two-sided exact {fmt_small(1.08e-5, 3)}). Reproduce it with --mwu-alternative greater "
         "--mwu-method asymptotic.",
     ]
 
@@ -102,9 +102,9 @@ def reachable_note(frame: pd.DataFrame, rep: str) -> str:
     m = len(frame)
     parts = []
     for (n1, n2), p in frame.groupby(["n_ref", "n_baseline"])["mwu_min_p"].first().items():
-        parts.append(f"Mann-Whitney {n1} vs {n2} {rep}s: {fmt_p(p)}")
+        parts.append(f"Mann-Whitney {n1} vs {n2} {rep}s: {fmt_small(p)}")
     for n, p in frame.groupby("wilcoxon_pairs")["wilcoxon_min_p"].first().items():
-        parts.append(f"Wilcoxon {n} pairs: {fmt_p(p)}")
+        parts.append(f"Wilcoxon {n} pairs: {fmt_small(p)}")
     return (f"Smallest p-value this design can reach (complete separation, same test and variant): "
             f"{'; '.join(parts)}; Holm over {m} baselines multiplies the smallest by {m}. "
             "A p-value cannot fall below these whatever the methods' real difference.")

@@ -17,7 +17,8 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class Cell:
-    """One displayed cell; ``bold`` marks the best of a row, ``missing`` an incomplete value."""
+    """One displayed cell; ``bold`` marks the best of a row, ``missing`` an incomplete value. A
+    newline in ``text`` starts a second line on the page (``; `` in Markdown and LaTeX)."""
 
     text: str
     bold: bool = False
@@ -51,9 +52,34 @@ def fmt_sci(value: float, digits: int = 1) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def fmt_p(p: float) -> str:
-    """A p-value with three significant digits (9.13e-5)."""
-    return fmt_sci(p, 2)
+P_FLOOR = 0.001  # p-values below it are shown as "< 0.001"
+_SUPERSCRIPT = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
+
+
+def _fixed(value: float, digits: int) -> str:
+    decimals = max(0, digits - 1 - math.floor(math.log10(value)))
+    return f"{value:.{decimals}f}"
+
+
+def fmt_p(p: float, digits: int = 2) -> str:
+    """A p-value in fixed notation with ``digits`` significant digits (0.031, 0.50, 1.0), or
+    ``< 0.001`` below :data:`P_FLOOR`; an em dash for NaN. Never scientific notation."""
+    if p is None or not math.isfinite(p):
+        return "\u2014"
+    if p < P_FLOOR:
+        return f"< {P_FLOOR:g}"
+    return _fixed(p, digits)
+
+
+def fmt_small(value: float, digits: int = 2) -> str:
+    """A small positive number (a smallest reachable p-value) with ``digits`` significant digits:
+    fixed notation down to 0.001, then ``1.1 \u00d7 10\u207b\u2075``; an em dash for NaN."""
+    if value is None or not math.isfinite(value):
+        return "\u2014"
+    if value == 0 or value >= P_FLOOR:
+        return _fixed(value, digits) if value else "0"
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    return f"{mantissa} \u00d7 10{str(int(exponent)).translate(_SUPERSCRIPT)}"
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|<>#])")
@@ -76,7 +102,8 @@ def tex_escape(text: str) -> str:
 def to_markdown(table: Table) -> str:
     """GitHub-flavoured Markdown: a heading, the table (best cells in bold) and the notes."""
     def cell(c: Cell) -> str:
-        return f"**{md_escape(c.text)}**" if c.bold else md_escape(c.text)
+        text = md_escape(c.text.replace("\n", "; "))
+        return f"**{text}**" if c.bold else text
 
     lines = [f"### {md_escape(table.title)}", "",
              "| " + " | ".join(md_escape(h) for h in table.header) + " |",
@@ -89,7 +116,8 @@ def to_markdown(table: Table) -> str:
 def to_latex(table: Table) -> str:
     """A booktabs ``table`` environment; best cells in \\textbf, notes below as a footnote block."""
     def cell(c: Cell) -> str:
-        return rf"\textbf{{{tex_escape(c.text)}}}" if c.bold else tex_escape(c.text)
+        text = tex_escape(c.text.replace("\n", "; "))
+        return rf"\textbf{{{text}}}" if c.bold else text
 
     spec = "l" + "r" * (len(table.header) - 1)
     lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{tex_escape(table.title)}}}",

@@ -13,9 +13,10 @@ import pandas as pd
 
 from mismatch.report.design import Column, Design
 from mismatch.report.stats import mean_std
-from mismatch.report.table import Cell, Table, fmt_num, fmt_sci
+from mismatch.report.table import Cell, Table, fmt_num
 
 SCALE = 100.0  # metrics are shown in percent
+MS = 1000.0  # times are shown in milliseconds
 
 
 def replicate_means(trials: pd.DataFrame, design: Design, column: Column, value: int) -> pd.Series:
@@ -62,8 +63,8 @@ def _cell(row: pd.Series) -> Cell:
         # The interval belongs to the per-case estimate, not to the per-image mean before it:
         # show both, so no interval sits beside a number it was not computed for.
         estimate = row.get("case_estimate", np.nan)
-        case = f"per case {fmt_num(estimate, SCALE)} " if np.isfinite(estimate) else ""
-        text += f"; {case}[{fmt_num(low, SCALE)}, {fmt_num(high, SCALE)}]"
+        case = f"per case {fmt_num(estimate, SCALE)}\n" if np.isfinite(estimate) else ""
+        text += f"\n{case}[{fmt_num(low, SCALE)}, {fmt_num(high, SCALE)}]"
     return Cell(text, bold=bool(row["best"]), missing=incomplete)
 
 
@@ -77,7 +78,7 @@ def summary_table(cells: pd.DataFrame, design: Design, columns: list[Column], na
 
 
 def cost_rows(trials: pd.DataFrame, columns: list[Column]) -> tuple[list[list[Cell]], pd.DataFrame]:
-    """Parameter count (millions) and median inference time per image of each column."""
+    """Parameter count (millions) and median inference time per image (ms) of each column."""
     params, times = [], []
     for col in columns:
         sel = col.select(trials)
@@ -86,7 +87,7 @@ def cost_rows(trials: pd.DataFrame, columns: list[Column]) -> tuple[list[list[Ce
         times.append(float(sel["infer_time_per_image_s"].median())
                      if "infer_time_per_image_s" in sel and len(sel) else np.nan)
     rows = [[Cell("Param. (M)")] + [Cell(fmt_num(p, 1e-6)) for p in params],
-            [Cell("Infer. time (s)")] + [Cell(fmt_sci(t)) for t in times]]
+            [Cell("Infer. time (ms)")] + [Cell(fmt_num(t, MS, 1)) for t in times]]
     data = pd.DataFrame({"column": [c.key for c in columns], "params": params, "infer_time_per_image_s": times})
     return rows, data
 
@@ -125,7 +126,7 @@ def main_table(trials: pd.DataFrame, design: Design, metric_label: str,
         f"Each cell: mean \u00b1 sample std (ddof=1) over {design.replicate}s of the per-{design.replicate} "
         f"mean {metric_label} over test images; bold: best mean of the row; (k/n): only k of the "
         f"study's n {design.replicate}s completed.",
-        "Param. (M) and Infer. time (s): medians over the column's completed trials "
+        "Param. (M) and Infer. time (ms): medians over the column's completed trials "
         "(inference time: one forward pass on one test image).",
     ]
     if interval_note:

@@ -6,12 +6,20 @@ count, each main column contributes the trial that shares the reference's test s
 present in every chosen file are shown. Colours follow the paper: ground truth yellow, true
 positives green, false positives red, false negatives blue. Images are inline PNGs, encoded
 here with zlib so the report needs no imaging library.
+
+Orientation: a stored slice is (H, W) in the order the data files keep their in-plane axes, which
+differs by format (:mod:`mismatch.data.volumes`): a MetaImage slice is (y, x), as ITK shows it, and
+a NIfTI slice is (i, j), its transpose. NIfTI slices are therefore transposed for display, so both
+are drawn with the file's x axis across and y axis down: for files stored in DICOM/ITK order (LPS,
+as scanners' converters and ITK write them) that is the radiological convention, the patient's
+right on the image's left and anterior at the top. The affine is not read: the caption says so.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import struct
 import zlib
 from dataclasses import dataclass
@@ -25,6 +33,9 @@ from mismatch.report.load import StudyData
 THRESHOLD_U8 = 128  # round(255 p) >= 128  <=>  p >= 0.5 (up to the rounding of the stored map)
 COLOURS = {"gt": (255, 215, 0), "tp": (0, 200, 0), "fp": (230, 0, 0), "fn": (30, 90, 255)}
 ALPHA = 0.55
+METAIMAGE_LAYOUTS = frozenset({"carve14"})  # every other layout reads NIfTI files
+RADIOLOGICAL = ("axial slices in the radiological convention: the patient's right on the image's left, anterior at "
+                "the top, for files stored in DICOM/ITK (LPS) order; the files' affines are not read")
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,7 @@ class VisualGrid:
     trials: dict[str, str]  # column key -> trial id
     replicate: int
     value: int
+    orientation: str = RADIOLOGICAL  # how the slices are drawn, for the caption
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -76,6 +88,20 @@ def outcome_masks(prob: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]:
     """True-positive, false-positive and false-negative masks of a stored probability map."""
     pred, truth = prob >= THRESHOLD_U8, label.astype(bool)
     return {"tp": pred & truth, "fp": pred & ~truth, "fn": ~pred & truth}
+
+
+def slice_layout(spec_json: object) -> str | None:
+    """The data layout named by a trial's ``spec_json`` (None when it is absent or unreadable)."""
+    try:
+        layout = json.loads(str(spec_json)).get("data", {}).get("layout")
+    except (ValueError, AttributeError):
+        return None
+    return layout if isinstance(layout, str) else None
+
+
+def transposed_for_display(layout: str | None) -> bool:
+    """Whether slices of ``layout`` are stored as (i, j) (NIfTI) and so are transposed to be drawn."""
+    return layout is not None and layout not in METAIMAGE_LAYOUTS
 
 
 def _load(data: StudyData, trial_id: str) -> dict[str, np.ndarray] | None:
@@ -121,13 +147,22 @@ def visual_grid(data: StudyData, trials: pd.DataFrame, design: Design, value: in
     common = set.intersection(*(set(_keys(m)) for m in maps.values()))
     first = maps[order[0]] if design.reference is None else maps[design.reference.key]
     keys = [k for k in _keys(first) if k in common][:n]
+    spec = trials["spec_json"].get(chosen[order[0]]) if "spec_json" in trials else None
+    layout = slice_layout(spec)
+
+    def shown(a: np.ndarray) -> np.ndarray:
+        return a.T if transposed_for_display(layout) else a
+
     cells = []
     for key in keys:
         i0 = _keys(first).index(key)
-        base = grey(first["image"][i0])
-        row = [data_uri(base), data_uri(overlay(base, {"gt": first["label"][i0].astype(bool)}))]
+        base = grey(shown(first["image"][i0]))
+        row = [data_uri(base), data_uri(overlay(base, {"gt": shown(first["label"][i0]).astype(bool)}))]
         for col in order:
             i = _keys(maps[col]).index(key)
-            row.append(data_uri(overlay(base, outcome_masks(maps[col]["prob"][i], maps[col]["label"][i]))))
+            masks = outcome_masks(shown(maps[col]["prob"][i]), shown(maps[col]["label"][i]))
+            row.append(data_uri(overlay(base, masks)))
         cells.append(row)
-    return VisualGrid(order, keys, cells, {k: chosen[k] for k in order}, rep, value)
+    how = (RADIOLOGICAL if layout is not None else
+           "slices drawn as stored (rows: the first in-plane axis); the trials name no data layout")
+    return VisualGrid(order, keys, cells, {k: chosen[k] for k in order}, rep, value, how)

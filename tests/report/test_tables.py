@@ -63,7 +63,7 @@ def test_main_table_display(hand: StudyData) -> None:
     assert row5[2].text == f"{np.mean([75, 60, 50]):.2f} \u00b1 {np.std([75, 60, 50], ddof=1):.2f}"
     assert row5[2].bold and not row5[1].bold
     assert row10[2].text.endswith("(2/3)") and row10[2].missing
-    assert [r[0].text for r in table.rows[2:]] == ["Param. (M)", "Infer. time (s)"]  # no trials/: dashes
+    assert [r[0].text for r in table.rows[2:]] == ["Param. (M)", "Infer. time (ms)"]  # no trials/: dashes
     assert table.rows[2][1].text == "\u2014"
 
 
