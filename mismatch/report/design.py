@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 # The paper's column order; methods it does not know come before MisMatch, by name.
-PAPER_ORDER = ("sup1", "sup2", "mta", "mean-teacher", "fixmatch", "cct", "morph")
+# The paper's Table I order, then the modern baselines (issue 14), then MisMatch last.
+PAPER_ORDER = ("sup1", "sup2", "mta", "mean-teacher", "fixmatch", "cct", "morph", "ua-mt", "cps", "bcp", "unimatch",
+               "sup-strong")
 REFERENCE_METHOD = "mismatch"
 VARIANT = ["method", "model", "alpha_key"]
 
