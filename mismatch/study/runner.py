@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -46,6 +47,8 @@ PERMANENT_ERRORS = (*NON_FINITE_ERRORS, DataError, SpecError)
 WAIT_RESOURCES_S = 300.0
 #: Ray's resource names of the study file's ``resources`` keys.
 RAY_RESOURCE = {"cpu": "CPU", "gpu": "GPU"}
+#: The only address the embedded local Ray listens on: it serves this driver alone.
+LOOPBACK = "127.0.0.1"
 
 
 class ResourceError(RuntimeError):
@@ -151,7 +154,41 @@ def init_ray(address: str | None, verbose: bool) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(include_dashboard=False, **kwargs)
+        start_local_ray(**kwargs)
+
+
+def start_local_ray(**kwargs: Any) -> None:
+    """Start the embedded Ray of a driver without ``--address``, reachable from this machine only.
+
+    Every Ray process listens on 127.0.0.1, and Ray's token authentication is on: with no
+    ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH`` of the user's, a random token for this run is
+    put in this process's environment (Ray's processes inherit it); it is never printed or
+    written to disk. See cluster/README.md (Security).
+    """
+    import ray
+    from ray._private import ray_constants
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    _reload_ray_auth_config()
+    # ray.init swaps a loopback _node_ip_address for the machine's routable address unless Ray
+    # clusters are off (its macOS/Windows mode); off for this call only, 127.0.0.1 is kept.
+    clusters = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(include_dashboard=False, _node_ip_address=LOOPBACK, **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = clusters
+
+
+def _reload_ray_auth_config() -> None:
+    """Make this process see the auth settings just put in its environment (Ray caches its
+    config and token at first use, e.g. by an earlier ``import ray.tune``)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def effective_resources(study: Study) -> dict[str, float]:
