@@ -565,6 +565,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OSError as err:
+        from mismatch.data.atomic import as_disk_full, is_disk_full
+
+        if not is_disk_full(err):
+            raise
+        print(f"error: {as_disk_full(err, err.filename or 'the output')}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

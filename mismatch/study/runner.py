@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from mismatch.config import SpecError, TrialSpec, load_trial_spec
+from mismatch.data.atomic import DiskFullError, as_disk_full, is_disk_full
 from mismatch.data.errors import DataError
 from mismatch.evaluate import utc_now
 from mismatch.results.schema import SCHEMA_VERSION
@@ -47,6 +48,8 @@ PERMANENT_ERRORS = (*NON_FINITE_ERRORS, DataError, SpecError)
 WAIT_RESOURCES_S = 300.0
 #: Ray's resource names of the study file's ``resources`` keys.
 RAY_RESOURCE = {"cpu": "CPU", "gpu": "GPU"}
+#: The metric of a trial stopped by a full disk: the error's one line (see :func:`trial_fn`).
+DISK_FULL = "disk_full"
 #: The only address the embedded local Ray listens on: it serves this driver alone.
 LOOPBACK = "127.0.0.1"
 
@@ -130,10 +133,31 @@ def trial_fn(
         ckpt.delete()
         tune.report({"status_failed": 1, "error": f"{type(err).__name__}: {err}"})
         return
-    write_result(storage, result, placement())
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        _report_disk_full(err, ckpt.remote)
+        return
+    try:
+        write_result(storage, result, placement())
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        _report_disk_full(err, f"{storage}/{spec.study}")
+        return
     ckpt.delete()
     metrics = objective(spec, result) if objective is not None else {}
     tune.report({"status_failed": 0, "test_iou": float(result.images["iou"].mean()), "done_trial": 1, **metrics})
+
+
+def _report_disk_full(err: OSError, path: str) -> None:
+    """End a trial whose disk filled up as failed for this run only: no failed row (it runs
+    again after space is freed, from its checkpoint) and no Ray traceback or ``error.pkl``;
+    the driver stops the study and prints the error's one line."""
+    from ray import tune
+
+    full = as_disk_full(err, path)
+    tune.report({"status_failed": 1, DISK_FULL: str(full), "error": str(full)})
 
 
 def placement() -> dict[str, str]:
@@ -318,7 +342,9 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
     resources = effective_resources(study)
     check_resources(study, resources, address, wait_resources_s)
     grid = _fit(study, storage, todo, resources, verbose, Progress(study.name, len(specs), skipped, stream))
-    _record_errored(grid, storage)
+    full = _record_errored(grid, storage)
+    if full is not None:  # every trial finished before is stored; the others run again next time
+        raise full
     final = trial_statuses(storage, study.name)
     ids = [s.trial_id() for s in todo]
     completed = sum(final.get(i) == "completed" for i in ids)
@@ -354,16 +380,45 @@ def _fit(study: Study, storage: str, todo: list[TrialSpec], resources: dict[str,
             failure_config=tune.FailureConfig(max_failures=study.file.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
             callbacks=[progress],
+            stop=stop_on_full_disk(),
             verbose=1 if verbose else 0,
         ),
     )
     return tuner.fit()
 
 
-def _record_errored(grid: Any, storage: str) -> None:
-    """Trials that exhausted their retries get a failed row with Ray's error."""
+def stop_on_full_disk() -> Any:
+    """A Tune ``Stopper`` that ends the whole run once a trial reports a full disk
+    (:data:`DISK_FULL`): every later trial would fail the same way."""
+    from ray.tune import Stopper
+
+    class StopOnFullDisk(Stopper):
+        def __init__(self) -> None:
+            self.full = False
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            self.full = self.full or bool(result.get(DISK_FULL))
+            return self.full
+
+        def stop_all(self) -> bool:
+            return self.full
+
+    return StopOnFullDisk()
+
+
+def _record_errored(grid: Any, storage: str) -> DiskFullError | None:
+    """Trials that exhausted their retries get a failed row with Ray's error; a trial stopped
+    by a full disk gets none (it runs again) and is returned, to end the run with its line."""
+    full: DiskFullError | None = None
     for result in grid:
+        reported = (result.metrics or {}).get(DISK_FULL)
+        if reported:
+            full = full or _disk_full_of(reported)
+            continue
         if result.error is None:
+            continue
+        if is_disk_full(_root_cause(result.error)):
+            full = full or _disk_full_of(str(_root_cause(result.error)))
             continue
         try:
             spec = spec_from_config(result.config)
@@ -375,6 +430,12 @@ def _record_errored(grid: Any, storage: str) -> None:
         if trial_statuses(storage, spec.study).get(spec.trial_id()) == "completed":
             continue
         write_trial(storage, spec.study, spec.trial_id(), failed_trial_row(spec, _root_cause(result.error)))
+    return full
+
+
+def _disk_full_of(message: str) -> DiskFullError:
+    """The driver's error for a worker's full-disk line (the worker's text, kept as is)."""
+    return DiskFullError("?", text=message)
 
 
 def _root_cause(error: BaseException) -> BaseException:
