@@ -417,8 +417,9 @@ def _record_errored(grid: Any, storage: str) -> DiskFullError | None:
             continue
         if result.error is None:
             continue
-        if is_disk_full(_root_cause(result.error)):
-            full = full or _disk_full_of(str(_root_cause(result.error)))
+        cause = _root_cause(result.error)
+        if is_disk_full(cause):
+            full = full or as_disk_full(cause, getattr(cause, "filename", None) or storage)
             continue
         try:
             spec = spec_from_config(result.config)

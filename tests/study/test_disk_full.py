@@ -260,7 +260,9 @@ def test_the_driver_stops_the_run_and_ends_with_the_workers_line(tmp_path):
             SimpleNamespace(metrics={}, error=SimpleNamespace(cause=enospc()), config={})]
     full = runner._record_errored(grid, str(tmp_path))
     assert isinstance(full, DiskFullError) and str(full) == line
-    assert not (tmp_path / "adhoc").exists()  # no failed row for either trial
+    raised = runner._record_errored(grid[1:], str(tmp_path))  # a worker's own ENOSPC, raised through Ray
+    assert isinstance(raised, DiskFullError) and str(raised).startswith(f"no space left on the disk of {tmp_path}: ")
+    assert list(tmp_path.iterdir()) == []  # no failed row for either trial
 
 
 def test_study_run_on_a_full_disk_exits_1_with_one_line(tmp_path, monkeypatch, capsys):
