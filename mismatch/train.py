@@ -11,6 +11,7 @@ does not import Ray: the study runner calls it inside a Ray Tune trial through t
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -244,10 +245,12 @@ def save_checkpoint(path: Path, method: Method, optim: Optimization, state: Trai
         "snapshots": state.snapshots,
         "torch_rng": torch.get_rng_state(),
     }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # in memory: torch reports a full disk as a RuntimeError, a file write as ENOSPC
     tmp = path.with_suffix(".tmp")
     try:
         with disk_full_names(path):  # a full disk: DiskFullError naming the checkpoint
-            torch.save(payload, tmp)
+            tmp.write_bytes(buffer.getbuffer())
             tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # the previous checkpoint stays intact; no partial trial.tmp

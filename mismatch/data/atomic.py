@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -19,8 +20,9 @@ from mismatch.data.errors import OutputExistsError
 
 #: errno values of a full disk (or a full quota, which reads the same to the user).
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-#: How pyarrow and others word a full disk when they give no errno.
-DISK_FULL_TEXTS = ("no space left on device", "disk quota exceeded")
+#: How pyarrow and others word a full disk when they give no errno; numpy's ``tofile`` reports
+#: only a short write ("98304 requested and 51168 written"), which on a local disk means full.
+DISK_FULL_TEXTS = re.compile(r"no space left on device|disk quota exceeded|\d+ requested and \d+ written", re.I)
 
 
 class DiskFullError(OSError):
@@ -47,7 +49,7 @@ def is_disk_full(err: BaseException) -> bool:
         return True
     if not isinstance(err, OSError):
         return False
-    return err.errno in DISK_FULL_ERRNOS or any(text in str(err).lower() for text in DISK_FULL_TEXTS)
+    return err.errno in DISK_FULL_ERRNOS or DISK_FULL_TEXTS.search(str(err)) is not None
 
 
 def as_disk_full(err: BaseException, path: str | os.PathLike[str]) -> BaseException:

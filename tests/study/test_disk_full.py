@@ -88,6 +88,7 @@ def test_the_message_names_the_path_and_what_to_do():
     assert NOTHING_LOST in str(err) and AGAIN in str(err) and "\n" not in str(err)
     assert is_disk_full(OSError("Error writing bytes to file. Detail: [errno 28] No space left on device"))  # pyarrow's
     assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert is_disk_full(OSError("98304 requested and 51168 written"))  # numpy's tofile on a full disk
     other = PermissionError(errno.EACCES, "Permission denied")
     assert not is_disk_full(other) and as_disk_full(other, "/x") is other
 
@@ -128,20 +129,19 @@ def test_study_export_on_a_full_disk_is_one_line_and_leaves_no_tmp(tmp_path, ful
 
 
 def test_a_checkpoint_on_a_full_disk_keeps_the_last_one_and_leaves_no_trial_tmp(tmp_path, monkeypatch):
-    import torch
-
     from mismatch import train
 
     path = tmp_path / "trial.pt"
     path.write_bytes(b"the previous epoch's checkpoint")
     state = SimpleNamespace(epoch=3, snapshots=[])
     nothing = SimpleNamespace(state_dict=dict)
+    real = Path.write_bytes
 
-    def save(payload, target) -> None:
-        Path(target).write_bytes(b"par")
+    def write_bytes(self, data) -> int:
+        real(self, bytes(data)[:3])
         raise enospc()
 
-    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
     with pytest.raises(DiskFullError) as caught:
         train.save_checkpoint(path, nothing, nothing, state)
     assert caught.value.path == str(path)
