@@ -209,7 +209,7 @@ def run_search(study: Study, storage: str | None = None, address: str | None = N
             candidate.spec({p: _some_value(d) for p, d in plan.space.items()}, fold)
     with StudyLock(storage, study.name, stale_after_s=stale_lock_s):
         _search_locked(study, storage, search, plans, candidates, address, verbose, stream, wait_resources_s)
-    return write_best(study, storage, search, plans, legacy=param is not None)
+        return write_best(study, storage, search, plans, legacy=param is not None)
 
 
 def _search_locked(study: Study, storage: str, search: SearchSpec, plans: list[MethodSearch],
