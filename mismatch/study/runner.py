@@ -411,7 +411,7 @@ def _record_errored(grid: Any, storage: str) -> DiskFullError | None:
     by a full disk gets none (it runs again) and is returned, to end the run with its line."""
     full: DiskFullError | None = None
     for result in grid:
-        reported = (result.metrics or {}).get(DISK_FULL)
+        reported = (getattr(result, "metrics", None) or {}).get(DISK_FULL)
         if reported:
             full = full or _disk_full_of(reported)
             continue
