@@ -364,7 +364,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     if study.file.search is None or (param and study.file.search.param != param):
         print(f"error: {file} has no search{f' of {param!r}' if param else ''} (a 'search:' section)", file=sys.stderr)
         return 2
-    best = run_search(study, address=args.address, verbose=args.verbose, param=param)
+    from mismatch.study.lock import LockHeld
+    from mismatch.study.runner import ResourceError
+
+    try:
+        best = run_search(study, address=args.address, verbose=args.verbose, param=param)
+    except (LockHeld, ResourceError) as err:  # another driver holds the study; a trial could never start
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for name, found in best["methods"].items():
         values = ", ".join(f"{k} = {v:.6g}" if isinstance(v, float) else f"{k} = {v}" for k, v in found["params"].items())
         print(f"[{study.name}] {name}: best {values} (mean validation IoU {found['objective']:.4f} over folds "
@@ -578,6 +585,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OSError as err:
+        from mismatch.data.atomic import as_disk_full, is_disk_full
+
+        if not is_disk_full(err):
+            raise
+        print(f"error: {as_disk_full(err, err.filename or 'the output')}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

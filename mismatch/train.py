@@ -11,6 +11,7 @@ does not import Ray: the study runner calls it inside a Ray Tune trial through t
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ import torch
 
 from mismatch.config import TrainSpec, TrialSpec
 from mismatch.data import TrialData, load_trial_data
+from mismatch.data.atomic import disk_full_names
 from mismatch.evaluate import (
     NonFiniteProbabilityError,
     TrialResult,
@@ -234,7 +236,8 @@ def _snapshot_epochs(spec: TrialSpec) -> int:
 
 def save_checkpoint(path: Path, method: Method, optim: Optimization, state: TrainState) -> None:
     """Write everything a retry needs, atomically (temp file + rename): weights, optimiser,
-    schedule and gradient-scaler state, the loop's state and the RNG."""
+    schedule and gradient-scaler state, the loop's state and the RNG. A failed write (a full
+    disk: :class:`~mismatch.data.atomic.DiskFullError`) removes its temporary file."""
     payload = {
         "method": method.state_dict(),
         "optimization": optim.state_dict(),
@@ -242,9 +245,16 @@ def save_checkpoint(path: Path, method: Method, optim: Optimization, state: Trai
         "snapshots": state.snapshots,
         "torch_rng": torch.get_rng_state(),
     }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # in memory: torch reports a full disk as a RuntimeError, a file write as ENOSPC
     tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    try:
+        with disk_full_names(path):  # a full disk: DiskFullError naming the checkpoint
+            tmp.write_bytes(buffer.getbuffer())
+            tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the previous checkpoint stays intact; no partial trial.tmp
+        raise
 
 
 def load_checkpoint(path: Path, method: Method, optim: Optimization, n_labelled: int = 0) -> TrainState:

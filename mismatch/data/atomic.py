@@ -1,17 +1,76 @@
 """Writing a folder atomically: build it in a hidden temporary sibling, then rename it into place.
 
-A crash leaves at most the hidden ``.NAME.tmp-*`` sibling, never a half-written ``NAME``.
+A crash leaves at most the hidden ``.NAME.tmp-*`` sibling, never a half-written ``NAME``. A
+write that fails because the disk is full becomes a :class:`DiskFullError` naming the path.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import re
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mismatch.data.errors import OutputExistsError
+
+#: errno values of a full disk (or a full quota, which reads the same to the user).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: How pyarrow and others word a full disk when they give no errno; numpy's ``tofile`` reports
+#: only a short write ("98304 requested and 51168 written"), which on a local disk means full.
+DISK_FULL_TEXTS = re.compile(r"no space left on device|disk quota exceeded|\d+ requested and \d+ written", re.I)
+
+
+class DiskFullError(OSError):
+    """A write failed because the disk holding ``path`` is full; its text is the one line the
+    CLI prints: the path, that nothing finished was lost, and what to do."""
+
+    def __init__(self, path: str | os.PathLike[str], detail: str | None = None, text: str | None = None) -> None:
+        super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        self.path = str(path)
+        self.detail = detail
+        self.text = text  # the line of another process's DiskFullError, passed on as it is
+
+    def __str__(self) -> str:
+        if self.text:
+            return self.text
+        writing = f" (writing {self.detail})" if self.detail and self.detail != self.path else ""
+        return (f"no space left on the disk of {self.path}{writing}: nothing finished was lost and the partial "
+                "files were removed; free space there and run the same command again")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` says the disk (or the quota) is full."""
+    if isinstance(err, DiskFullError):
+        return True
+    if not isinstance(err, OSError):
+        return False
+    return err.errno in DISK_FULL_ERRNOS or DISK_FULL_TEXTS.search(str(err)) is not None
+
+
+def as_disk_full(err: BaseException, path: str | os.PathLike[str]) -> BaseException:
+    """``err`` as a :class:`DiskFullError` naming ``path`` if it says the disk is full, else ``err``
+    itself (see :func:`disk_full_names` for a block)."""
+    if isinstance(err, DiskFullError) or not is_disk_full(err):
+        return err
+    filename = getattr(err, "filename", None)
+    return DiskFullError(path, str(filename) if filename else None)
+
+
+@contextmanager
+def disk_full_names(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Within the block, a full-disk ``OSError`` becomes a :class:`DiskFullError` naming ``path``."""
+    try:
+        yield
+    except OSError as err:
+        converted = as_disk_full(err, path)
+        if converted is err:
+            raise
+        raise converted from err
 
 
 def temporary_sibling(path: Path) -> Path:

@@ -40,7 +40,14 @@ import numpy as np
 
 from mismatch.config import DATA_PRESETS, DataSpec
 from mismatch.data import preprocess as pp
-from mismatch.data.atomic import publish, refuse_non_empty, remove_stale_siblings, temporary_sibling
+from mismatch.data.atomic import (
+    as_disk_full,
+    is_disk_full,
+    publish,
+    refuse_non_empty,
+    remove_stale_siblings,
+    temporary_sibling,
+)
 from mismatch.data.check import Progress, check_dataset
 from mismatch.data.errors import DataCheckError, DataError, FileProblemError
 from mismatch.data.layouts import Layout, get_layout
@@ -128,6 +135,10 @@ def prepare_dataset(
         _refuse_changed_inputs(root, inputs)
         manifest = writer.finish(report.cases, fingerprint, inputs, root, layout, data)
         publish(tmp, out, overwrite=True)
+    except OSError as err:  # a full disk: one line naming the cache (the finally removes tmp)
+        if is_disk_full(err):
+            raise as_disk_full(err, out) from err
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mismatch.config import SynthSpec
-from mismatch.data.atomic import publish, refuse_non_empty, temporary_sibling
+from mismatch.data.atomic import disk_full_names, publish, refuse_non_empty, remove_stale_siblings, temporary_sibling
 from mismatch.data.errors import DataError
 from mismatch.data.msd import DATASET_JSON, write_case, write_dataset_json
 
@@ -104,10 +104,12 @@ def write_synthetic_dataset(
         raise DataError(f"cases must be >= 1, got {cases}")
     refuse_non_empty(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(out)  # the temporary folders of killed earlier runs
     tmp = temporary_sibling(out)
     try:
-        _write_into(tmp, spec, cases, tuple(size), slices, seed)
-        publish(tmp, out, overwrite)
+        with disk_full_names(out):
+            _write_into(tmp, spec, cases, tuple(size), slices, seed)
+            publish(tmp, out, overwrite)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

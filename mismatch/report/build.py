@@ -10,6 +10,7 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
+from mismatch.data.atomic import disk_full_names
 from mismatch.report import comparison, sections, tuning
 from mismatch.report.aggregate import METRICS, image_subset, per_trial
 from mismatch.report.cases import case_values
@@ -151,10 +152,14 @@ def build_report(results: str | Path, out_dir: str | Path | None = None, metric:
     ctx = make_context(data, opts)
     html_text, tables = render(ctx, name, opts.title or f"Study report: {name}")
     out = Path(out_dir) if out_dir is not None else Path("reports") / _slug(name)
-    for table in tables:
-        write_table(table, out / "tables")
     index = out / "index.html"
     tmp = out / ".index.html.tmp"
-    tmp.write_text(html_text, encoding="utf-8")
-    os.replace(tmp, index)
+    try:
+        with disk_full_names(out.absolute()):  # a full disk: DiskFullError naming the report folder
+            for table in tables:
+                write_table(table, out / "tables")
+            tmp.write_text(html_text, encoding="utf-8")
+            os.replace(tmp, index)
+    finally:
+        tmp.unlink(missing_ok=True)
     return index

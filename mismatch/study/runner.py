@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from mismatch.config import SpecError, TrialSpec, load_trial_spec
+from mismatch.data.atomic import DiskFullError, as_disk_full, is_disk_full
 from mismatch.data.errors import DataError
 from mismatch.evaluate import utc_now
 from mismatch.results.schema import SCHEMA_VERSION
@@ -46,6 +48,10 @@ PERMANENT_ERRORS = (*NON_FINITE_ERRORS, DataError, SpecError)
 WAIT_RESOURCES_S = 300.0
 #: Ray's resource names of the study file's ``resources`` keys.
 RAY_RESOURCE = {"cpu": "CPU", "gpu": "GPU"}
+#: The metric of a trial stopped by a full disk: the error's one line (see :func:`trial_fn`).
+DISK_FULL = "disk_full"
+#: The only address the embedded local Ray listens on: it serves this driver alone.
+LOOPBACK = "127.0.0.1"
 
 
 class ResourceError(RuntimeError):
@@ -127,10 +133,31 @@ def trial_fn(
         ckpt.delete()
         tune.report({"status_failed": 1, "error": f"{type(err).__name__}: {err}"})
         return
-    write_result(storage, result, placement())
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        _report_disk_full(err, ckpt.remote)
+        return
+    try:
+        write_result(storage, result, placement())
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        _report_disk_full(err, f"{storage}/{spec.study}")
+        return
     ckpt.delete()
     metrics = objective(spec, result) if objective is not None else {}
     tune.report({"status_failed": 0, "test_iou": float(result.images["iou"].mean()), "done_trial": 1, **metrics})
+
+
+def _report_disk_full(err: OSError, path: str) -> None:
+    """End a trial whose disk filled up as failed for this run only: no failed row (it runs
+    again after space is freed, from its checkpoint) and no Ray traceback or ``error.pkl``;
+    the driver stops the study and prints the error's one line."""
+    from ray import tune
+
+    full = as_disk_full(err, path)
+    tune.report({"status_failed": 1, DISK_FULL: str(full), "error": str(full)})
 
 
 def placement() -> dict[str, str]:
@@ -151,7 +178,41 @@ def init_ray(address: str | None, verbose: bool) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(include_dashboard=False, **kwargs)
+        start_local_ray(**kwargs)
+
+
+def start_local_ray(**kwargs: Any) -> None:
+    """Start the embedded Ray of a driver without ``--address``, reachable from this machine only.
+
+    Every Ray process listens on 127.0.0.1, and Ray's token authentication is on: with no
+    ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH`` of the user's, a random token for this run is
+    put in this process's environment (Ray's processes inherit it); it is never printed or
+    written to disk. See cluster/README.md (Security).
+    """
+    import ray
+    from ray._private import ray_constants
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    _reload_ray_auth_config()
+    # ray.init swaps a loopback _node_ip_address for the machine's routable address unless Ray
+    # clusters are off (its macOS/Windows mode); off for this call only, 127.0.0.1 is kept.
+    clusters = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(include_dashboard=False, _node_ip_address=LOOPBACK, **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = clusters
+
+
+def _reload_ray_auth_config() -> None:
+    """Make this process see the auth settings just put in its environment (Ray caches its
+    config and token at first use, e.g. by an earlier ``import ray.tune``)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def effective_resources(study: Study) -> dict[str, float]:
@@ -294,7 +355,9 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
     progress = Progress(study.name, len(specs), skipped, stream, slots=trial_slots(study, resources),
                         labels=trial_labels(todo), live=False if verbose else None)  # Ray's tables: plain lines
     grid = _fit(study, storage, todo, resources, verbose, progress)
-    _record_errored(grid, storage)
+    full = _record_errored(grid, storage)
+    if full is not None:  # every trial finished before is stored; the others run again next time
+        raise full
     final = trial_statuses(storage, study.name)
     ids = [s.trial_id() for s in todo]
     completed = sum(final.get(i) == "completed" for i in ids)
@@ -330,16 +393,46 @@ def _fit(study: Study, storage: str, todo: list[TrialSpec], resources: dict[str,
             failure_config=tune.FailureConfig(max_failures=study.file.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
             callbacks=[progress],
+            stop=stop_on_full_disk(),
             verbose=1 if verbose else 0,
         ),
     )
     return tuner.fit()
 
 
-def _record_errored(grid: Any, storage: str) -> None:
-    """Trials that exhausted their retries get a failed row with Ray's error."""
+def stop_on_full_disk() -> Any:
+    """A Tune ``Stopper`` that ends the whole run once a trial reports a full disk
+    (:data:`DISK_FULL`): every later trial would fail the same way."""
+    from ray.tune import Stopper
+
+    class StopOnFullDisk(Stopper):
+        def __init__(self) -> None:
+            self.full = False
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            self.full = self.full or bool(result.get(DISK_FULL))
+            return self.full
+
+        def stop_all(self) -> bool:
+            return self.full
+
+    return StopOnFullDisk()
+
+
+def _record_errored(grid: Any, storage: str) -> DiskFullError | None:
+    """Trials that exhausted their retries get a failed row with Ray's error; a trial stopped
+    by a full disk gets none (it runs again) and is returned, to end the run with its line."""
+    full: DiskFullError | None = None
     for result in grid:
+        reported = (getattr(result, "metrics", None) or {}).get(DISK_FULL)
+        if reported:
+            full = full or _disk_full_of(reported)
+            continue
         if result.error is None:
+            continue
+        cause = _root_cause(result.error)
+        if is_disk_full(cause):
+            full = full or as_disk_full(cause, getattr(cause, "filename", None) or storage)
             continue
         try:
             spec = spec_from_config(result.config)
@@ -351,6 +444,12 @@ def _record_errored(grid: Any, storage: str) -> None:
         if trial_statuses(storage, spec.study).get(spec.trial_id()) == "completed":
             continue
         write_trial(storage, spec.study, spec.trial_id(), failed_trial_row(spec, _root_cause(result.error)))
+    return full
+
+
+def _disk_full_of(message: str) -> DiskFullError:
+    """The driver's error for a worker's full-disk line (the worker's text, kept as is)."""
+    return DiskFullError("?", text=message)
 
 
 def _root_cause(error: BaseException) -> BaseException:

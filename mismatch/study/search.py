@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from mismatch.config import METHODS, SpecError, TrialSpec
 from mismatch.search_space import Choice, Dimension, IntRange, Uniform, method_space, overrides_of
 from mismatch.study.best import read_best  # noqa: F401  (re-exported)
+from mismatch.study.lock import STALE_AFTER_S, StudyLock
 from mismatch.study.spec import SearchSpec, Study, deep_merge, method_variants
 from mismatch.study.store import _write_atomic, absolute_storage, read_table, resolve
 
@@ -189,16 +190,16 @@ def _paper_point(study: Study, method: dict[str, Any], space: dict[str, Dimensio
 
 
 def run_search(study: Study, storage: str | None = None, address: str | None = None, verbose: bool = False,
-               stream: TextIO = sys.stdout, param: str | None = ALPHA) -> dict[str, Any]:
+               stream: TextIO = sys.stdout, param: str | None = ALPHA, wait_resources_s: float | None = None,
+               stale_lock_s: float = STALE_AFTER_S) -> dict[str, Any]:
     """Run (or resume) the study's search; returns and writes ``best.json``.
 
     ``param="alpha"`` (``mismatch search alpha``) searches the first method's alpha;
     ``param=None`` (``mismatch search FILE``) searches every method with the same budget.
+    Like ``study run``, it holds the study's driver lock (:class:`~mismatch.study.lock.LockHeld`
+    while another driver, a run or a search, holds it) and refuses resources no node has
+    (:class:`~mismatch.study.runner.ResourceError`) before any candidate starts.
     """
-    from ray import tune
-
-    from mismatch.study.runner import effective_resources, init_ray, trial_fn
-
     search = _search_of(study)
     storage = study.storage if storage is None else absolute_storage(storage)
     plans = alpha_plan(study) if param is not None else method_plans(study)
@@ -206,8 +207,21 @@ def run_search(study: Study, storage: str | None = None, address: str | None = N
     for plan, candidate in zip(plans, candidates):  # a spec error shows here, not once per candidate on a worker
         for fold in search.folds:
             candidate.spec({p: _some_value(d) for p, d in plan.space.items()}, fold)
+    with StudyLock(storage, study.name, stale_after_s=stale_lock_s):
+        _search_locked(study, storage, search, plans, candidates, address, verbose, stream, wait_resources_s)
+        return write_best(study, storage, search, plans, legacy=param is not None)
+
+
+def _search_locked(study: Study, storage: str, search: SearchSpec, plans: list[MethodSearch],
+                   candidates: list[Candidate], address: str | None, verbose: bool, stream: TextIO,
+                   wait_resources_s: float | None) -> None:
+    from ray import tune
+
+    from mismatch.study.runner import WAIT_RESOURCES_S, check_resources, effective_resources, init_ray, trial_fn
+
     init_ray(address, verbose)
     resources = effective_resources(study)
+    check_resources(study, resources, address, WAIT_RESOURCES_S if wait_resources_s is None else wait_resources_s)
     for plan, candidate in zip(plans, candidates):
         trainable = tune.with_resources(
             tune.with_parameters(trial_fn, storage=storage, threads=max(1, int(resources["cpu"])),
@@ -215,7 +229,6 @@ def run_search(study: Study, storage: str | None = None, address: str | None = N
             resources,
         )
         _fit_one(study, storage, search, plan, trainable, verbose, stream)
-    return write_best(study, storage, search, plans, legacy=param is not None)
 
 
 def _some_value(dim: Dimension) -> Any:

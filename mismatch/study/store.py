@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from mismatch.data.atomic import as_disk_full
 from mismatch.results import TABLES
 
 QUARANTINE = "quarantine"
@@ -84,16 +85,20 @@ def resolve(storage: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _write_atomic(fs: pafs.FileSystem, path: str, payload: bytes) -> None:
-    """Write bytes to ``path`` through a temporary sibling and a move."""
+    """Write bytes to ``path`` through a temporary sibling and a move; a full disk raises
+    :class:`~mismatch.data.atomic.DiskFullError` naming ``path``."""
     parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
     tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
     try:
+        fs.create_dir(parent, recursive=True)
         with fs.open_output_stream(tmp) as out:
             out.write(payload)
         fs.move(tmp, path)
-    except BaseException:
+    except BaseException as err:
         _delete_quietly(fs, tmp)  # a failed write (full disk, interrupt) leaves no .tmp file behind
+        converted = as_disk_full(err, path)
+        if converted is not err:
+            raise converted from err
         raise
 
 
