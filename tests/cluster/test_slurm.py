@@ -11,6 +11,7 @@ skipped with the reason. Debian: ``apt-get install slurm-wlm munge`` (.ci/run do
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -78,7 +79,7 @@ class LocalSlurm:
         key.write_bytes(os.urandom(128))
         key.chmod(0o600)
         (self.root / "plugstack.conf").write_text("")
-        r, user = self.root, os.environ.get("USER") or "root"
+        r, user = self.root, pwd.getpwuid(os.geteuid()).pw_name
         lines = [
             "ClusterName=mismatchtest", f"SlurmctldHost={self.node}(127.0.0.1)",
             f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}", f"SlurmUser={user}", f"SlurmdUser={user}",
