@@ -249,27 +249,32 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Build a study's HTML report and write its tables as CSV, Markdown and LaTeX."""
+    """Build a study's HTML report and write its tables as CSV, Markdown and LaTeX (figures on request)."""
     from mismatch.report import build_report
+    from mismatch.report.export import FigureExportError
 
     try:
         index = build_report(
-            args.results, args.out, metric=args.metric, at=args.at, calibration_at=args.calibration_at,
+            args.results, args.out, metric=args.metric, figures=args.figures, at=args.at,
+            calibration_at=args.calibration_at,
             reference=args.reference, mwu_alternative=args.mwu_alternative, mwu_method=args.mwu_method,
             max_points=args.max_points, visual_slices=args.visual_slices, exclude_empty=args.exclude_empty,
             title=args.title,
         )
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, FigureExportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {Path(index).resolve()}")
+    if args.figures:
+        print(f"wrote figures to {(Path(index).parent / 'figures').resolve()}")
     return 0
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = _verb(sub, "report", "a study's rows -> one HTML page, tables as CSV / Markdown / LaTeX",
               "  mismatch report runs/quickstart                 # writes reports/quickstart/index.html\n"
-              "  mismatch report runs/carve_table1 --metric dice --at 40 --out reports/table1-dice")
+              "  mismatch report runs/carve_table1 --metric dice --at 40 --out reports/table1-dice\n"
+              "  mismatch report runs/quickstart --figures pdf      # also reports/quickstart/figures/*.pdf")
     p.add_argument("results", help="a study folder <storage>/<study>/ or a Parquet file of per-image rows")
     p.add_argument("--out", help="output folder (default: reports/<study>/)")
     p.add_argument("--metric", choices=["iou", "dice", "mean_dice_2class"], default="iou",
@@ -285,6 +290,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--visual-slices", type=int, default=4, help="slices shown in Fig. 7")
     p.add_argument("--exclude-empty", action="store_true", help="drop test images with an empty ground truth")
     p.add_argument("--title", help="page title (default: 'Study report: <study>')")
+    p.add_argument("--figures", choices=["svg", "pdf", "png"],
+                   help="also write every figure to <out>/figures/ in this format, one manuscript style "
+                        "(needs kaleido and Chrome/Chromium; BROWSER_PATH picks the browser)")
     p.set_defaults(func=cmd_report)
 
 

@@ -1,4 +1,5 @@
-"""``build_report``: a study's Parquet rows -> ``index.html`` plus every table as CSV/Markdown/LaTeX."""
+"""``build_report``: a study's Parquet rows -> ``index.html`` plus every table as CSV/Markdown/LaTeX
+(``tables/``) and, on request, every figure as SVG/PDF/PNG (``figures/``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mismatch.report import comparison, sections, tuning
 from mismatch.report.aggregate import METRICS, image_subset, per_trial
 from mismatch.report.cases import case_values
 from mismatch.report.design import REFERENCE_METHOD, detect_design
+from mismatch.report.export import FORMATS, export_figures
 from mismatch.report.html import Section, bullets, page, paragraph
 from mismatch.report.load import StudyData, load_study
 from mismatch.report.stats import ALTERNATIVES
@@ -138,15 +140,20 @@ def render(ctx: sections.Context, name: str, title: str) -> tuple[str, list[Tabl
 
 
 def build_report(results: str | Path, out_dir: str | Path | None = None, metric: str = "iou",
-                 **options: object) -> Path:
+                 figures: str | None = None, **options: object) -> Path:
     """Build the report of a study folder or merged Parquet file; returns ``<out_dir>/index.html``.
 
-    ``out_dir`` defaults to ``reports/<study>/``. Keyword ``options`` are the fields of
-    :class:`ReportOptions` (``at``, ``calibration_at``, ``reference``, ``mwu_alternative``,
-    ``mwu_method``, ``max_points``, ``visual_slices``, ``exclude_empty``, ``title``).
+    ``out_dir`` defaults to ``reports/<study>/``. ``figures`` (``svg``, ``pdf`` or ``png``) also
+    writes every plotly figure of the page as ``<out_dir>/figures/<figure id>.<format>`` in the
+    manuscript style of :mod:`mismatch.report.export` (raises its FigureExportError without a
+    browser). Keyword ``options`` are the fields of :class:`ReportOptions` (``at``,
+    ``calibration_at``, ``reference``, ``mwu_alternative``, ``mwu_method``, ``max_points``,
+    ``visual_slices``, ``exclude_empty``, ``title``).
     """
     opts = ReportOptions(metric=metric, **options)  # type: ignore[arg-type]
     opts.validate()
+    if figures is not None and figures not in FORMATS:
+        raise ValueError(f"figures must be one of {', '.join(FORMATS)}, got {figures!r}")
     data = load_study(results, opts.metric, opts.exclude_empty)
     name = study_name(data)
     ctx = make_context(data, opts)
@@ -162,4 +169,7 @@ def build_report(results: str | Path, out_dir: str | Path | None = None, metric:
             os.replace(tmp, index)
     finally:
         tmp.unlink(missing_ok=True)
+    if figures is not None:  # after the page: a missing browser still leaves the page and tables
+        with disk_full_names(out.absolute()):
+            export_figures(ctx.figures, out / "figures", figures)
     return index

@@ -6,9 +6,10 @@ an Optuna search or trial-level rows gets a sentence saying so instead of the se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
+import plotly.graph_objects as go
 
 from mismatch.report import (
     ablations,
@@ -49,6 +50,12 @@ class Context:
     intervals: pd.DataFrame | None = None
     comparisons: pd.DataFrame | None = None
     units: comparison.Units | None = None
+    figures: dict[str, go.Figure] = field(default_factory=dict)
+
+    def figure(self, fig: go.Figure, div_id: str, caption: str = "") -> str:
+        """The figure's HTML; the figure is also kept under ``div_id`` for static export."""
+        self.figures[div_id] = fig
+        return figure_html(fig, div_id, caption)
 
 
 def interval_note(ctx: Context) -> str:
@@ -154,7 +161,7 @@ def rank_section(ctx: Context) -> Built | None:
                   ["method", "ranked first", "mean rank"],
                   [[Cell(str(r["column"])), Cell(f"{r['p_first']:.1%}"), Cell(f"{r['mean_rank']:.2f}")]
                    for _, r in ranks.iterrows()], ranks)
-    sec.body += [figure_html(fig, "rank-stability", caption), table_html(table)]
+    sec.body += [ctx.figure(fig, "rank-stability", caption), table_html(table)]
     return sec, [table]
 
 
@@ -164,7 +171,7 @@ def curves_section(ctx: Context) -> Built:
     caption = (f"Each panel is one {ctx.design.replicate}; each point is the mean {ctx.metric_label} over "
                "the test images of that trial (mean over trials if several share the cell).")
     title = f"Fig. 5: per-{ctx.design.replicate} results"
-    return Section("curves", title, [figure_html(fig, "fig5", caption)]), []
+    return Section("curves", title, [ctx.figure(fig, "fig5", caption)]), []
 
 
 def ablation_section(ctx: Context) -> Built:
@@ -183,7 +190,7 @@ def ablation_section(ctx: Context) -> Built:
         frame = ablations.decoder_frame(ctx.trials, ctx.design, value, columns)
         table = ablations.decoder_table(frame, ctx.design, value, ctx.metric_label)
         fig = figures.decoder_figure(ctx.trials, ctx.design, value, columns, ctx.metric_label)
-        sec.body += [figure_html(fig, f"fig6-{value}"), table_html(table)]
+        sec.body += [ctx.figure(fig, f"fig6-{value}"), table_html(table)]
         out.append(table)
     return sec, out
 
@@ -194,14 +201,14 @@ def calibration_section(ctx: Context) -> Built:
     items = calibration.reliabilities(ctx.trials, ctx.design, value)
     if items:
         table = calibration.reliability_table(items, ctx.design, value)
-        sec.body += [figure_html(figures.reliability_figure(items, ctx.design, value), "fig8"), table_html(table)]
+        sec.body += [ctx.figure(figures.reliability_figure(items, ctx.design, value), "fig8"), table_html(table)]
         out.append(table)
     per_decoder = calibration.decoder_reliabilities(ctx.data.decoder_rows(), ctx.trials, ctx.design, value)
     if per_decoder:
         table = calibration.decoder_table(per_decoder, ctx.design, value)
         fig = figures.reliability_figure([r for r, _, _ in per_decoder], ctx.design, value)
         fig.update_layout(title=f"Reliability of each decoder at {ctx.design.axis_label} = {value}")
-        sec.body += [figure_html(fig, "fig8-decoders"), table_html(table)]
+        sec.body += [ctx.figure(fig, "fig8-decoders"), table_html(table)]
         out.append(table)
     limit = int(ctx.options["max_points"])
     points = calibration.scatters(ctx.images, ctx.trials, ctx.design, value, ctx.metric, limit)
@@ -211,7 +218,7 @@ def calibration_section(ctx: Context) -> Built:
         caption = ("Every test image is drawn." if shown == total else
                    f"Downsampled for display: {shown:,} of {total:,} images drawn (at most {limit:,} per method, "
                    "uniform random sample with seed 0); the fitted curves use every image.")
-        sec.body += [figure_html(figures.scatter_figure(points, ctx.design, value, ctx.metric_label), "fig9", caption),
+        sec.body += [ctx.figure(figures.scatter_figure(points, ctx.design, value, ctx.metric_label), "fig9", caption),
                      table_html(fits)]
         out.append(fits)
     if not sec.body:
@@ -244,7 +251,7 @@ def search_section(ctx: Context) -> Built | None:
     if result.error:
         sec.body.append(paragraph(f"Could not read the search journal: {result.error}", "warn"))
     for i, (_, fig) in enumerate(result.figures):
-        sec.body.append(figure_html(fig, f"optuna-{i}"))
+        sec.body.append(ctx.figure(fig, f"optuna-{i}"))
     return sec, []
 
 
