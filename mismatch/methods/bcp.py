@@ -20,16 +20,15 @@ the Dice is the project's soft Dice restricted to the region and the cross-entro
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mismatch.methods.base import Batch, Method
+from mismatch.methods.base import Batch
 from mismatch.methods.configs.bcp import BCPConfig
 from mismatch.methods.mixing import copy_paste_mask, masked_bce, masked_dice_loss, paste
-from mismatch.models import build_model
+from mismatch.methods.teacher import TeacherStudent
 from mismatch.optim import OptimizerSetup
 
 if TYPE_CHECKING:
@@ -100,7 +99,7 @@ def within_mix(image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, we
     return Mix(paste(image, partner, mask), target, partner_target, mask, weight, weight)
 
 
-class BCP(Method):
+class BCP(TeacherStudent):
     """BCP: a U-Net student, its EMA teacher and a step counter that switches the stage."""
 
     config_class = BCPConfig
@@ -108,10 +107,6 @@ class BCP(Method):
 
     def __init__(self, config: BCPConfig, in_channels: int) -> None:
         super().__init__(config, in_channels)
-        self.student = build_model("unet", in_channels=in_channels, width=config.width)
-        self.teacher = copy.deepcopy(self.student)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self._steps = 0  # host copy of ``steps_done``: reading it needs no device sync
         self.register_load_state_dict_post_hook(_read_step_count)
@@ -172,22 +167,7 @@ class BCP(Method):
         if self._steps == self.pretrain_steps:
             self.teacher.load_state_dict(self.student.state_dict())
         elif self._steps > self.pretrain_steps:
-            d = self.config.ema_decay
-            for t, s in zip(self.teacher.parameters(), self.student.parameters()):
-                t.mul_(d).add_(s.detach(), alpha=1.0 - d)
-            for t, s in zip(self.teacher.buffers(), self.student.buffers()):
-                t.copy_(s)
-
-    def _predictor(self) -> torch.nn.Module:
-        return self.teacher if self.config.predict_with == "teacher" else self.student
-
-    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
-        """The student's probability (BCP tests the student), or the teacher's."""
-        return self._predictor().probabilities(image)
-
-    def inference_parameters(self) -> int:
-        """Parameters of the one U-Net used at test time."""
-        return sum(p.numel() for p in self._predictor().parameters())
+            self.ema_update()
 
 
 def _read_step_count(module: Any, incompatible_keys: Any) -> None:

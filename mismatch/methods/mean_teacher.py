@@ -9,16 +9,15 @@ student's probabilities are pulled toward the teacher's by an MSE whose weight r
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 
 from mismatch.losses import soft_dice_loss
 from mismatch.methods.augment import gaussian_noise
-from mismatch.methods.base import Batch, Method
+from mismatch.methods.base import Batch
 from mismatch.methods.configs.mean_teacher import MeanTeacherConfig
-from mismatch.models import build_model
+from mismatch.methods.teacher import TeacherStudent
 
 
 def sigmoid_rampup(epoch: int, rampup_epochs: int) -> float:
@@ -33,19 +32,11 @@ def sigmoid_rampup(epoch: int, rampup_epochs: int) -> float:
     return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
-class MeanTeacher(Method):
+class MeanTeacher(TeacherStudent):
     """A U-Net student and its exponential-moving-average teacher."""
 
     config_class = MeanTeacherConfig
     config: MeanTeacherConfig
-
-    def __init__(self, config: MeanTeacherConfig, in_channels: int) -> None:
-        super().__init__(config, in_channels)
-        self.student = build_model("unet", in_channels=in_channels, width=config.width)
-        self.teacher = copy.deepcopy(self.student)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-
 
     def consistency_weight(self, epoch: int) -> float:
         """The ramped consistency weight used in ``epoch`` (0-based)."""
@@ -66,23 +57,3 @@ class MeanTeacher(Method):
             losses["consistency"] = self.consistency_weight(epoch) * torch.mean((prob[unl] - target) ** 2)
         losses["loss"] = sum(losses.values())
         return losses
-
-    @torch.no_grad()
-    def after_step(self) -> None:
-        """EMA update of the teacher, ``t = d * t + (1 - d) * s``; buffers are copied."""
-        d = self.config.ema_decay
-        for t, s in zip(self.teacher.parameters(), self.student.parameters()):
-            t.mul_(d).add_(s.detach(), alpha=1.0 - d)
-        for t, s in zip(self.teacher.buffers(), self.student.buffers()):
-            t.copy_(s)
-
-    def _predictor(self) -> torch.nn.Module:
-        return self.teacher if self.config.predict_with == "teacher" else self.student
-
-    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
-        """The teacher's probability (or the student's, with ``predict_with: student``)."""
-        return self._predictor().probabilities(image)
-
-    def inference_parameters(self) -> int:
-        """Parameters of the one U-Net used at test time (teacher and student are the same size)."""
-        return sum(p.numel() for p in self._predictor().parameters())

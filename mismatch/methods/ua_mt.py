@@ -13,7 +13,6 @@ prediction is the plain network), for student and teacher alike as the authors' 
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -21,10 +20,10 @@ import torch.nn.functional as F
 
 from mismatch.config import TrainSpec
 from mismatch.losses import soft_dice_loss
-from mismatch.methods.base import Batch, Method
+from mismatch.methods.base import Batch
 from mismatch.methods.configs.ua_mt import UAMTConfig
 from mismatch.methods.mean_teacher import sigmoid_rampup
-from mismatch.models import build_model
+from mismatch.methods.teacher import TeacherStudent
 from mismatch.optim import OptimizerSetup
 
 LN2 = math.log(2.0)
@@ -59,7 +58,7 @@ def supervised_terms(logits: torch.Tensor, label: torch.Tensor) -> dict[str, tor
     return {"bce": 0.5 * bce, "dice": 0.5 * soft_dice_loss(torch.sigmoid(logits), label)}
 
 
-class UAMT(Method):
+class UAMT(TeacherStudent):
     """A U-Net student, its EMA teacher, and the teacher's MC-dropout uncertainty mask."""
 
     config_class = UAMTConfig
@@ -67,10 +66,6 @@ class UAMT(Method):
 
     def __init__(self, config: UAMTConfig, in_channels: int) -> None:
         super().__init__(config, in_channels)
-        self.student = build_model("unet", in_channels=in_channels, width=config.width)
-        self.teacher = copy.deepcopy(self.student)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
         self.run_epochs = TrainSpec().epochs  # the run's length; configure_optimizers sets it
 
     def configure_optimizers(self, train: TrainSpec, steps_per_epoch: int) -> list[OptimizerSetup]:
@@ -125,23 +120,3 @@ class UAMT(Method):
             losses["certain_fraction"] = mask.mean().detach()
         losses["loss"] = sum(v for k, v in losses.items() if k != "certain_fraction")
         return losses
-
-    @torch.no_grad()
-    def after_step(self) -> None:
-        """EMA update of the teacher, ``t = d * t + (1 - d) * s``; buffers are copied."""
-        d = self.config.ema_decay
-        for t, s in zip(self.teacher.parameters(), self.student.parameters()):
-            t.mul_(d).add_(s.detach(), alpha=1.0 - d)
-        for t, s in zip(self.teacher.buffers(), self.student.buffers()):
-            t.copy_(s)
-
-    def _predictor(self) -> torch.nn.Module:
-        return self.teacher if self.config.predict_with == "teacher" else self.student
-
-    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
-        """The teacher's probability (or the student's), without dropout."""
-        return self._predictor().probabilities(image)
-
-    def inference_parameters(self) -> int:
-        """Parameters of the one U-Net used at test time."""
-        return sum(p.numel() for p in self._predictor().parameters())
