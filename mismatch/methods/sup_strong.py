@@ -7,10 +7,11 @@ an inverted gamma, a gamma, and mirroring along each axis. The loss is nnU-Net's
 ``BCE + soft Dice`` (binary). Settings: :class:`SupStrongConfig`.
 
 The augmentation is hand-written in batched torch (``affine_grid`` + ``grid_sample``) rather
-than taken from MONAI or batchgenerators: those transform one sample at a time on the CPU
-(MONAI is also no dependency here), whereas the whole batch is transformed here on the
-training device in a few kernels, with its randomness from torch's global RNG (so CPU runs
-repeat exactly).
+than taken from MONAI's dictionary transforms or batchgenerators: those transform one sample
+at a time, with their own numpy random states, in the data loader; here the whole batch is
+transformed on the training device in a few kernels (the loop streams device-resident
+batches), with its randomness from torch's global RNG, so CPU runs repeat exactly under the
+loop's seeding.
 """
 
 from __future__ import annotations
