@@ -115,7 +115,7 @@ def la_stray_files(root: Path, cases: Sequence[str]) -> list[Problem]:
     """List files missing, list entries without a case folder, case folders in no list."""
     root = Path(root)
     problems, named = _list_problems(root, LA_LISTS, set(cases), lambda c: root / LA_CASES_DIR / c / LA_FILE)
-    if len(problems) < len(LA_LISTS) or named:
+    if named:  # with no readable list, the missing lists are the problem
         problems += [(root / LA_CASES_DIR / c, f"case folder named in no list ({', '.join(LA_LISTS)})")
                      for c in cases if c not in named]
     return problems
@@ -169,7 +169,7 @@ def acdc_stray_files(root: Path, cases: Sequence[str]) -> list[Problem]:
     slice file, volumes in no list."""
     root = Path(root)
     problems, named = _list_problems(root, ACDC_LISTS, set(cases), lambda c: root / ACDC_DATA_DIR / f"{c}.h5")
-    if len(problems) < len(ACDC_LISTS) or named:
+    if named:
         problems += [(root / ACDC_DATA_DIR / f"{c}.h5", f"volume named in no list ({', '.join(ACDC_LISTS)})")
                      for c in cases if c not in named]
     slices = root / ACDC_DATA_DIR / ACDC_SLICES_DIR
