@@ -157,7 +157,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         args.out, args.kind, cases=args.cases, size=tuple(args.size), slices=args.slices, seed=args.seed,
         overwrite=args.overwrite,
     )
-    print(f"wrote {args.cases} {args.kind} cases to {out}")
+    what = f"patients ({2 * args.cases} volumes)" if args.kind == "acdc-h5" else "cases"
+    print(f"wrote {args.cases} {args.kind} {what} to {out}")
     return 0
 
 

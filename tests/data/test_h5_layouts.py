@@ -89,6 +89,19 @@ def test_phantoms_pass_the_check_with_their_lists(la_root, acdc_root):
 # ----------------------------------------------------------------------------- data check
 
 
+@pytest.mark.parametrize(("image", "message"), [
+    (np.zeros((4, 4), np.float32), r"dataset 'image' \(image channel\) must be 3D, got shape \(4, 4\)"),
+    (np.array([[[b"a"]]]), r"dataset 'image' \(image channel\) is not numeric"),
+    (np.full((2, 2, 2), np.nan, np.float32), r"8 NaN or infinite intensities"),
+])
+def test_a_bad_image_dataset_is_named_with_its_file(tmp_path, image, message):
+    (tmp_path / "data").mkdir()
+    write_h5(tmp_path / "data" / "v.h5", image, np.zeros((2, 2, 2), np.uint8))
+    report = check_dataset("acdc-h5", tmp_path, foreground_labels=[1], allow_empty=True)
+    problems = [p for p in report.problems if p.case == "v"]
+    assert len(problems) == 1 and problems[0].path == tmp_path / "data" / "v.h5" and re.search(message, problems[0].message)
+
+
 def _copy(src, dst):
     return shutil.copytree(src, dst)
 
