@@ -150,14 +150,15 @@ def cmd_erf(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    """Write a synthetic phantom dataset in the MSD / nnU-Net raw layout."""
+    """Write a synthetic phantom dataset in the MSD / nnU-Net raw layout (or an h5 benchmark layout)."""
     from mismatch.data import write_synthetic_dataset
 
     out = write_synthetic_dataset(
         args.out, args.kind, cases=args.cases, size=tuple(args.size), slices=args.slices, seed=args.seed,
         overwrite=args.overwrite,
     )
-    print(f"wrote {args.cases} {args.kind} cases to {out}")
+    what = f"patients ({2 * args.cases} volumes)" if args.kind == "acdc-h5" else "cases"
+    print(f"wrote {args.cases} {args.kind} {what} to {out}")
     return 0
 
 
@@ -187,9 +188,14 @@ def _print_progress(i: int, n: int, case_id: str) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     """Check a raw dataset; print every problem as 'file: problem'; exit 1 if any."""
     from mismatch.data.check import check_dataset
+    from mismatch.data.layouts import check_foreground
     from mismatch.data.presets import data_spec_for
 
-    spec = data_spec_for(args.layout, args.raw_dir, args.preset, _data_overrides(args))
+    overrides = _data_overrides(args)
+    every_class = check_foreground(args.layout)
+    if every_class is not None and args.preset is None and "foreground_labels" not in overrides:
+        overrides["foreground_labels"] = every_class  # multi-class: a case is empty only without any class
+    spec = data_spec_for(args.layout, args.raw_dir, args.preset, overrides)
     report = check_dataset(spec.layout, args.raw_dir, label_values=spec.label_values,
                            foreground_labels=spec.foreground_labels, allow_empty=args.allow_empty,
                            progress=_print_progress if args.progress else None)
@@ -531,12 +537,15 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_prepare)
     _verb(data_sub, "presets", "list the data and protocol presets",
           "  mismatch data presets").set_defaults(func=cmd_presets)
-    s = _verb(data_sub, "synth", "write a synthetic phantom dataset (MSD layout)",
+    s = _verb(data_sub, "synth", "write a synthetic phantom dataset (MSD layout, or the LA / ACDC h5 layouts)",
               "  mismatch data synth vessels data/vessels\n"
-              "  mismatch data synth tumours data/tumours --cases 20 --size 96 96 --slices 32")
-    s.add_argument("kind", choices=["vessels", "tumours"], help="phantom: thin vessels or round tumours")
-    s.add_argument("out", help="output folder (a dataset in the MSD layout)")
-    s.add_argument("--cases", type=int, default=10, help="number of cases (default: 10)")
+              "  mismatch data synth tumours data/tumours --cases 20 --size 96 96 --slices 32\n"
+              "  mismatch data synth la2018-h5 data/la --cases 10   # then: mismatch data check la2018-h5 data/la")
+    s.add_argument("kind", choices=["vessels", "tumours", "la2018-h5", "acdc-h5"],
+                   help="phantom: thin vessels or round tumours (MSD layout), an LA-like atrium (la2018-h5 "
+                        "layout) or a three-class ACDC-like heart (acdc-h5 layout)")
+    s.add_argument("out", help="output folder (a dataset in the MSD layout, or in the layout the kind names)")
+    s.add_argument("--cases", type=int, default=10, help="number of cases, patients for acdc-h5 (default: 10)")
     s.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
                    help="slice height and width in pixels (default: 64 64)")
     s.add_argument("--slices", type=int, default=24, help="slices per case (default: 24)")

@@ -179,6 +179,12 @@ class DataSpec(StrictModel):
             raise ValueError(f"synthetic phantoms are written in the msd layout, not {self.layout!r}")
         if self.crop != "none" and self.crop_size % 8:
             raise ValueError(f"crop_size must be divisible by 8, got {self.crop_size}")
+        classes = getattr(LAYOUTS.get(self.layout), "classes", ())
+        if len(classes) > 1 and "foreground_labels" not in self.model_fields_set:
+            # The pipeline is 2D binary: a multi-class layout's labels are never merged silently.
+            labels = ", ".join(f"{v} {n}" for v, n in enumerate(classes, 1))
+            raise ValueError(f"the {self.layout} labels {{{labels}}} are multi-class, which is not supported yet: "
+                             f"give foreground_labels (e.g. [{len(classes)}]) to train on one binary task")
         return self
 
 

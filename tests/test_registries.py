@@ -53,7 +53,7 @@ def test_discovery_imports_every_module_of_a_package(tmp_path, monkeypatch):
 def test_registries_are_the_authority_for_spec_names():
     assert METHODS.names() == ["bcp", "cct", "cps", "fixmatch", "mean-teacher", "mismatch", "morph", "mta",
                                "sup-strong", "sup1", "sup2", "ua-mt", "unimatch"]
-    assert LAYOUTS.names() == ["brats2018", "carve14", "msd"]
+    assert LAYOUTS.names() == ["acdc-h5", "brats2018", "carve14", "la2018-h5", "msd"]
     with pytest.raises(SpecError, match=r"data.layout: .*unknown layout 'carve' \(did you mean 'carve14'\?\)"):
         load_trial_spec({"data": {"root": "/d", "layout": "carve"}, "method": "sup1"})
     with pytest.raises(SpecError, match=r"method: .*unknown method 'mismach' \(did you mean 'mismatch'\?\); known: bcp, cct"):

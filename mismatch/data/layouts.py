@@ -6,7 +6,8 @@ dataset-level files (e.g. ``dataset.json``). Reading and checking a case is shar
 every layout (:meth:`Layout.load_case`, :func:`mismatch.data.check.check_dataset`).
 
 Built in: ``msd`` (Medical Segmentation Decathlon / nnU-Net raw), ``carve14`` (CARVE14
-MetaImage files) and ``brats2018`` (one folder per BRATS case). A new layout is one module
+MetaImage files), ``brats2018`` (one folder per BRATS case), ``la2018-h5`` and ``acdc-h5``
+(the HDF5 distributions of the LA and ACDC benchmarks, :mod:`mismatch.data.h5layouts`). A new layout is one module
 of :mod:`mismatch.data` that calls :func:`register_layout`: the registry
 (:data:`mismatch.config.LAYOUTS`) imports every module of the package on its first lookup,
 so there is no list to edit.
@@ -22,7 +23,17 @@ import numpy as np
 
 from mismatch.config import LAYOUTS
 from mismatch.data.errors import DataError, FileProblemError
-from mismatch.data.volumes import Case, CaseSources, Problem, Spacing, as_label, data_files, read_case, read_volume
+from mismatch.data.volumes import (
+    H5_LABEL,
+    Case,
+    CaseSources,
+    Problem,
+    Spacing,
+    as_label,
+    data_files,
+    read_case,
+    read_volume,
+)
 from mismatch.registry import UnknownNameError
 
 
@@ -47,7 +58,10 @@ class Layout:
     files of a case. ``channel_names(root)``: the image channels. ``label_values(root)``:
     the label values allowed (None: any non-negative integer). ``meta_files(root)``:
     dataset-level files that enter the data fingerprint. ``stray_files(root, cases)``:
-    layout-specific problems with files that belong to no case.
+    layout-specific problems with files that belong to no case. ``classes``: the names of
+    the foreground classes 1..K of a multi-class layout (e.g. ACDC's RV, Myo, LV); until the
+    pipeline is multi-class, a spec on such a layout must name its ``foreground_labels``
+    (no silent binarisation).
     """
 
     name: str
@@ -57,6 +71,7 @@ class Layout:
     label_values: Callable[[Path], tuple[int, ...] | None] = _any_labels
     meta_files: Callable[[Path], list[Path]] = _no_files
     stray_files: Callable[[Path, Sequence[str]], list[Problem]] = _no_problems
+    classes: tuple[str, ...] = ()
     description: str = field(default="", compare=False)
 
     def load_case(self, root: Path, case_id: str, label_values: Sequence[int] | None = None) -> Case:
@@ -84,17 +99,18 @@ class Layout:
 
         The label's header gives the spacing; :meth:`load_case` checks that it equals the image's.
         """
-        path = self.sources(Path(root), case_id).label
-        volume = read_volume(path, "label")
+        sources = self.sources(Path(root), case_id)
+        path = sources.label
+        volume = read_volume(path, "label", sources.h5, H5_LABEL)
         if volume.data.shape[0] != 1:
             raise FileProblemError(path, f"a label must be one 3D volume, got shape {volume.file_shape}")
         allowed = label_values if label_values is not None else self.label_values(Path(root))
         return as_label(volume.data[0], path, allowed), volume.spacing
 
     def files(self, root: Path, case_id: str) -> list[Path]:
-        """Every file whose bytes define the case (MetaImage data files included), for fingerprints."""
+        """Every file whose bytes define the case (MetaImage data files included), each once, for fingerprints."""
         src = self.sources(Path(root), case_id)
-        return [f for path in (*src.images, src.label) for f in data_files(path)]
+        return list(dict.fromkeys(f for path in (*src.images, src.label) for f in data_files(path)))
 
 
 
@@ -110,6 +126,13 @@ def get_layout(name: str) -> Layout:
         return LAYOUTS.get(name)
     except UnknownNameError as err:
         raise DataError(str(err)) from None
+
+
+def check_foreground(layout: str | Layout) -> list[int] | None:
+    """The foreground labels ``data check`` counts for a multi-class layout when none are given
+    (every class, 1..K), so its empty-label check needs no choice of class; None otherwise."""
+    layout = get_layout(layout) if isinstance(layout, str) else layout
+    return list(range(1, len(layout.classes) + 1)) if layout.classes else None
 
 
 def list_layouts() -> list[str]:

@@ -1,6 +1,7 @@
-"""Synthetic phantom datasets, deterministic from a seed, written in the MSD layout.
+"""Synthetic phantom datasets, deterministic from a seed, written in the MSD layout (or in the
+benchmarks' HDF5 layouts).
 
-Two kinds:
+Two kinds in the MSD layout:
 
 - ``vessels``: CT-like chest slab in Hounsfield units (air -1000, body 40, lung
   parenchyma about -850) with branching tubular vessel trees of decreasing radius,
@@ -8,6 +9,17 @@ Two kinds:
 - ``tumours``: MR-like brain with four modalities (t1, t1ce, t2, flair), an irregular
   tumour with MSD BrainTumour labels (1 edema, 2 non-enhancing, 3 enhancing), per-modality
   contrast, a smooth bias field and noise; background outside the brain is exactly 0.
+
+And two in the HDF5 layouts of :mod:`mismatch.data.h5layouts` (``mismatch data synth
+la2018-h5|acdc-h5``), so tests and users need no download:
+
+- ``la2018-h5``: MR-like volumes stored (X, Y, Z) with an atrium-like blob and vessel-like
+  tubes leaving it (label 1), z-scored intensities as UA-MT writes them; x and y vary a little
+  per case (UA-MT crops around the atrium); 1 in 5 cases in ``test.list``, the rest in ``train.list``.
+- ``acdc-h5``: cardiac-MR-like volumes stored (Z, Y, X) with three nested classes (1 RV,
+  2 myocardium ring, 3 LV cavity), intensities in [0, 1]; ``cases`` patients, two frames
+  each (``patientNNN_frame01`` and ``_frame10``), their training slices, and the four lists
+  (patients split train / val / test about 7 : 1 : 2).
 
 Case ``i`` of a dataset depends only on ``(seed, i)``, so a dataset of 5 cases equals the
 first 5 cases of a dataset of 10 with the same seed. Geometry is defined relative to the
@@ -78,7 +90,7 @@ def phantom_kind(kind: str) -> PhantomKind:
     """The phantom kind registered as ``kind`` (``vessels`` or ``tumours``)."""
     kinds = _phantom_kinds()
     if kind not in kinds:
-        raise DataError(f"unknown phantom kind {kind!r} (known: {', '.join(sorted(kinds))})")
+        raise DataError(f"unknown phantom kind {kind!r} (known: {', '.join(sorted([*kinds, *H5_PHANTOMS]))})")
     return kinds[kind]
 
 
@@ -99,7 +111,20 @@ def write_synthetic_dataset(
     ``FileExistsError``) unless ``overwrite`` is true. This is ``mismatch data synth``.
     """
     out = Path(out_dir).expanduser().absolute()
-    spec = phantom_kind(kind)
+    if kind in H5_PHANTOMS:
+        min_cases = H5_PHANTOMS[kind][1]
+        if cases < min_cases:
+            raise DataError(f"{kind} phantoms need cases >= {min_cases} (a case in every list), got {cases}")
+        if min(size) < 16 or slices < 4:
+            raise DataError(f"phantom size must be at least 16x16 with >= 4 slices, got {size}x{slices}")
+
+        def write(tmp: Path) -> None:
+            H5_PHANTOMS[kind][0](tmp, cases, tuple(size), slices, seed)
+    else:
+        spec = phantom_kind(kind)
+
+        def write(tmp: Path) -> None:
+            _write_into(tmp, spec, cases, tuple(size), slices, seed)
     if cases < 1:
         raise DataError(f"cases must be >= 1, got {cases}")
     refuse_non_empty(out, overwrite)
@@ -108,7 +133,7 @@ def write_synthetic_dataset(
     tmp = temporary_sibling(out)
     try:
         with disk_full_names(out):
-            _write_into(tmp, spec, cases, tuple(size), slices, seed)
+            write(tmp)
             publish(tmp, out, overwrite)
     finally:
         if tmp.exists():
@@ -475,3 +500,98 @@ def _phantom_kinds() -> dict[str, PhantomKind]:
             description="synthetic MR brain with a tumour (MSD BrainTumour labels)",
         ),
     }
+
+
+# ----------------------------------------------------------------------------- HDF5 benchmark layouts
+
+
+def la_phantom(rng: np.random.Generator, size: tuple[int, int], slices: int) -> tuple[np.ndarray, np.ndarray]:
+    """An LA-like case stored as UA-MT does: image float32 and label uint8, both (X, Y, Z).
+
+    An atrium-like blob with a wobbly wall and four vessel-like tubes leaving it (label 1), in
+    a tissue background with a smooth bias field and noise; intensities z-scored.
+    """
+    x, y = (int(n + rng.integers(-n // 8, n // 8 + 1)) for n in size)  # cropped around the atrium
+    shape = (slices, x, y)  # (S, H, W) while drawing
+    z_, y_, x_ = _grid(shape)
+    centre = np.array([0.5, 0.5, 0.5]) + rng.uniform(-0.05, 0.05, size=3)
+    radii = np.array([0.3, 0.25, 0.25]) * rng.uniform(0.9, 1.1, size=3)
+    blob = _ellipsoid_radius(z_, y_, x_, centre, radii) * (1 + 0.08 * _smooth_field(rng, shape, max_freq=3)) < 1
+    tubes = np.zeros(shape, dtype=bool)
+    for _ in range(4):
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        end = np.clip(centre + 0.45 * direction, 0.02, 0.98)
+        t = np.clip(((z_ - centre[0]) * (end[0] - centre[0]) + (y_ - centre[1]) * (end[1] - centre[1])
+                     + (x_ - centre[2]) * (end[2] - centre[2])) / max(float(np.sum((end - centre) ** 2)), 1e-6), 0, 1)
+        dist = np.sqrt((z_ - centre[0] - t * (end[0] - centre[0])) ** 2 + (y_ - centre[1] - t * (end[1] - centre[1])) ** 2
+                       + (x_ - centre[2] - t * (end[2] - centre[2])) ** 2)
+        tubes |= dist < 0.04 * rng.uniform(0.8, 1.2)
+    label = blob | tubes
+    image = np.where(label, 2.0, 1.0) * (1 + 0.1 * _smooth_field(rng, shape, waves=4, max_freq=1.0))
+    image = image + rng.normal(0.0, 0.15, size=shape)
+    image = (image - image.mean()) / image.std()
+    return np.moveaxis(image, 0, 2).astype(np.float32), np.moveaxis(label, 0, 2).astype(np.uint8)
+
+
+def acdc_phantom(rng: np.random.Generator, size: tuple[int, int], slices: int) -> tuple[np.ndarray, np.ndarray]:
+    """An ACDC-like volume stored as SSL4MIS does: image float32 in [0, 1] and label uint8, (Z, Y, X).
+
+    A short-axis heart: the LV cavity (3) inside the myocardium ring (2), the RV cavity (1)
+    beside it; both ventricles taper towards the apex (the last slices).
+    """
+    shape = (slices, *size)
+    z_, y_, x_ = _grid(shape)
+    taper = np.clip(1.1 - 0.6 * z_, 0.2, 1.0)  # the heart narrows towards the apex
+    cy, cx = 0.5 + rng.uniform(-0.04, 0.04, size=2)
+    r_lv = 0.14 * rng.uniform(0.9, 1.1) * taper
+    wobble = 1 + 0.05 * _smooth_field(rng, shape, max_freq=2.5)
+    r = np.sqrt((y_ - cy) ** 2 + (x_ - cx) ** 2) * wobble
+    label = np.zeros(shape, dtype=np.uint8)
+    r_rv = np.sqrt(((y_ - cy) / 1.3) ** 2 + (x_ - (cx - 0.22)) ** 2) * wobble
+    label[(r_rv < 0.13 * taper) & (r >= r_lv * 1.45)] = 1
+    label[(r >= r_lv) & (r < r_lv * 1.45)] = 2
+    label[r < r_lv] = 3
+    tissue = np.array([0.3, 0.8, 0.45, 0.85], dtype=np.float32)[label]
+    image = tissue * (1 + 0.1 * _smooth_field(rng, shape, waves=4, max_freq=1.0)) + rng.normal(0, 0.04, size=shape)
+    image = (image - image.min()) / (image.max() - image.min())
+    return image.astype(np.float32), label
+
+
+def _write_la(root: Path, cases: int, size: tuple[int, int], slices: int, seed: int) -> None:
+    from mismatch.data.h5layouts import LA_LISTS, write_la_case, write_list
+
+    ids = [f"la_{i:03d}" for i in range(cases)]
+    for i, case in enumerate(ids):
+        write_la_case(root, case, *la_phantom(np.random.default_rng(np.random.SeedSequence([seed, i])), size, slices))
+    test = max(1, cases // 5)
+    write_list(root / LA_LISTS[0], ids[:-test])
+    write_list(root / LA_LISTS[1], ids[-test:])
+
+
+def _write_acdc(root: Path, patients: int, size: tuple[int, int], slices: int, seed: int) -> None:
+    from mismatch.data.h5layouts import ACDC_SLICE_LIST, write_acdc_case, write_list
+
+    test, val = max(1, patients // 5), max(1, patients // 10)
+    groups: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    train_slices: list[str] = []
+    for i in range(patients):
+        role = "test" if i >= patients - test else "val" if i >= patients - test - val else "train"
+        for f, frame in enumerate(("frame01", "frame10")):
+            case = f"patient{i + 1:03d}_{frame}"
+            rng = np.random.default_rng(np.random.SeedSequence([seed, i, f]))
+            image, label = acdc_phantom(rng, size, slices)
+            write_acdc_case(root, case, image, label)
+            groups[role].append(case)
+            if role == "train":
+                train_slices += [f"{case}_slice_{k}" for k in range(slices)]
+    for role, ids in groups.items():
+        write_list(root / f"{role}.list", ids)
+    write_list(root / ACDC_SLICE_LIST, train_slices)
+
+
+#: HDF5 phantom kinds: the writer (root, cases, size, slices, seed) and the least ``cases``.
+H5_PHANTOMS: dict[str, tuple[Callable[[Path, int, tuple[int, int], int, int], None], int]] = {
+    "la2018-h5": (_write_la, 2),
+    "acdc-h5": (_write_acdc, 3),
+}

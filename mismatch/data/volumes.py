@@ -7,6 +7,10 @@ Formats, chosen by the file name's ending:
 - MetaImage (``.mhd`` header + ``.raw``/``.zraw`` data file, or ``.mha``) through
   SimpleITK, an optional dependency (``pip install 'mismatch[carve]'``). SimpleITK gives
   arrays (z, y, x): slices along z, rows y, columns x.
+- HDF5 (``.h5``, ``.hdf5``) through h5py: one file holds a case's image (dataset ``image``)
+  and label (dataset ``label``), as the UA-MT / SSL4MIS distributions of the LA and ACDC
+  benchmarks do. The file stores neither axis names nor spacing: the layout says both
+  (:class:`H5Geometry`).
 
 Every reader returns a :class:`Volume` whose ``data`` is (C, S, H, W) (C = 1 for a 3D file),
 whose ``affine`` maps voxel indices (in the file's axis order) to millimetres and whose
@@ -30,6 +34,9 @@ from mismatch.data.errors import FileProblemError
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 METAIMAGE_ENDINGS = (".mhd", ".mha")
 SIMPLEITK_HINT = "reading MetaImage (.mhd/.mha) files needs SimpleITK: pip install 'mismatch[carve]'"
+H5_ENDINGS = (".h5", ".hdf5")
+H5_IMAGE = "image"
+H5_LABEL = "label"
 
 # MetaImage element types -> bytes per element (MET_LONG is 4 bytes in MetaIO).
 _MET_BYTES = {
@@ -45,6 +52,27 @@ Spacing = tuple[float, float, float]
 # MetaImage's index order is (x, y, z) = (W, H, S).
 _NIFTI_SHW_COLUMNS = (2, 0, 1)
 _METAIMAGE_SHW_COLUMNS = (2, 1, 0)
+
+
+class FileUnreadableError(FileProblemError):
+    """The whole file is missing or cannot be opened (not one dataset or value in it)."""
+
+
+@dataclass(frozen=True)
+class H5Geometry:
+    """What an HDF5 case file does not store: the order of its array axes and the voxel size.
+
+    ``axes`` names the stored axes with the letters S (slice), H and W: ``"HWS"`` for a
+    volume stored (X, Y, Z) whose last axis is the slice axis (LA), ``"SHW"`` for (Z, Y, X)
+    (ACDC). ``spacing`` is in mm along (S, H, W).
+    """
+
+    axes: str = "SHW"
+    spacing: Spacing = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if sorted(self.axes) != ["H", "S", "W"]:
+            raise ValueError(f"axes must order the letters S, H and W, got {self.axes!r}")
 
 
 @dataclass
@@ -88,21 +116,31 @@ def affine_spacing(affine: np.ndarray, columns: Sequence[int]) -> Spacing:
 
 
 def file_format(path: Path) -> str:
-    """``"nifti"`` or ``"metaimage"`` from the file name; anything else is a DataError."""
+    """``"nifti"``, ``"metaimage"`` or ``"hdf5"`` from the file name; anything else is a DataError."""
     name = path.name.lower()
     if name.endswith(NIFTI_ENDINGS):
         return "nifti"
     if name.endswith(METAIMAGE_ENDINGS):
         return "metaimage"
-    raise FileProblemError(path, f"unknown volume format (expected one of {NIFTI_ENDINGS + METAIMAGE_ENDINGS})")
+    if name.endswith(H5_ENDINGS):
+        return "hdf5"
+    raise FileProblemError(path, f"unknown volume format (expected one of "
+                                 f"{NIFTI_ENDINGS + METAIMAGE_ENDINGS + H5_ENDINGS})")
 
 
-def read_volume(path: Path, what: str = "volume") -> Volume:
-    """Read ``path`` as (C, S, H, W); ``what`` ("label", "image channel", ...) goes into errors."""
+def read_volume(path: Path, what: str = "volume", h5: H5Geometry | None = None, dataset: str = H5_IMAGE) -> Volume:
+    """Read ``path`` as (C, S, H, W); ``what`` ("label", "image channel", ...) goes into errors.
+
+    ``h5`` and ``dataset`` apply to HDF5 files only: the geometry the file does not store
+    (default: (S, H, W) axes, 1 mm voxels) and the dataset to read.
+    """
     if not path.is_file():
-        raise FileProblemError(path, f"missing {what} file")
-    if file_format(path) == "nifti":
+        raise FileUnreadableError(path, f"missing {what} file")
+    fmt = file_format(path)
+    if fmt == "nifti":
         return _read_nifti(path, what)
+    if fmt == "hdf5":
+        return _read_h5(path, what, dataset, h5 or H5Geometry())
     return _read_metaimage(path, what)
 
 
@@ -323,6 +361,38 @@ def write_metaimage(
     return data_files(path)
 
 
+# ----------------------------------------------------------------------------- HDF5
+
+
+def _read_h5(path: Path, what: str, dataset: str, geometry: H5Geometry) -> Volume:
+    """One 3D dataset of an HDF5 file as (1, S, H, W), its axes reordered by ``geometry``."""
+    try:
+        import h5py
+    except ImportError:
+        raise FileProblemError(path, "reading HDF5 (.h5) files needs h5py: pip install h5py") from None
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        raise FileUnreadableError(path, f"cannot read {what} file (not HDF5, corrupt or truncated?): {err}") from None
+    with handle:
+        node = handle.get(dataset)
+        if not isinstance(node, h5py.Dataset):
+            raise FileProblemError(path, f"no dataset {dataset!r} ({what}) in the file; it holds {sorted(handle)}")
+        file_shape = tuple(int(n) for n in node.shape)
+        if len(file_shape) != 3:
+            raise FileProblemError(path, f"dataset {dataset!r} ({what}) must be 3D, got shape {file_shape}")
+        try:
+            data = node[()]
+        except (OSError, ValueError, TypeError) as err:
+            raise FileProblemError(path, f"cannot read dataset {dataset!r} ({what}; corrupt?): {err}") from None
+    if not np.issubdtype(data.dtype, np.number):
+        raise FileProblemError(path, f"dataset {dataset!r} ({what}) is not numeric (dtype {data.dtype})")
+    order = [geometry.axes.index(axis) for axis in "SHW"]
+    by_axis = dict(zip("SHW", geometry.spacing))
+    affine = np.diag([*(by_axis[axis] for axis in geometry.axes), 1.0])
+    return Volume(np.transpose(data, order)[None], affine, file_shape, path, affine_spacing(affine, order))
+
+
 # ----------------------------------------------------------------------------- labels and cases
 
 
@@ -386,6 +456,7 @@ class CaseSources:
 
     images: tuple[Path, ...]
     label: Path
+    h5: H5Geometry | None = None
 
 
 Problem = tuple[Path, str]
@@ -406,11 +477,13 @@ def read_case(
     """
     problems: list[Problem] = []
     channels: list[Volume] = []
+    unreadable: set[Path] = set()
     for path in sources.images:
-        problems += _read_into(path, "image channel", channels)
+        problems += _read_into(path, "image channel", channels, unreadable, sources.h5, H5_IMAGE)
     image = _image_problems(channels, channel_names, sources, problems)
     labels: list[Volume] = []
-    problems += _read_into(sources.label, "label", labels)
+    if sources.label not in unreadable:  # one file holding image and label (HDF5): one problem
+        problems += _read_into(sources.label, "label", labels, unreadable, sources.h5, H5_LABEL)
     label = None
     if labels:
         label = _label_problems(labels[0], channels[0] if channels else None, allowed_labels, problems)
@@ -419,10 +492,14 @@ def read_case(
     return [], Case(case_id, image, label, channels[0].affine, tuple(channel_names), channels[0].spacing)
 
 
-def _read_into(path: Path, what: str, out: list[Volume]) -> list[Problem]:
+def _read_into(
+    path: Path, what: str, out: list[Volume], unreadable: set[Path], h5: H5Geometry | None, dataset: str
+) -> list[Problem]:
     try:
-        out.append(read_volume(path, what))
+        out.append(read_volume(path, what, h5, dataset))
     except FileProblemError as err:
+        if isinstance(err, FileUnreadableError):
+            unreadable.add(path)
         return [(Path(err.path), err.problem)]
     return []
 

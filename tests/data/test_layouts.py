@@ -29,7 +29,7 @@ def _labels() -> np.ndarray:
 
 
 def test_builtin_layouts_are_registered():
-    assert list_layouts() == ["brats2018", "carve14", "msd"]
+    assert list_layouts() == ["acdc-h5", "brats2018", "carve14", "la2018-h5", "msd"]
 
 
 @needs_sitk

@@ -106,5 +106,6 @@ def test_non_integer_labels_are_refused(root):
 
 
 def test_unknown_layout_lists_known_ones():
-    with pytest.raises(DataError, match=r"unknown layout 'carve' \(did you mean 'carve14'\?\); known: brats2018, carve14, msd"):
+    known = "acdc-h5, brats2018, carve14, la2018-h5, msd"
+    with pytest.raises(DataError, match=rf"unknown layout 'carve' \(did you mean 'carve14'\?\); known: {known}"):
         get_layout("carve")
