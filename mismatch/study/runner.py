@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from mismatch.study.store import (
     write_result,
     write_trial,
 )
+from mismatch.tracking import TrackingSpec, open_tracker, prepare_tracking
 from mismatch.train import NON_FINITE_ERRORS, TrialResult, failed_trial_row, run_trial
 
 #: Errors that would recur on every retry: the trial is recorded as failed at once.
@@ -93,12 +95,14 @@ def trial_fn(
     threads: int,
     spec_of: Callable[[dict[str, Any]], TrialSpec] = spec_from_config,
     objective: Callable[[TrialSpec, TrialResult], dict[str, float]] | None = None,
+    tracking: TrackingSpec | None = None,
 ) -> None:
     """The Ray Tune trainable of studies and searches: one trial, rows written by the worker.
 
     ``spec_of`` builds the trial's spec from the Tune config (a study's carries it; a search
     builds its candidate). A permanent error writes a failed row and reports
     ``status_failed`` (no retry); a finished trial's last report adds ``objective``'s metrics.
+    ``tracking`` (None: none) records the trial as a run, continued when the trial resumes.
     """
     from ray import tune
 
@@ -115,8 +119,12 @@ def trial_fn(
         return
     ckpt = TrialCheckpoint(storage, spec.study, spec.trial_id())
     local = ckpt.fetch()
+    tracker = open_tracker(tracking, storage, spec)
 
     def on_epoch_end(report: Any) -> None:
+        # Logged before the checkpoint is pushed: an epoch a resumed trial skips is logged.
+        tracker.log_epoch(report.epoch, {**report.val, **{f"loss_{k}": v for k, v in report.losses.items()},
+                                         "time_s": report.time_s})
         ckpt.push()
         tune.report({"epoch": report.epoch + 1, **report.val, **{f"loss_{k}": v for k, v in report.losses.items()}})
 
@@ -124,13 +132,39 @@ def trial_fn(
         result = run_trial(spec, on_epoch_end=on_epoch_end, checkpoint_dir=Path(local))
     except PERMANENT_ERRORS as err:
         write_trial(storage, spec.study, spec.trial_id(), failed_trial_row(spec, err))
+        tracker.fail(f"{type(err).__name__}: {err}")
         ckpt.delete()
         tune.report({"status_failed": 1, "error": f"{type(err).__name__}: {err}"})
         return
-    write_result(storage, result, placement())
+    folder = write_result(storage, result, placement())
+    with tempfile.TemporaryDirectory(prefix="mismatch-track-") as scratch:
+        tracker.finish(result.trial, result.epochs.to_dict("records"), result_files(folder, spec.trial_id(), scratch))
     ckpt.delete()
     metrics = objective(spec, result) if objective is not None else {}
     tune.report({"status_failed": 0, "test_iou": float(result.images["iou"].mean()), "done_trial": 1, **metrics})
+
+
+def result_files(folder: str, trial_id: str, scratch: str) -> dict[str, str]:
+    """A written trial's Parquet files as ``{"results/<table>": local path}`` (for a tracker's
+    artifacts); files of a storage URI are copied into ``scratch`` first."""
+    import pyarrow.fs as pafs
+
+    from mismatch.study.store import resolve
+
+    fs, base = resolve(folder)
+    files = {}
+    for table in ("trials", "images", "epochs", "decoders", "cases"):
+        path = f"{base}/{table}/{trial_id}.parquet"
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            continue
+        if isinstance(fs, pafs.LocalFileSystem):
+            files[f"results/{table}"] = path
+        else:
+            local = os.path.join(scratch, table, f"{trial_id}.parquet")
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            pafs.copy_files(path, local, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            files[f"results/{table}"] = local
+    return files
 
 
 def placement() -> dict[str, str]:
@@ -288,6 +322,7 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
               file=stream, flush=True)
     if not todo:
         return StudyOutcome(len(specs), skipped, 0, 0, failed_before=failed_before)
+    prepare_tracking(study.file.tracking, storage, study.name)  # a missing package fails here, once
     init_ray(address, verbose)
     resources = effective_resources(study)
     check_resources(study, resources, address, wait_resources_s)
@@ -314,7 +349,8 @@ def _fit(study: Study, storage: str, todo: list[TrialSpec], resources: dict[str,
     from ray import tune
 
     threads = max(1, int(resources["cpu"]))
-    trainable = tune.with_resources(tune.with_parameters(trial_fn, storage=storage, threads=threads), resources)
+    trainable = tune.with_resources(tune.with_parameters(trial_fn, storage=storage, threads=threads,
+                                                         tracking=study.file.tracking), resources)
     trials = [{"id": s.trial_id(), "spec": trial_payload(s)} for s in todo]
     tuner = tune.Tuner(
         trainable,
