@@ -138,10 +138,16 @@ def trial_fn(
         return
     folder = write_result(storage, result, placement())
     with tempfile.TemporaryDirectory(prefix="mismatch-track-") as scratch:
-        tracker.finish(result.trial, result.epochs.to_dict("records"), result_files(folder, spec.trial_id(), scratch))
+        tracker.finish(result.trial, epoch_records(result.epochs), result_files(folder, spec.trial_id(), scratch))
     ckpt.delete()
     metrics = objective(spec, result) if objective is not None else {}
     tune.report({"status_failed": 0, "test_iou": float(result.images["iou"].mean()), "done_trial": 1, **metrics})
+
+
+def epoch_records(epochs: Any) -> list[dict[str, Any]]:
+    """The epochs table's rows as a tracker logs them live: ``epoch``, ``time_s``, ``loss_*``, ``val_*``."""
+    keep = [c for c in epochs.columns if c in ("epoch", "time_s") or c.startswith(("loss_", "val_"))]
+    return epochs[keep].to_dict("records")
 
 
 def result_files(folder: str, trial_id: str, scratch: str) -> dict[str, str]:

@@ -3,8 +3,9 @@ logged once each, the final row and the result files at the end.
 
 A trial's run is looked up by its ``trial_id`` tag (or the tracker's own id for it), so a
 retried or resumed trial continues its run; an epoch already logged (a trial that restarts
-from its last checkpoint trains a few epochs again) is skipped, and the epochs that a kill
-kept from being logged are logged when the trial finishes, from its epochs table.
+from its last checkpoint trains a few epochs again) is skipped, and an epoch that a kill
+kept from being logged (after its checkpoint, before its log) is logged when the trial
+finishes, from its epochs table.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class Tracker:
         self.spec = spec
         self.storage = storage
         self.study = study
-        self.last_epoch = -1
+        self.logged: set[int] = set()
         self.active = False
 
     @classmethod
@@ -109,17 +110,17 @@ class Tracker:
 
     def start(self, run: RunInfo) -> None:
         """Open (or resume) the run of ``run.trial_id``."""
-        ok, last = self._guard(lambda: self._start(run))
+        ok, logged = self._guard(lambda: self._start(run))
         self.active = ok
-        self.last_epoch = last if ok else -1
+        self.logged = set(logged) if ok else set()
 
     def log_epoch(self, epoch: int, metrics: dict[str, Any]) -> bool:
         """Log one epoch's metrics at ``step=epoch``; False where it was logged before."""
-        if not self.active or epoch <= self.last_epoch:
+        if not self.active or epoch in self.logged:
             return False
         ok, _ = self._guard(lambda: self._log_epoch(epoch, numeric(metrics)))
         if ok:
-            self.last_epoch = epoch
+            self.logged.add(epoch)
         return ok
 
     def finish(self, row: dict[str, Any], epochs: list[dict[str, Any]], files: dict[str, str]) -> None:
@@ -150,8 +151,8 @@ class Tracker:
             self.active = False
             return False, None
 
-    def _start(self, run: RunInfo) -> int:
-        """Open or resume the run; returns the last epoch it has logged (-1: none)."""
+    def _start(self, run: RunInfo) -> set[int]:
+        """Open or resume the run; returns the epochs it has logged."""
         raise NotImplementedError
 
     def _log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:

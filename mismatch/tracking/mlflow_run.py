@@ -81,7 +81,7 @@ class MlflowTracker(Tracker):
         uri, artifacts = store(spec, storage, study)
         experiment_id(client(uri), study, artifacts)
 
-    def _start(self, run: RunInfo) -> int:
+    def _start(self, run: RunInfo) -> set[int]:
         uri, artifacts = store(self.spec, self.storage, self.study)
         self.mlflow = client(uri)
         experiment = retry(lambda: experiment_id(self.mlflow, run.study, artifacts))
@@ -92,7 +92,7 @@ class MlflowTracker(Tracker):
             if found[0].info.status != "RUNNING":
                 retry(lambda: self.mlflow.update_run(self.run_id, status="RUNNING"))
             history = retry(lambda: self.mlflow.get_metric_history(self.run_id, EPOCH_KEY))
-            return max((int(m.step) for m in history), default=-1)
+            return {int(m.step) for m in history}
         from mlflow.entities import Param
 
         created = retry(lambda: self.mlflow.create_run(experiment, run_name=run.trial_id, tags=run.tags))
@@ -100,7 +100,7 @@ class MlflowTracker(Tracker):
         params = [Param(k, v if len(v) <= PARAM_CHARS else v[:PARAM_CHARS - 3] + "...") for k, v in run.params.items()]
         for i in range(0, len(params), 100):  # MLflow's batch limit for params
             retry(lambda chunk=params[i:i + 100]: self.mlflow.log_batch(self.run_id, params=chunk))
-        return -1
+        return set()
 
     def _log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric

@@ -1,5 +1,5 @@
-"""The last epoch a file-based tracker logged for a trial (W&B offline and TensorBoard cannot
-be asked), kept in a small JSON file next to its logs and replaced atomically."""
+"""The epochs a file-based tracker logged for a trial (W&B offline and TensorBoard cannot be
+asked), kept in a small JSON file next to its logs and replaced atomically."""
 
 from __future__ import annotations
 
@@ -7,19 +7,23 @@ import json
 import os
 
 
-def read_last_epoch(folder: str, trial_id: str) -> int:
-    """The last epoch logged for ``trial_id`` under ``folder`` (-1: none)."""
+def _path(folder: str, trial_id: str) -> str:
+    return os.path.join(folder, f"{trial_id}.logged.json")
+
+
+def read_logged(folder: str, trial_id: str) -> set[int]:
+    """The epochs logged for ``trial_id`` under ``folder``."""
     try:
-        with open(os.path.join(folder, f"{trial_id}.logged.json")) as handle:
-            return int(json.load(handle)["last_epoch"])
-    except (OSError, ValueError, KeyError):
-        return -1
+        with open(_path(folder, trial_id)) as handle:
+            return {int(e) for e in json.load(handle)["epochs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
 
 
-def write_last_epoch(folder: str, trial_id: str, epoch: int) -> None:
-    """Record that ``trial_id``'s epochs up to ``epoch`` are logged."""
+def write_logged(folder: str, trial_id: str, epochs: set[int]) -> None:
+    """Record that ``epochs`` of ``trial_id`` are logged."""
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{trial_id}.logged.json")
+    path = _path(folder, trial_id)
     with open(f"{path}.tmp", "w") as handle:
-        json.dump({"last_epoch": epoch}, handle)
+        json.dump({"epochs": sorted(epochs)}, handle)
     os.replace(f"{path}.tmp", path)

@@ -10,7 +10,7 @@ from typing import Any
 
 from mismatch.tracking.base import RunInfo, Tracker, local_root, require
 from mismatch.tracking.config import TrackingSpec
-from mismatch.tracking.sidecar import read_last_epoch, write_last_epoch
+from mismatch.tracking.sidecar import read_logged, write_logged
 
 
 class TensorboardTracker(Tracker):
@@ -27,23 +27,23 @@ class TensorboardTracker(Tracker):
         """Fail on the driver, before any trial, where tensorboardX is not installed."""
         require("tensorboardX", "'mismatch[tensorboard]'")
 
-    def _start(self, run: RunInfo) -> int:
+    def _start(self, run: RunInfo) -> set[int]:
         board = require("tensorboardX", "'mismatch[tensorboard]'")
         root = self.spec.uri or local_root(self.storage, self.study, "tensorboard")
         self.folder = os.path.join(root, run.group, run.trial_id)
         self.trial_id = run.trial_id
         self.writer = board.SummaryWriter(logdir=self.folder)
-        last = read_last_epoch(self.folder, run.trial_id)
-        if last < 0:
+        logged = read_logged(self.folder, run.trial_id)
+        if not logged:
             self.writer.add_text("params", json.dumps(run.params, indent=1, sort_keys=True), 0)
             self.writer.add_text("tags", json.dumps(run.tags, indent=1, sort_keys=True), 0)
-        return last
+        return logged
 
     def _log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, epoch)
         self.writer.flush()
-        write_last_epoch(self.folder, self.trial_id, epoch)
+        write_logged(self.folder, self.trial_id, self.logged | {epoch})
 
     def _finish(self, final: dict[str, float], files: dict[str, str]) -> None:
         for key, value in final.items():

@@ -9,7 +9,7 @@ from typing import Any
 
 from mismatch.tracking.base import RunInfo, Tracker, local_root, require
 from mismatch.tracking.config import TrackingSpec
-from mismatch.tracking.sidecar import read_last_epoch, write_last_epoch
+from mismatch.tracking.sidecar import read_logged, write_logged
 
 
 class WandbTracker(Tracker):
@@ -26,7 +26,7 @@ class WandbTracker(Tracker):
         """Fail on the driver, before any trial, where wandb is not installed."""
         require("wandb", "'mismatch[wandb]'")
 
-    def _start(self, run: RunInfo) -> int:
+    def _start(self, run: RunInfo) -> set[int]:
         wandb = require("wandb", "'mismatch[wandb]'")
         self.folder = local_root(self.storage, self.study, "wandb")
         self.trial_id = run.trial_id
@@ -36,11 +36,11 @@ class WandbTracker(Tracker):
                               dir=self.folder, id=run_id, name=run.trial_id, group=run.group, resume="allow",
                               config=run.params, tags=[f"{k}:{v}" for k, v in run.tags.items()][:64],
                               reinit="create_new")
-        return read_last_epoch(self.folder, run.trial_id)
+        return read_logged(self.folder, run.trial_id)
 
     def _log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.run.log({**metrics, "epoch": epoch}, step=epoch)
-        write_last_epoch(self.folder, self.trial_id, epoch)
+        write_logged(self.folder, self.trial_id, self.logged | {epoch})
 
     def _finish(self, final: dict[str, float], files: dict[str, str]) -> None:
         self.run.summary.update(final)
