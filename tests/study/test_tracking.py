@@ -130,7 +130,7 @@ def test_tracking_none_writes_nothing(tmp_path, monkeypatch, tiny_dict):
     _fake_tune(monkeypatch)
     storage = tmp_path / "runs"
     _run(load_trial_spec(tiny_dict()), str(storage), TrackingSpec(kind="none"))
-    assert sorted(p.name for p in (storage / "tiny").iterdir()) == ["cases", "decoders", "epochs", "images",
+    assert sorted(p.name for p in (storage / "tiny").iterdir()) == ["cases", "checkpoints", "decoders", "epochs", "images",
                                                                      "predictions", "splits", "trials"]
     assert not any(p.name in {"mlruns", "wandb", "tensorboard"} for p in storage.rglob("*"))
 
