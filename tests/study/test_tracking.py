@@ -246,3 +246,16 @@ def test_a_killed_driver_resumes_with_one_run_per_trial_and_each_epoch_once(tmp_
         for key in ("val_iou", "loss_loss", "epoch"):
             assert _steps(str(storage), run.info.run_id, key) == list(range(6)), (run.data.tags["trial_id"], key)
     assert len({r.data.tags["config_group"] for r in runs}) == 1  # three folds of one configuration
+
+
+def test_wandb_offline_writes_a_grouped_run_without_network(tmp_path, monkeypatch, tiny_dict):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    _fake_tune(monkeypatch)
+    spec = load_trial_spec(tiny_dict())
+    storage = tmp_path / "runs"
+    _run(spec, str(storage), TrackingSpec(kind="wandb", wandb={"mode": "offline"}))
+    [run_dir] = (storage / "tiny" / "wandb" / "wandb").glob("offline-run-*")
+    assert any(run_dir.glob("*.wandb"))
+    logged = storage / "tiny" / "wandb" / f"{spec.trial_id()}.logged.json"
+    assert logged.read_text() == '{"epochs": [0, 1]}'
