@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import pyarrow.fs as pafs
 from pydantic import ValidationError
 
 from mismatch.config import SpecError, TrialSpec, load_trial_spec
 from mismatch.data.errors import DataError
 from mismatch.evaluate import utc_now
+from mismatch.results import TABLES
 from mismatch.results.schema import SCHEMA_VERSION
 from mismatch.study.lock import STALE_AFTER_S, StudyLock
 from mismatch.study.progress import Progress, trial_labels
@@ -34,6 +36,7 @@ from mismatch.study.store import (
     absolute_storage,
     corrupt_files,
     quarantine,
+    resolve,
     trial_statuses,
     write_result,
     write_trial,
@@ -122,11 +125,11 @@ def trial_fn(
     tracker = open_tracker(tracking, storage, spec)
 
     def on_epoch_end(report: Any) -> None:
-        # Logged before the checkpoint is pushed: an epoch a resumed trial skips is logged.
-        tracker.log_epoch(report.epoch, {**report.val, **{f"loss_{k}": v for k, v in report.losses.items()},
-                                         "time_s": report.time_s})
+        metrics = {**report.val, **{f"loss_{k}": v for k, v in report.losses.items()}}
+        # Logged before the checkpoint is pushed: an epoch that a resumed trial skips is logged.
+        tracker.log_epoch(report.epoch, {**metrics, "time_s": report.time_s})
         ckpt.push()
-        tune.report({"epoch": report.epoch + 1, **report.val, **{f"loss_{k}": v for k, v in report.losses.items()}})
+        tune.report({"epoch": report.epoch + 1, **metrics})
 
     try:
         result = run_trial(spec, on_epoch_end=on_epoch_end, checkpoint_dir=Path(local))
@@ -153,13 +156,9 @@ def epoch_records(epochs: Any) -> list[dict[str, Any]]:
 def result_files(folder: str, trial_id: str, scratch: str) -> dict[str, str]:
     """A written trial's Parquet files as ``{"results/<table>": local path}`` (for a tracker's
     artifacts); files of a storage URI are copied into ``scratch`` first."""
-    import pyarrow.fs as pafs
-
-    from mismatch.study.store import resolve
-
     fs, base = resolve(folder)
     files = {}
-    for table in ("trials", "images", "epochs", "decoders", "cases"):
+    for table in TABLES:
         path = f"{base}/{table}/{trial_id}.parquet"
         if fs.get_file_info(path).type != pafs.FileType.File:
             continue

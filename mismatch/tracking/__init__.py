@@ -5,6 +5,7 @@ run: importing this package imports none of mlflow, wandb or tensorboardX. See d
 from mismatch.tracking.base import (
     RunInfo,
     Tracker,
+    TrackingError,
     TrackingUnavailable,
     config_group,
     open_tracker,
@@ -13,5 +14,5 @@ from mismatch.tracking.base import (
 )
 from mismatch.tracking.config import TRACKERS, Tracking, TrackingSpec, WandbOptions
 
-__all__ = ["TRACKERS", "RunInfo", "Tracker", "Tracking", "TrackingSpec", "TrackingUnavailable", "WandbOptions",
+__all__ = ["TRACKERS", "RunInfo", "Tracker", "Tracking", "TrackingError", "TrackingSpec", "TrackingUnavailable", "WandbOptions",
            "config_group", "open_tracker", "prepare_tracking", "run_info"]

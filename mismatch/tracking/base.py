@@ -30,8 +30,12 @@ log = logging.getLogger(__name__)
 REPLICATE_KEYS = (("protocol", "fold"), ("protocol", "label_draw"), ("train", "seed"))
 
 
-class TrackingUnavailable(ImportError):
-    """A tracker's package is not installed (a one-line message naming the extra)."""
+class TrackingError(RuntimeError):
+    """The study's tracker cannot be set up as configured (a one-line message saying why)."""
+
+
+class TrackingUnavailable(TrackingError, ImportError):
+    """A tracker's package is not installed (the message names the extra to install)."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ class Tracker:
         """``(True, call())``, or ``(False, None)`` with a warning when the tracker fails."""
         try:
             return True, call()
-        except TrackingUnavailable:
+        except TrackingError:
             raise
         except Exception as err:  # a tracker's outage must not fail the trial
             log.warning("tracking (%s) failed, the trial goes on untracked: %s: %s", self.spec.kind,
@@ -203,6 +207,6 @@ def require(package: str, install: str) -> Any:
 def local_root(storage: str, study: str, folder: str) -> str:
     """``<storage>/<study>/<folder>`` for a local storage; a URI storage needs an explicit place."""
     if "://" in storage and not storage.startswith("file://"):
-        raise ValueError(f"the default tracking store lives under a local storage, not {storage}: give "
-                         "tracking: {mlflow: URI} (or {tensorboard: FOLDER}) in the study file")
+        raise TrackingError(f"the default tracking store lives under a local storage, not {storage}: set "
+                            "tracking: {mlflow: URI} (or {tensorboard: FOLDER}, or none) in the study file")
     return os.path.join(storage.removeprefix("file://"), study, folder)

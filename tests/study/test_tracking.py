@@ -18,7 +18,7 @@ from mismatch.config import SpecError, load_trial_spec
 from mismatch.study import runner
 from mismatch.study.spec import load_study, trial_payload
 from mismatch.study.store import read_table
-from mismatch.tracking import TrackingSpec, TrackingUnavailable, config_group, prepare_tracking, run_info
+from mismatch.tracking import TrackingError, TrackingSpec, TrackingUnavailable, config_group, prepare_tracking, run_info
 
 pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
@@ -59,8 +59,8 @@ def _runs(storage: str, study: str = "tiny") -> list:
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-def _steps(storage: str, run_id: str, key: str) -> list[int]:
-    return sorted(m.step for m in _client(storage).get_metric_history(run_id, key))
+def _steps(storage: str, run_id: str, key: str, study: str = "tiny") -> list[int]:
+    return sorted(m.step for m in _client(storage, study).get_metric_history(run_id, key))
 
 
 def test_a_trial_is_an_mlflow_run_with_params_epochs_row_files_and_tags(tmp_path, monkeypatch, tiny_dict):
@@ -150,6 +150,11 @@ def test_a_missing_tracker_package_is_one_clear_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb fails
     with pytest.raises(TrackingUnavailable, match=r"pip install 'mismatch\[wandb\]'"):
         prepare_tracking(TrackingSpec(kind="wandb"), "/unused", "s")
+
+
+def test_the_default_store_needs_a_local_storage_or_an_explicit_uri():
+    with pytest.raises(TrackingError, match=r"not s3://bucket/runs: set tracking: \{mlflow: URI\}"):
+        prepare_tracking(TrackingSpec(), "s3://bucket/runs", "s")
 
 
 def test_config_group_joins_folds_seeds_and_draws_only(tiny_dict):
@@ -244,7 +249,7 @@ def test_a_killed_driver_resumes_with_one_run_per_trial_and_each_epoch_once(tmp_
     assert all({r.data.tags["trial_id"]: r.info.run_id for r in runs}[t] == before[t] for t in before)
     for run in runs:  # every epoch's metrics exactly once
         for key in ("val_iou", "loss_loss", "epoch"):
-            assert _steps(str(storage), run.info.run_id, key) == list(range(6)), (run.data.tags["trial_id"], key)
+            assert _steps(str(storage), run.info.run_id, key, "tracked") == list(range(6)), (run.data.tags["trial_id"], key)
     assert len({r.data.tags["config_group"] for r in runs}) == 1  # three folds of one configuration
 
 
