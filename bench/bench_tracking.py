@@ -60,6 +60,16 @@ def in_fresh_process(storage: str, kind: str, epochs: int, seed: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+IMPORT_PROBE = ("import time, torch, pandas; t = time.perf_counter(); from mlflow import MlflowClient; "
+                "print(time.perf_counter() - t)")
+
+
+def import_seconds() -> float:
+    """Seconds to import MLflow's client in a fresh process that has torch and pandas loaded."""
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--one"]:
         kind, storage, epochs, seed = sys.argv[2:6]
@@ -79,10 +89,12 @@ def main() -> None:
         for run in range(args.runs):  # alternated, so machine load falls on both alike
             for kind in ("none", "mlflow"):
                 times[kind].append(in_fresh_process(f"{root}/{kind}", kind, args.epochs, run))
+    imports = statistics.median(import_seconds() for _ in range(args.runs))
     base, tracked = statistics.median(times["none"]), statistics.median(times["mlflow"])
     print(f"smoke trial ({args.epochs} epochs), median of {args.runs}: none {base:.2f} s, mlflow {tracked:.2f} s")
     print(f"tracking overhead per trial: {tracked - base:+.2f} s ({(tracked - base) / base:+.1%}); "
           f"one-off store set-up per study (driver): {setup:.2f} s")
+    print(f"of which importing mlflow in the trial's process: {imports:.2f} s")
     print("runs:", {k: [round(t, 2) for t in v] for k, v in times.items()})
 
 
