@@ -33,8 +33,10 @@ def store(spec: TrackingSpec, storage: str, study: str) -> tuple[str, str | None
 
 
 def client(uri: str) -> Any:
-    """An ``MlflowClient`` on ``uri`` (no usage telemetry leaves the machine)."""
+    """An ``MlflowClient`` on ``uri`` (no usage telemetry leaves the machine; MLflow's INFO
+    lines, such as creating the store's tables, stay out of the study's progress)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     require("mlflow", "mlflow-skinny")
     from mlflow import MlflowClient
 
