@@ -327,11 +327,12 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     record_tuning(study)  # the searches it trains with, for the report's leakage check and ledger
     from mismatch.study.lock import LockHeld
     from mismatch.study.runner import ResourceError, run_study  # torch and Ray only once the file is known good
+    from mismatch.tracking import TrackingError
 
     try:
         outcome = run_study(study, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed,
                             wait_resources_s=args.wait_resources, stale_lock_s=args.stale_lock_after)
-    except (LockHeld, ResourceError) as err:
+    except (LockHeld, ResourceError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 130 if outcome.unfinished else 1 if outcome.failed or outcome.failed_before else 0

@@ -14,18 +14,21 @@ import logging
 import os
 import secrets
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import pyarrow.fs as pafs
 from pydantic import ValidationError
 
 from mismatch.config import SpecError, TrialSpec, load_trial_spec
 from mismatch.data.atomic import DiskFullError, as_disk_full, is_disk_full
 from mismatch.data.errors import DataError
 from mismatch.evaluate import utc_now
+from mismatch.results import TABLES
 from mismatch.results.schema import SCHEMA_VERSION
 from mismatch.study.lock import STALE_AFTER_S, StudyLock
 from mismatch.study.progress import Progress, trial_labels
@@ -35,10 +38,12 @@ from mismatch.study.store import (
     absolute_storage,
     corrupt_files,
     quarantine,
+    resolve,
     trial_statuses,
     write_result,
     write_trial,
 )
+from mismatch.tracking import TrackingSpec, open_tracker, prepare_tracking
 from mismatch.train import NON_FINITE_ERRORS, TrialResult, failed_trial_row, run_trial
 
 #: Errors that would recur on every retry: the trial is recorded as failed at once.
@@ -99,12 +104,14 @@ def trial_fn(
     threads: int,
     spec_of: Callable[[dict[str, Any]], TrialSpec] = spec_from_config,
     objective: Callable[[TrialSpec, TrialResult], dict[str, float]] | None = None,
+    tracking: TrackingSpec | None = None,
 ) -> None:
     """The Ray Tune trainable of studies and searches: one trial, rows written by the worker.
 
     ``spec_of`` builds the trial's spec from the Tune config (a study's carries it; a search
     builds its candidate). A permanent error writes a failed row and reports
     ``status_failed`` (no retry); a finished trial's last report adds ``objective``'s metrics.
+    ``tracking`` (None: none) records the trial as a run, continued when the trial resumes.
     """
     from ray import tune
 
@@ -121,15 +128,20 @@ def trial_fn(
         return
     ckpt = TrialCheckpoint(storage, spec.study, spec.trial_id())
     local = ckpt.fetch()
+    tracker = open_tracker(tracking, storage, spec)
 
     def on_epoch_end(report: Any) -> None:
+        metrics = {**report.val, **{f"loss_{k}": v for k, v in report.losses.items()}}
+        # Logged before the checkpoint is pushed: an epoch that a resumed trial skips is logged.
+        tracker.log_epoch(report.epoch, {**metrics, "time_s": report.time_s})
         ckpt.push()
-        tune.report({"epoch": report.epoch + 1, **report.val, **{f"loss_{k}": v for k, v in report.losses.items()}})
+        tune.report({"epoch": report.epoch + 1, **metrics})
 
     try:
         result = run_trial(spec, on_epoch_end=on_epoch_end, checkpoint_dir=Path(local))
     except PERMANENT_ERRORS as err:
         write_trial(storage, spec.study, spec.trial_id(), failed_trial_row(spec, err))
+        tracker.fail(f"{type(err).__name__}: {err}")
         ckpt.delete()
         tune.report({"status_failed": 1, "error": f"{type(err).__name__}: {err}"})
         return
@@ -139,12 +151,14 @@ def trial_fn(
         _report_disk_full(err, ckpt.remote)
         return
     try:
-        write_result(storage, result, placement())
+        folder = write_result(storage, result, placement())
     except OSError as err:
         if not is_disk_full(err):
             raise
         _report_disk_full(err, f"{storage}/{spec.study}")
         return
+    with tempfile.TemporaryDirectory(prefix="mismatch-track-") as scratch:
+        tracker.finish(result.trial, epoch_records(result.epochs), result_files(folder, spec.trial_id(), scratch))
     ckpt.delete()
     metrics = objective(spec, result) if objective is not None else {}
     tune.report({"status_failed": 0, "test_iou": float(result.images["iou"].mean()), "done_trial": 1, **metrics})
@@ -158,6 +172,31 @@ def _report_disk_full(err: OSError, path: str) -> None:
 
     full = as_disk_full(err, path)
     tune.report({"status_failed": 1, DISK_FULL: str(full), "error": str(full)})
+
+
+def epoch_records(epochs: Any) -> list[dict[str, Any]]:
+    """The epochs table's rows as a tracker logs them live: ``epoch``, ``time_s``, ``loss_*``, ``val_*``."""
+    keep = [c for c in epochs.columns if c in ("epoch", "time_s") or c.startswith(("loss_", "val_"))]
+    return epochs[keep].to_dict("records")
+
+
+def result_files(folder: str, trial_id: str, scratch: str) -> dict[str, str]:
+    """A written trial's Parquet files as ``{"results/<table>": local path}`` (for a tracker's
+    artifacts); files of a storage URI are copied into ``scratch`` first."""
+    fs, base = resolve(folder)
+    files = {}
+    for table in TABLES:
+        path = f"{base}/{table}/{trial_id}.parquet"
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            continue
+        if isinstance(fs, pafs.LocalFileSystem):
+            files[f"results/{table}"] = path
+        else:
+            local = os.path.join(scratch, table, f"{trial_id}.parquet")
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            pafs.copy_files(path, local, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            files[f"results/{table}"] = local
+    return files
 
 
 def placement() -> dict[str, str]:
@@ -349,6 +388,7 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
               file=stream, flush=True)
     if not todo:
         return StudyOutcome(len(specs), skipped, 0, 0, failed_before=failed_before)
+    prepare_tracking(study.file.tracking, storage, study.name)  # a missing package fails here, once
     init_ray(address, verbose)
     resources = effective_resources(study)
     check_resources(study, resources, address, wait_resources_s)
@@ -377,7 +417,8 @@ def _fit(study: Study, storage: str, todo: list[TrialSpec], resources: dict[str,
     from ray import tune
 
     threads = max(1, int(resources["cpu"]))
-    trainable = tune.with_resources(tune.with_parameters(trial_fn, storage=storage, threads=threads), resources)
+    trainable = tune.with_resources(tune.with_parameters(trial_fn, storage=storage, threads=threads,
+                                                         tracking=study.file.tracking), resources)
     trials = [{"id": s.trial_id(), "spec": trial_payload(s)} for s in todo]
     tuner = tune.Tuner(
         trainable,

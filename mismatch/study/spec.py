@@ -34,6 +34,7 @@ from mismatch.config import (
 from mismatch.registry import did_you_mean
 from mismatch.search_space import overrides_of
 from mismatch.study.store import absolute_storage
+from mismatch.tracking.config import Tracking, TrackingSpec
 
 GRID_AXES = {
     "labelled_slices": "protocol.labelled_slices",
@@ -103,6 +104,8 @@ class StudyFile(StrictModel):
     max_trials: int = Field(DEFAULT_MAX_TRIALS, ge=1)
     search: SearchSpec | None = None
     tuned: str | None = None
+    #: Where each trial is tracked as a run (docs/studies.md); not part of any trial's id.
+    tracking: Tracking = TrackingSpec()
     profiles: dict[str, dict[str, Any]] = {}
 
     @field_validator("methods")
