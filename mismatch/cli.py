@@ -324,6 +324,10 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     from mismatch.study.spec import load_study
 
     study = load_study(args.file, args.profile, args.storage)
+    if args.tracking is not None:
+        from mismatch.tracking.config import TrackingSpec
+
+        study.file = study.file.model_copy(update={"tracking": TrackingSpec(kind=args.tracking)})
     record_tuning(study)  # the searches it trains with, for the report's leakage check and ledger
     from mismatch.study.lock import LockHeld
     from mismatch.study.runner import ResourceError, run_study  # torch and Ray only once the file is known good
@@ -418,6 +422,8 @@ STUDY_EXAMPLES = {
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:
+    from mismatch.tracking.config import TRACKERS  # pydantic only: no tracker package loads
+
     p = _verb(sub, "study", "run a study file on Ray Tune; status; export",
               "  mismatch study run studies/quickstart.yaml --profile smoke\n"
               "  mismatch study status studies/quickstart.yaml")
@@ -434,6 +440,9 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
             s.add_argument("--address", help="a running Ray cluster (default: start an embedded local Ray)")
             s.add_argument("--verbose", action="store_true", help="Ray's own tables and logs")
             s.add_argument("--retry-failed", action="store_true", help="run trials that failed for good again")
+            s.add_argument("--tracking", choices=TRACKERS.names(), default=None,
+                           help="the experiment tracker for this run, overriding the study file's 'tracking' "
+                                "(e.g. none for a quick run; default: the file's, mlflow if it names none)")
             s.add_argument("--wait-resources", type=float, default=300, metavar="SECONDS",
                            help="with --address: how long to wait for a node that fits one trial's "
                                 "'resources' (an autoscaler may add one) before failing (default: 300)")

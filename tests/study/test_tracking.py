@@ -264,3 +264,21 @@ def test_wandb_offline_writes_a_grouped_run_without_network(tmp_path, monkeypatc
     assert any(run_dir.glob("*.wandb"))
     logged = storage / "tiny" / "wandb" / f"{spec.trial_id()}.logged.json"
     assert logged.read_text() == '{"epochs": [0, 1]}'
+
+
+@pytest.mark.parametrize(("flag", "kind"), [([], "mlflow"), (["--tracking", "none"], "none"), (["--tracking", "wandb"], "wandb")])
+def test_study_run_tracking_flag_overrides_the_file(monkeypatch, tmp_path, flag, kind):
+    from mismatch import cli
+
+    seen = {}
+
+    def fake_run_study(study, **kwargs):
+        seen["tracking"] = study.file.tracking
+        return types.SimpleNamespace(unfinished=0, failed=0, failed_before=0)
+
+    monkeypatch.setattr(runner, "run_study", fake_run_study)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": {"data": {"synthetic": {"kind": "vessels"}}},
+                                    "methods": [{"name": "sup1"}]}))
+    assert cli.main(["study", "run", str(path), "--storage", str(tmp_path / "runs"), *flag]) == 0
+    assert seen["tracking"].kind == kind
