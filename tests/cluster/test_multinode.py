@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 STUDY = {
     "name": "cluster",
+    "tracking": "none",  # tracking is tested in tests/study/test_tracking.py; a store costs seconds
     "base": {
         "data": {"synthetic": {"kind": "vessels", "cases": 6, "size": [32, 32], "slices": 10, "seed": 0}},
         "protocol": {"unlabelled_cases": 2, "validation_cases": 1, "test_cases": 2},

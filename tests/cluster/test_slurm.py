@@ -206,7 +206,7 @@ def test_sbatch_runs_a_smoke_study_on_a_local_slurm_cluster(local_slurm: LocalSl
     cpus = min(2, os.cpu_count() or 1)
     submit = subprocess.run(
         [_which("sbatch"), "--parsable", "--nodes=1", f"--cpus-per-task={cpus}", f"--output={cluster.root}/job-%j.out",
-         str(SBATCH_SCRIPT), str(STUDY), "--profile", PROFILE, "--storage", str(storage)],
+         str(SBATCH_SCRIPT), str(STUDY), "--profile", PROFILE, "--storage", str(storage), "--tracking", "none"],
         env=cluster.env, capture_output=True, text=True, timeout=60, cwd=cluster.root)
     assert submit.returncode == 0, submit.stderr + cluster.logs()
     job = submit.stdout.strip().split(";")[0]

@@ -166,7 +166,7 @@ def test_study_run_quarantines_a_truncated_file_and_runs_its_trial_again(tmp_pat
     file.write_text(yaml.safe_dump(small))
 
     def run() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "mismatch", "study", "run", str(file)], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "mismatch", "study", "run", str(file), "--tracking", "none"], capture_output=True,
                               text=True, timeout=400)
 
     first = run()

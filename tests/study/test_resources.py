@@ -73,7 +73,7 @@ def test_embedded_ray_refuses_64_cpus_before_any_trial(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(STUDY))
     storage = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "mismatch", "study", "run", str(path), "--storage", str(storage)],
+    proc = subprocess.run([sys.executable, "-m", "mismatch", "study", "run", str(path), "--storage", str(storage), "--tracking", "none"],
                           capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -54,6 +54,9 @@ def _rows(storage: Path, study: str = "e2e") -> pd.DataFrame:
 
 
 ROOT = Path(__file__).parents[2]
+# Tests of other behaviour run without a tracker: the quickstart test and tests/study/test_tracking.py
+# cover it, and each MLflow store costs seconds to create.
+NO_TRACKING = ["--tracking", "none"]
 
 
 def test_quickstart_smoke_end_to_end(tmp_path):
@@ -78,12 +81,18 @@ def test_quickstart_smoke_end_to_end(tmp_path):
         assert ((mine["tp"] + mine["fp"] + mine["fn"] + mine["tn"]) == mine["bin0_count"] + mine["bin1_count"]
                 + mine["bin2_count"] + mine["bin3_count"] + mine["bin4_count"]).all()
         assert (storage / "quickstart-smoke" / "predictions" / f"{tid}.npz").exists()
+    # the default tracker: one MLflow run per trial in the study's local store, tagged with its trial id
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{storage / 'quickstart-smoke' / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(specs)
 
 
 def test_run_skip_add_and_fail_for_good(tmp_path):
     storage = tmp_path / "results"
     study_file = _write(tmp_path / "study.yaml", STUDY)
-    first = _run(["study", "run", str(study_file), "--storage", str(storage)])
+    first = _run(["study", "run", str(study_file), *NO_TRACKING, "--storage", str(storage), *NO_TRACKING])
     assert first.returncode == 0, first.stdout + first.stderr
     assert "2/2 done, 0 failed" in first.stdout
     trials = _rows(storage)
@@ -93,13 +102,13 @@ def test_run_skip_add_and_fail_for_good(tmp_path):
     assert set(images["trial_id"]) == expected and images.groupby("trial_id").size().nunique() == 1
     mtimes = {p.name: p.stat().st_mtime_ns for p in (storage / "e2e" / "images").iterdir()}
 
-    again = _run(["study", "run", str(study_file), "--storage", str(storage)])
+    again = _run(["study", "run", str(study_file), *NO_TRACKING, "--storage", str(storage), *NO_TRACKING])
     assert again.returncode == 0 and "2 already done, 0 to run" in again.stdout
 
     # Add a fold and a trial that fails for good (more labelled slices than the case has).
     bigger = {**STUDY, "grid": {"labelled_slices": [2, 500], "fold": [0, 1], "seed": [0]}}
     _write(study_file, bigger)
-    third = _run(["study", "run", str(study_file), "--storage", str(storage)])
+    third = _run(["study", "run", str(study_file), *NO_TRACKING, "--storage", str(storage), *NO_TRACKING])
     assert "2 already done, 6 to run" in third.stdout
     assert third.returncode == 1  # some trials failed for good
     trials = _rows(storage)
@@ -137,7 +146,7 @@ def test_killed_driver_resumes_from_checkpoints_without_duplicates(tmp_path):
             "grid": {"labelled_slices": [2], "fold": [0, 1, 2], "seed": [0]}}
     study_file = _write(tmp_path / "kill.yaml", slow)
     checkpoints = storage / "kill" / "checkpoints"
-    driver = subprocess.Popen([sys.executable, "-m", "mismatch", "study", "run", str(study_file), "--storage",
+    driver = subprocess.Popen([sys.executable, "-m", "mismatch", "study", "run", str(study_file), *NO_TRACKING, "--storage",
                                str(storage)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
@@ -149,7 +158,7 @@ def test_killed_driver_resumes_from_checkpoints_without_duplicates(tmp_path):
     interrupted = {p.parent.name for p in checkpoints.glob("*/trial.pt")}
     assert interrupted
 
-    rerun = _run(["study", "run", str(study_file), "--storage", str(storage)])
+    rerun = _run(["study", "run", str(study_file), *NO_TRACKING, "--storage", str(storage), *NO_TRACKING])
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "took over a stale driver lock" in rerun.stderr  # the killed driver's lock (its pid is gone)
     trials = _rows(storage, "kill")
@@ -181,7 +190,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
              "methods": [{"name": "mismatch", "width": 4}], "grid": {"labelled_slices": [2], "fold": [0]},
              "max_failures": 2}
     study_file = _write(tmp_path / "crash.yaml", crash)
-    driver = subprocess.Popen([sys.executable, "-m", "mismatch", "study", "run", str(study_file), "--storage",
+    driver = subprocess.Popen([sys.executable, "-m", "mismatch", "study", "run", str(study_file), *NO_TRACKING, "--storage",
                                str(storage)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     try:
@@ -211,7 +220,7 @@ def test_a_relative_dataset_path_means_relative_to_where_the_study_starts(tmp_pa
     study = {**STUDY, "name": "relative", "base": {**STUDY["base"], "data": {"root": "data/v"}},
              "methods": [{"name": "sup1", "width": 4}]}
     _write(tmp_path / "relative.yaml", study)
-    proc = subprocess.run([sys.executable, "-m", "mismatch", "study", "run", "relative.yaml", "--storage", "out"],
+    proc = subprocess.run([sys.executable, "-m", "mismatch", "study", "run", "relative.yaml", "--storage", "out", *NO_TRACKING],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trials = read_table(str(tmp_path / "out"), "relative", "trials")
