@@ -82,10 +82,7 @@ def test_quickstart_smoke_end_to_end(tmp_path):
                 + mine["bin2_count"] + mine["bin3_count"] + mine["bin4_count"]).all()
         assert (storage / "quickstart-smoke" / "predictions" / f"{tid}.npz").exists()
     # the default tracker: one MLflow run per trial in the study's local store, tagged with its trial id
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{storage / 'quickstart-smoke' / 'mlruns' / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    runs = _mlflow_runs(storage, "quickstart-smoke")
     assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(specs)
 
 
@@ -146,7 +143,8 @@ def test_killed_driver_resumes_from_checkpoints_without_duplicates(tmp_path):
             "grid": {"labelled_slices": [2], "fold": [0, 1, 2], "seed": [0]}}
     study_file = _write(tmp_path / "kill.yaml", slow)
     checkpoints = storage / "kill" / "checkpoints"
-    driver = subprocess.Popen([sys.executable, "-m", "mismatch", "study", "run", str(study_file), *NO_TRACKING, "--storage",
+    # with the default tracker: a resumed trial must continue its MLflow run, each epoch logged once
+    driver = subprocess.Popen([sys.executable, "-m", "mismatch", "study", "run", str(study_file), "--storage",
                                str(storage)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
@@ -157,8 +155,10 @@ def test_killed_driver_resumes_from_checkpoints_without_duplicates(tmp_path):
         driver.wait(timeout=60)
     interrupted = {p.parent.name for p in checkpoints.glob("*/trial.pt")}
     assert interrupted
+    before = {r.data.tags["trial_id"]: r.info.run_id for r in _mlflow_runs(storage, "kill")}
+    assert interrupted <= set(before)  # a checkpointed trial has its run (opened before training)
 
-    rerun = _run(["study", "run", str(study_file), *NO_TRACKING, "--storage", str(storage), *NO_TRACKING])
+    rerun = _run(["study", "run", str(study_file), "--storage", str(storage)])
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "took over a stale driver lock" in rerun.stderr  # the killed driver's lock (its pid is gone)
     trials = _rows(storage, "kill")
@@ -169,6 +169,27 @@ def test_killed_driver_resumes_from_checkpoints_without_duplicates(tmp_path):
     epochs = read_table(str(storage), "kill", "epochs")
     assert (epochs.groupby("trial_id")["epoch"].apply(sorted).map(list) == [list(range(6))] * 3).all()
     assert not any(checkpoints.glob("*/trial.pt"))
+    runs = _mlflow_runs(storage, "kill")
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(trials["trial_id"])  # one run per trial
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all({r.data.tags["trial_id"]: r.info.run_id for r in runs}[t] == before[t] for t in before)
+    client = _mlflow_client(storage, "kill")
+    for run in runs:  # every epoch's metrics exactly once
+        for key in ("val_iou", "loss_loss", "epoch"):
+            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(range(6)), key
+    assert len({r.data.tags["config_group"] for r in runs}) == 1  # three folds of one configuration
+
+
+def _mlflow_client(storage: Path, study: str):
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{storage / study / 'mlruns' / 'mlflow.db'}")
+
+
+def _mlflow_runs(storage: Path, study: str) -> list:
+    client = _mlflow_client(storage, study)
+    experiment = client.get_experiment_by_name(study)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
 def _trainable_pids() -> list[int]:

@@ -4,11 +4,8 @@ nothing; trial ids do not depend on the tracker."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 import types
 
 import pytest
@@ -206,51 +203,8 @@ def test_importing_the_runner_imports_no_tracker_package():
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
-KILL_STUDY = {
-    "name": "tracked",
-    "base": {"data": {"synthetic": {"kind": "vessels", "cases": 6, "size": [32, 32], "slices": 10, "seed": 0}},
-             "protocol": {"unlabelled_cases": 2, "validation_cases": 1, "test_cases": 2},
-             "train": {"epochs": 6, "snapshot_k": 2}},
-    "methods": [{"name": "mismatch", "width": 4}],
-    "grid": {"labelled_slices": [2], "fold": [0, 1, 2], "seed": [0]},
-    "resources": {"cpu": 1},
-    "max_failures": 1,
-}
-
-
-@pytest.mark.slow
-def test_a_killed_driver_resumes_with_one_run_per_trial_and_each_epoch_once(tmp_path):
-    storage = tmp_path / "results"
-    study_file = tmp_path / "tracked.yaml"
-    study_file.write_text(yaml.safe_dump(KILL_STUDY))
-    checkpoints = storage / "tracked" / "checkpoints"
-    command = [sys.executable, "-m", "mismatch", "study", "run", str(study_file), "--storage", str(storage)]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not any(checkpoints.glob("*/trial.pt")) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert any(checkpoints.glob("*/trial.pt")), "no trial wrote a checkpoint"
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
-        driver.wait(timeout=60)
-    interrupted = {p.parent.name for p in checkpoints.glob("*/trial.pt")}
-    before = {r.data.tags["trial_id"]: r.info.run_id for r in _runs(str(storage), "tracked")}
-    assert interrupted <= set(before)  # a checkpointed trial has its run (opened before training)
-
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    trials = read_table(str(storage), "tracked", "trials")
-    assert (trials["resumed_from_epoch"] > 0).any()
-    runs = _runs(str(storage), "tracked")
-    ids = [r.data.tags["trial_id"] for r in runs]
-    assert sorted(ids) == sorted(trials["trial_id"]) and len(ids) == 3  # one run per trial
-    assert all(r.info.status == "FINISHED" for r in runs)
-    assert all({r.data.tags["trial_id"]: r.info.run_id for r in runs}[t] == before[t] for t in before)
-    for run in runs:  # every epoch's metrics exactly once
-        for key in ("val_iou", "loss_loss", "epoch"):
-            assert _steps(str(storage), run.info.run_id, key, "tracked") == list(range(6)), (run.data.tags["trial_id"], key)
-    assert len({r.data.tags["config_group"] for r in runs}) == 1  # three folds of one configuration
+# A killed driver's resumed trials continuing their runs: tests/study/test_study_e2e.py
+# (test_killed_driver_resumes_from_checkpoints_without_duplicates runs with the default tracker).
 
 
 def test_wandb_offline_writes_a_grouped_run_without_network(tmp_path, monkeypatch, tiny_dict):
