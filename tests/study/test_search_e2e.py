@@ -42,7 +42,7 @@ def _cmd(study: Path, storage: Path) -> list[str]:
 
 def test_search_survives_a_kill_and_writes_the_best_alpha(tmp_path):
     storage = tmp_path / "results"
-    study = _smoke_file(tmp_path, epochs=3)
+    study = _smoke_file(tmp_path, epochs=2)  # 6 trials on 2 slots: the kill still lands mid-search
     trials_dir = storage / "alpha_search-smoke" / "trials"
     driver = subprocess.Popen(_cmd(study, storage), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True)
