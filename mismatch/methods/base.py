@@ -9,12 +9,12 @@ training loop (:func:`mismatch.train.run_trial`) only calls this interface. The 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from mismatch.config import MethodConfig
+from mismatch.config import MethodConfig, TrainSpec
 from mismatch.methods.registry import (  # noqa: F401  (re-exported: the registry's old home)
     build_method,
     list_methods,
@@ -24,9 +24,6 @@ from mismatch.methods.registry import (  # noqa: F401  (re-exported: the registr
 )
 from mismatch.models.catalog import NETWORKS
 from mismatch.optim import OptimizerSetup, build_optimizer, build_scheduler
-
-if TYPE_CHECKING:
-    from mismatch.config import TrainSpec
 
 
 @dataclass
@@ -77,6 +74,9 @@ class Batch:
         return Batch(self.image.to(device), self.label.to(device), self.labelled.to(device), self.n_labelled)
 
 
+DEFAULT_EPOCHS = TrainSpec().epochs
+
+
 class Method(nn.Module):
     """Base class of training methods.
 
@@ -91,6 +91,8 @@ class Method(nn.Module):
         super().__init__()
         self.config = config
         self.in_channels = in_channels
+        # The run's length in epochs, for ramps that span the whole run; configure_optimizers sets it.
+        self.run_epochs = DEFAULT_EPOCHS
 
     @property
     def uses_unlabelled(self) -> bool:
@@ -157,8 +159,10 @@ class Method(nn.Module):
 
         Default: one ``train.optimizer`` over :meth:`param_groups` with ``train.schedule``.
         Override to train parts with different optimisers (each optimiser's parameters must
-        be disjoint); build schedules with :func:`mismatch.optim.build_scheduler`.
+        be disjoint); build schedules with :func:`mismatch.optim.build_scheduler`. Also records
+        ``train.epochs`` as :attr:`run_epochs`.
         """
+        self.run_epochs = train.epochs
         optimizer = build_optimizer(self.param_groups(train), train)
         return [OptimizerSetup(optimizer, build_scheduler(optimizer, train.schedule, train.epochs, steps_per_epoch))]
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mismatch.config import TrainSpec
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.cps import CPSConfig
 from mismatch.methods.mean_teacher import sigmoid_rampup
 from mismatch.methods.ua_mt import supervised_terms
 from mismatch.models import build_model
-from mismatch.optim import OptimizerSetup
 
 
 def hard_pseudo_label(logits: torch.Tensor) -> torch.Tensor:
@@ -55,12 +53,6 @@ class CPS(Method):
             seeds[1] += 1
         self.net1 = _seeded_unet(seeds[0], in_channels, config.width)
         self.net2 = _seeded_unet(seeds[1], in_channels, config.width)
-        self.run_epochs = TrainSpec().epochs  # the run's length; configure_optimizers sets it
-
-    def configure_optimizers(self, train: TrainSpec, steps_per_epoch: int) -> list[OptimizerSetup]:
-        """The default optimiser over both networks; also records ``train.epochs`` (the ramp of ``None``)."""
-        self.run_epochs = train.epochs
-        return super().configure_optimizers(train, steps_per_epoch)
 
     def consistency_weight(self, epoch: int) -> float:
         """The ramped lambda used in ``epoch`` (0-based)."""

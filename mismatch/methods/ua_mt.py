@@ -18,13 +18,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mismatch.config import TrainSpec
 from mismatch.losses import soft_dice_loss
 from mismatch.methods.base import Batch
 from mismatch.methods.configs.ua_mt import UAMTConfig
 from mismatch.methods.mean_teacher import sigmoid_rampup
 from mismatch.methods.teacher import TeacherStudent
-from mismatch.optim import OptimizerSetup
 
 LN2 = math.log(2.0)
 EPS = 1e-6  # inside the logarithm of the entropy, as the authors' code
@@ -63,15 +61,6 @@ class UAMT(TeacherStudent):
 
     config_class = UAMTConfig
     config: UAMTConfig
-
-    def __init__(self, config: UAMTConfig, in_channels: int) -> None:
-        super().__init__(config, in_channels)
-        self.run_epochs = TrainSpec().epochs  # the run's length; configure_optimizers sets it
-
-    def configure_optimizers(self, train: TrainSpec, steps_per_epoch: int) -> list[OptimizerSetup]:
-        """The default optimiser; also records ``train.epochs``, the length of the ramps set to ``None``."""
-        self.run_epochs = train.epochs
-        return super().configure_optimizers(train, steps_per_epoch)
 
     def _ramp(self, setting: int | None) -> int:
         return self.run_epochs if setting is None else setting

@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,13 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -131,7 +128,7 @@ def loopback_cluster():
     token = root / "token"
     token.write_text(secrets.token_hex(32))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-    cluster = LoopbackCluster(root=root, address=f"127.0.0.1:{_free_port()}", env=env)
+    cluster = LoopbackCluster(root=root, address=f"127.0.0.1:{free_port()}", env=env)
     try:
         cluster.start_node("node_a", "127.0.0.1", head=True)
         cluster.wait_for(1)

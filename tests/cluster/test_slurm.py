@@ -27,6 +27,7 @@ import pytest
 
 from mismatch.study.spec import load_study
 from mismatch.study.store import read_table
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +53,6 @@ def _skip_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -82,7 +79,7 @@ class LocalSlurm:
         r, user = self.root, pwd.getpwuid(os.geteuid()).pw_name
         lines = [
             "ClusterName=mismatchtest", f"SlurmctldHost={self.node}(127.0.0.1)",
-            f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}", f"SlurmUser={user}", f"SlurmdUser={user}",
+            f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}", f"SlurmUser={user}", f"SlurmdUser={user}",
             "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={r}/munge.sock",
             f"StateSaveLocation={r}/state", f"SlurmdSpoolDir={r}/spool", f"SlurmctldPidFile={r}/slurmctld.pid",
             f"SlurmdPidFile={r}/slurmd.pid", f"SlurmctldLogFile={r}/slurmctld.log", f"SlurmdLogFile={r}/slurmd.log",

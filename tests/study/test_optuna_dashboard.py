@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,14 +23,11 @@ import pytest
 
 from mismatch.study.search import optuna_storage
 from mismatch.study.spec import SearchSpec
+from tests.ports import free_port
 
 STUDY, METHOD = "dash", "mismatch"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _write_search(storage: Path) -> Path:
@@ -70,7 +66,7 @@ def test_a_search_journal_opens_in_optuna_dashboard(tmp_path: Path) -> None:
     command = _dashboard()
     journal = _write_search(tmp_path / "runs")
     assert journal.is_file()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([*command, str(journal), "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}/api/studies"
