@@ -93,30 +93,27 @@ class LoopbackCluster:
         return pids
 
     def stop(self) -> None:
-        for _name, proc in self.nodes.items():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        deadline = time.monotonic() + 20
+        """SIGKILL every node's session, then any straggler by its pid.
+
+        A graceful SIGTERM of `ray start --block` waited out its 20 s timeout in CI on every
+        run; nothing here tests a graceful stop, and the leftover check below still proves
+        that no process of the cluster survives.
+        """
         for proc in self.nodes.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            proc.wait(timeout=30)
         # Ray workers of a node outlive its raylet for a moment; end any straggler by its pid.
         deadline = time.monotonic() + 20
-        while self.leftover_pids() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        for pid in self.leftover_pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        while (leftovers := self.leftover_pids()) and time.monotonic() < deadline:
+            for pid in leftovers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
 
 
 @pytest.fixture
