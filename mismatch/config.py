@@ -97,6 +97,22 @@ _DATA_PRESETS: dict[str, dict[str, Any]] = {
         "layout": "msd", "foreground_labels": [1], "clip": None, "normalise": "zscore",
         "min_foreground": 0, "crop": "none", "crop_size": 176, "context_slices": 1,
     },
+    # The 2018 Left Atrium benchmark as UA-MT distributes it (la2018-h5): the volumes are
+    # already z-scored by UA-MT's preprocessing (`normalise: none`), label 1 is the atrium,
+    # every slice is kept. TODO(issue 15, lead): add "spatial_dims": 3 and
+    # "patch_size": [80, 112, 112] (D, H, W) once DataSpec has them (helper D).
+    "la2018": {
+        "layout": "la2018-h5", "foreground_labels": [1], "clip": None, "normalise": "none",
+        "min_foreground": 0, "crop": "none", "context_slices": 1,
+    },
+    # ACDC as SSL4MIS distributes it (acdc-h5): min-max normalised volumes (`normalise: none`),
+    # every slice, full slices padded. TODO(issue 15, lead): replace the placeholder
+    # "foreground_labels": [3] (LV only, binary) with "classes": [1, 2, 3] (RV, Myo, LV) once
+    # DataSpec has classes (helper B); tests/data/test_benchmark_presets.py checks it then.
+    "acdc": {
+        "layout": "acdc-h5", "foreground_labels": [3], "clip": None, "normalise": "none", "min_foreground": 0,
+        "crop": "none", "context_slices": 1,
+    },
 }
 
 # Named split protocols of the paper. `unlabelled_cases: rest` = every case that is not
@@ -110,6 +126,17 @@ _PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
         "labelled_cases": 1, "unlabelled_cases": "rest", "validation_cases": 2, "test_cases": 40,
         "labelled_slices": 20, "unlabelled_slices": 3100,
     },
+    # The benchmarks' fixed splits from their list files (docs/data.md, "Benchmarks"): the first
+    # 8 / 16 cases of LA's train.list labelled (UA-MT), the rest unlabelled but the last 4,
+    # which validate (UA-MT has no validation set), tested on the 20 cases of test.list.
+    "la-8": {"split": "lists", "labelled_cases": 8, "unlabelled_cases": "rest", "validation_cases": 4,
+             "labelled_slices": None},
+    "la-16": {"split": "lists", "labelled_cases": 16, "unlabelled_cases": "rest", "validation_cases": 4,
+              "labelled_slices": None},
+    # ACDC: every slice of the first 3 / 7 patients of train.list labelled (SSL4MIS's 68 / 136
+    # slices), the other training patients unlabelled, validated on val.list, tested on test.list.
+    "acdc-3": {"split": "lists", "labelled_cases": 3, "unlabelled_cases": "rest", "labelled_slices": None},
+    "acdc-7": {"split": "lists", "labelled_cases": 7, "unlabelled_cases": "rest", "labelled_slices": None},
 }
 
 
@@ -199,9 +226,18 @@ class ProtocolSpec(StrictModel):
     ``label_draw`` picks which labels a fold uses: draw 0 is the paper's choice (the fold's
     labelled case(s), from their first qualifying slice); draw d > 0 deterministically picks
     another labelled case and first labelled slice (:mod:`mismatch.data.selection`).
+    ``labelled_slices: null`` labels every qualifying slice of the labelled cases.
+
+    ``split`` says where the cases' roles come from: ``folds`` (cross-validation folds of the
+    sorted cases, :mod:`mismatch.data.splits`) or ``lists`` (a benchmark's list files, e.g.
+    LA's ``train.list`` / ``test.list``: one fixed split, fold 0 only, seeds vary). Under
+    ``lists`` the first ``labelled_cases`` training cases (patients, for ACDC) are labelled,
+    ``test.list`` is the test set and ``val.list`` (where the layout has one) the validation
+    set; ``test_cases`` is not used, and ``validation_cases`` only without a ``val.list``.
     """
 
     preset: str | None = None
+    split: Literal["folds", "lists"] = "folds"
     fold: int = Field(0, ge=0)
     labelled_cases: int = Field(1, ge=1)
     unlabelled_cases: Annotated[int, Field(ge=0)] | Literal["rest"] = 3
@@ -211,7 +247,7 @@ class ProtocolSpec(StrictModel):
     # by a search (validate_on: tuning) and never a test case of the table.
     tuning_cases: int = Field(0, ge=0)
     validate_on: Literal["fold", "tuning"] = "fold"
-    labelled_slices: int = Field(5, ge=1)
+    labelled_slices: int | None = Field(5, ge=1)
     unlabelled_slices: int | None = Field(None, ge=0)
     split_seed: int = 0
     label_draw: int = Field(0, ge=0)
@@ -225,6 +261,11 @@ class ProtocolSpec(StrictModel):
     def _tuning_split(self) -> ProtocolSpec:
         if self.validate_on == "tuning" and not self.tuning_cases:
             raise ValueError("validate_on: tuning needs tuning_cases > 0 (the cases set aside for tuning)")
+        if self.split == "lists" and self.fold:
+            raise ValueError(f"split: lists is one fixed split: fold {self.fold} does not exist (only fold 0; "
+                             "vary train.seed instead)")
+        if self.split == "lists" and self.tuning_cases:
+            raise ValueError("split: lists takes no tuning_cases (the lists fix every case's role)")
         return self
 
 
@@ -434,7 +475,7 @@ class TrialSpec(StrictModel):
         if data["data"].get("prepared") is None:
             data["data"].pop("prepared", None)
         data["train"] = self.train.identity_dict()
-        for key, default in (("tuning_cases", 0), ("validate_on", "fold")):  # unset: old trial ids
+        for key, default in (("tuning_cases", 0), ("validate_on", "fold"), ("split", "folds")):  # old trial ids
             if data["protocol"].get(key) == default:
                 data["protocol"].pop(key)
         return data

@@ -188,11 +188,14 @@ def prediction_maps(slices: SliceSet, prob: np.ndarray, n: int) -> dict[str, np.
 
 
 def trial_identity(spec: TrialSpec, *, model: str, alpha: float, unlabelled_slices: int,
-                   dataset_fingerprint: str) -> dict[str, Any]:
-    """The identity columns of a trial: what the spec says, and what only the trial knows."""
+                   dataset_fingerprint: str, labelled_slices: int | None = None) -> dict[str, Any]:
+    """The identity columns of a trial: what the spec says, and what only the trial knows
+    (``labelled_slices``: the slices used when the spec labels whole cases; else -1)."""
+    if spec.protocol.labelled_slices is not None:
+        labelled_slices = spec.protocol.labelled_slices
     return rows.identity(
         study=spec.study, trial_id=spec.trial_id(), method=spec.method.name, model=model, alpha=alpha,
-        labelled_slices=spec.protocol.labelled_slices, unlabelled_slices=unlabelled_slices,
+        labelled_slices=labelled_slices if labelled_slices is not None else -1, unlabelled_slices=unlabelled_slices,
         fold=spec.protocol.fold, seed=spec.train.seed, label_draw=spec.protocol.label_draw,
         dataset_fingerprint=dataset_fingerprint,
     )
@@ -201,8 +204,9 @@ def trial_identity(spec: TrialSpec, *, model: str, alpha: float, unlabelled_slic
 def identity_columns(spec: TrialSpec, method: Method, data: TrialData) -> dict[str, Any]:
     """The identity of a trial that ran: its network, alpha and pool size as built and used."""
     unlabelled = len(data.unlabelled.images) if method.uses_unlabelled else 0
+    labelled = len(set(zip(data.labelled.case_ids, data.labelled.slice_index.tolist(), strict=True)))
     return trial_identity(spec, model=method.model_name, alpha=method.alpha, unlabelled_slices=unlabelled,
-                          dataset_fingerprint=data.data_fingerprint)
+                          dataset_fingerprint=data.data_fingerprint, labelled_slices=labelled)
 
 
 def spec_identity(spec: TrialSpec) -> dict[str, Any]:
@@ -255,7 +259,7 @@ def failed_trial_row(spec: TrialSpec, error: BaseException, started: str | None 
 
 def all_fold_splits(spec: TrialSpec, data: TrialData) -> dict[str, dict[str, list[str]]]:
     """Every fold's split of this dataset and protocol, as stored in ``splits/<key>.json``."""
-    return {str(fold): splits for fold, splits in make_all_splits(data.cases, spec.protocol).items()}
+    return {str(fold): splits for fold, splits in make_all_splits(data.cases, spec.protocol, data.lists).items()}
 
 
 def _device_name(device: torch.device) -> str:

@@ -38,6 +38,7 @@ import numpy as np
 
 from mismatch.data.errors import FileProblemError
 from mismatch.data.layouts import Layout, register_layout
+from mismatch.data.splits import CaseLists
 from mismatch.data.volumes import H5_IMAGE, H5_LABEL, CaseSources, H5Geometry, Problem, Spacing
 
 LA_CASES_DIR = "2018LA_Seg_Training Set"
@@ -77,6 +78,24 @@ def case_lists(layout: str, root: str | Path) -> dict[str, list[str]]:
     if names is None:
         raise FileProblemError(Path(root), f"layout {layout!r} has no case lists (la2018-h5 and acdc-h5 do)")
     return {name.removesuffix(".list"): read_list(Path(root) / name) for name in names}
+
+
+def patient_of(layout: str, case_id: str) -> str:
+    """The patient a case belongs to: ACDC's ``patient001_frame01`` -> ``patient001`` (the ED
+    and ES frames are one patient's); in LA each case is its own patient."""
+    return case_id.split("_frame")[0] if layout == "acdc-h5" else case_id
+
+
+def fixed_lists(layout: str, root: str | Path) -> CaseLists:
+    """The split the lists of ``root`` fix (``protocol.split: lists``): training patients in
+    ``train.list`` order (each with its cases in list order), ``val.list`` (acdc-h5; la2018-h5
+    has none) and ``test.list``."""
+    lists = case_lists(layout, root)
+    patients: dict[str, list[str]] = {}
+    for case in lists["train"]:
+        patients.setdefault(patient_of(layout, case), []).append(case)
+    return CaseLists(train=tuple(tuple(cases) for cases in patients.values()),
+                     validation=tuple(lists.get("val", ())), test=tuple(lists["test"]))
 
 
 def _list_problems(

@@ -30,11 +30,15 @@ def all_qualifying(qualifying: Mapping[str, np.ndarray], cases: Sequence[str]) -
 
 
 def select_labelled(
-    qualifying: Mapping[str, np.ndarray], cases: Sequence[str], n: int, rng: np.random.Generator | None = None
+    qualifying: Mapping[str, np.ndarray], cases: Sequence[str], n: int | None,
+    rng: np.random.Generator | None = None,
 ) -> list[SliceRef]:
     """``n`` consecutive qualifying slices of the labelled ``cases`` (see module docstring):
-    the first ``n``, or from a start drawn by ``rng`` (:func:`labelled_start`) when given."""
+    the first ``n``, or from a start drawn by ``rng`` (:func:`labelled_start`) when given;
+    ``n`` None: every qualifying slice of the cases (a labelled budget counted in cases)."""
     pool = all_qualifying(qualifying, cases)
+    if n is None:
+        return pool
     if n > len(pool):
         raise DataError(
             f"{n} labelled slices asked but the labelled case(s) {list(cases)} have only "

@@ -15,6 +15,15 @@ rotating by ``d * L``; the case(s) it replaces become unlabelled. Validation and
 never change, so every draw of a fold is scored on the same test cases. Draw 0 is the split
 above, exactly.
 
+Fixed lists (``protocol.split: lists``, :func:`list_splits`): a benchmark's list files give one
+split (fold 0), as UA-MT and SSL4MIS use them. The training list's first ``labelled_cases``
+patients (a patient is one case, except ACDC's two frames) are labelled (UA-MT:
+``labeled_idxs = list(range(16))`` over train.list; SSL4MIS: the first 68 / 136 slices of
+train_slices.list, i.e. the first 3 / 7 patients), the other training patients unlabelled
+(``unlabelled_cases: rest``, or the next ``k``), the validation list validates (without one, the
+last ``validation_cases`` training patients do) and the test list tests. Label draw ``d``
+rotates the training patients by ``d * labelled_cases`` first. Seeds vary; the split does not.
+
 ``splits.json`` maps each fold (as a string) to its roles::
 
     {"0": {"labelled": ["c0"], "unlabelled": [...], "validation": [...], "test": [...]}}
@@ -26,6 +35,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +48,16 @@ ROLES = ("labelled", "unlabelled", "validation", "test")
 TUNING_ENTROPY = 0x7E57
 
 Splits = dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class CaseLists:
+    """A benchmark's fixed lists: ``train`` holds the training patients in list order, each as
+    its cases (LA: one volume; ACDC: the ED and ES frames); ``validation`` may be empty."""
+
+    train: tuple[tuple[str, ...], ...]
+    validation: tuple[str, ...]
+    test: tuple[str, ...]
 
 
 def n_folds(n_cases: int, labelled_cases: int) -> int:
@@ -108,17 +128,52 @@ def held_out_cases(case_ids: Sequence[str], protocol: ProtocolSpec) -> list[str]
     return sorted(cases[i] for i in order[: protocol.tuning_cases])
 
 
-def trial_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> Splits:
+def list_splits(lists: CaseLists, protocol: ProtocolSpec) -> Splits:
+    """The one split a benchmark's lists give (see the module docstring)."""
+    groups, n_lab = list(lists.train), protocol.labelled_cases
+    validation = list(lists.validation)
+    if not validation:
+        if protocol.validation_cases + n_lab > len(groups):
+            raise SplitError(f"{n_lab} labelled and {protocol.validation_cases} validation cases asked but the "
+                             f"training list names {len(groups)}")
+        validation = [c for g in groups[len(groups) - protocol.validation_cases:] for c in g]
+        groups = groups[: len(groups) - protocol.validation_cases]
+    if n_lab > len(groups):
+        raise SplitError(f"{n_lab} labelled cases asked but the training list names {len(groups)}"
+                         + ("" if lists.validation else " besides the validation cases"))
+    shift = (protocol.label_draw * n_lab) % len(groups)
+    groups = groups[shift:] + groups[:shift]
+    rest = groups[n_lab:]
+    if protocol.unlabelled_cases != "rest":
+        if protocol.unlabelled_cases > len(rest):
+            raise SplitError(f"{protocol.unlabelled_cases} unlabelled cases asked but the training list has "
+                             f"{len(rest)} besides the {n_lab} labelled")
+        rest = rest[: protocol.unlabelled_cases]
+    return {"labelled": [c for g in groups[:n_lab] for c in g], "unlabelled": [c for g in rest for c in g],
+            "validation": validation, "test": list(lists.test)}
+
+
+def trial_splits(case_ids: Sequence[str], protocol: ProtocolSpec, lists: CaseLists | None = None) -> Splits:
     """The splits a trial uses: :func:`make_splits`, whose validation cases are the held-out
-    tuning cases when ``protocol.validate_on`` is ``tuning`` (a search's candidates)."""
+    tuning cases when ``protocol.validate_on`` is ``tuning`` (a search's candidates); under
+    ``split: lists``, :func:`list_splits` of the dataset's ``lists``."""
+    if protocol.split == "lists":
+        if lists is None:
+            raise SplitError("split: lists needs a dataset with case lists (the la2018-h5 and acdc-h5 layouts "
+                             "read from their raw root)")
+        return list_splits(lists, protocol)
     splits = make_splits(case_ids, protocol)
     if protocol.validate_on == "tuning":
         splits = {**splits, "validation": held_out_cases(case_ids, protocol)}
     return splits
 
 
-def make_all_splits(case_ids: Sequence[str], protocol: ProtocolSpec) -> dict[int, Splits]:
-    """The splits of every fold, with the rest of ``protocol`` unchanged."""
+def make_all_splits(
+    case_ids: Sequence[str], protocol: ProtocolSpec, lists: CaseLists | None = None
+) -> dict[int, Splits]:
+    """The splits of every fold, with the rest of ``protocol`` unchanged (fixed lists: fold 0)."""
+    if protocol.split == "lists":
+        return {0: trial_splits(case_ids, protocol, lists)}
     folds = n_folds(len(case_ids) - protocol.tuning_cases, protocol.labelled_cases)
     return {f: trial_splits(case_ids, protocol.model_copy(update={"fold": f})) for f in range(folds)}
 

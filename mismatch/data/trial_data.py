@@ -25,6 +25,7 @@ from mismatch.config import DataSpec, ProtocolSpec
 from mismatch.data import preprocess as pp
 from mismatch.data.cache import PreparedDataset, open_prepared
 from mismatch.data.errors import DataError, FingerprintMismatchError
+from mismatch.data.h5layouts import fixed_lists
 from mismatch.data.layouts import get_layout
 from mismatch.data.recipe import (
     RECIPE_FIELDS,
@@ -36,7 +37,7 @@ from mismatch.data.recipe import (
     trial_fingerprint,
 )
 from mismatch.data.selection import SliceRef, all_qualifying, select_labelled, select_unlabelled
-from mismatch.data.splits import ROLES, Splits, check_splits, n_folds, trial_splits
+from mismatch.data.splits import ROLES, CaseLists, Splits, check_splits, n_folds, trial_splits
 from mismatch.data.synth import synthetic_dataset
 from mismatch.data.volumes import CaseGeometry
 
@@ -74,6 +75,7 @@ class TrialData:
     root: Path | None = None
     cases: list[str] = field(default_factory=list)
     geometry: dict[str, CaseGeometry] = field(default_factory=dict)
+    lists: CaseLists | None = None  # the benchmark's fixed lists under ``protocol.split: lists``
 
 
 class SliceSource(Protocol):
@@ -107,7 +109,8 @@ def load_trial_data(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | No
     chosen rows are read from each case's arrays.
     """
     source = open_source(data, cache_dir)
-    splits = trial_splits(source.cases, protocol)
+    lists = split_lists(data, source.root) if protocol.split == "lists" else None
+    splits = trial_splits(source.cases, protocol, lists)
     check_splits(splits, source.cases)
     qualifying, pad_shape = source.qualifying([c for r in ROLES for c in splits[r]])
     refs = _select(qualifying, splits, protocol)
@@ -126,7 +129,16 @@ def load_trial_data(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | No
         root=source.root,
         cases=list(source.cases),
         geometry=source.geometry(list(splits["test"])),
+        lists=lists,
     )
+
+
+def split_lists(data: DataSpec, root: Path) -> CaseLists:
+    """The fixed lists of the raw dataset ``data`` (``protocol.split: lists``)."""
+    if data.root is None:
+        raise DataError("split: lists reads the list files of a raw dataset (data.root); prepared caches and "
+                        "phantoms keep none")
+    return fixed_lists(data.layout, root)
 
 
 def open_source(data: DataSpec, cache_dir: Path | None = None) -> SliceSource:
@@ -266,6 +278,8 @@ def _build_set(
 
 def n_folds_of(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | None = None) -> int:
     """How many folds the dataset named by ``data`` gives under ``protocol`` (for ``fold: all``)."""
+    if protocol.split == "lists":
+        return 1
     if data.synthetic is not None:
         count = data.synthetic.cases
     elif data.prepared is not None:

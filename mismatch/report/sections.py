@@ -116,11 +116,14 @@ def main_section(ctx: Context) -> Built:
     """Tables I/II: methods against the count axis, with costs (and the published numbers)."""
     table = tables.main_table(ctx.trials, ctx.design, ctx.metric_label, ctx.intervals, interval_note(ctx))
     sec = Section("main", "Tables I/II: methods compared", [table_html(table)])
+    out = [table]
     if ctx.metric == "mean_dice_2class" and ctx.design.axis == "labelled_slices":
-        reference = published.published_table()
-        sec.body.append(table_html(reference))
-        return sec, [table, reference]
-    return sec, [table]
+        out.append(published.published_table())
+    if published.benchmark_points(ctx.data.trials):  # read the cases table only for a benchmark study
+        benchmarks = published.benchmark_table(ctx.data.trials, ctx.data.case_rows())
+        out += [benchmarks] if benchmarks is not None else []
+    sec.body += [table_html(t) for t in out[1:]]
+    return sec, out
 
 
 def significance_section(ctx: Context) -> Built:

@@ -1,7 +1,7 @@
 """Study files: one YAML grid that expands into the trial specs of a study.
 
 A study file names a base trial spec, a list of methods (list-valued settings of a method
-expand into variants), grid axes (labelled slices, unlabelled pool, folds — ``all`` for every
+expand into variants), grid axes (labelled cases or slices, unlabelled pool, folds — ``all`` for every
 fold of the dataset — and seeds), per-trial resources and named profiles that override parts
 of the file. Everything is validated strictly when the file is loaded: a mistyped key is an
 error naming the key and the file, before any trial runs. See docs/studies.md.
@@ -37,6 +37,7 @@ from mismatch.study.store import absolute_storage
 from mismatch.tracking.config import Tracking, TrackingSpec
 
 GRID_AXES = {
+    "labelled_cases": "protocol.labelled_cases",
     "labelled_slices": "protocol.labelled_slices",
     "unlabelled_slices": "protocol.unlabelled_slices",
     "fold": "protocol.fold",
@@ -62,8 +63,10 @@ class Grid(StrictModel):
     """Grid axes crossed with every method variant; ``fold: all`` means every fold.
 
     ``label_draw`` (default ``[0]``, the paper's labels) repeats each trial with other
-    labelled cases and first labelled slices (``protocol.label_draw``)."""
+    labelled cases and first labelled slices (``protocol.label_draw``). ``labelled_cases``
+    is the labelled budget in cases (patients for ACDC), e.g. ``[8, 16]`` under ``la-8``."""
 
+    labelled_cases: list[Annotated[int, Field(ge=1)]] | None = None
     labelled_slices: list[int] | None = None
     unlabelled_slices: list[int | None] | None = None
     fold: list[int] | Literal["all"] | None = None
@@ -282,7 +285,7 @@ class Study:
         folds = self.file.grid.fold
         if folds == "all":
             folds = list(range(n_folds if n_folds is not None else self.n_folds()))
-        named = ("labelled_slices", "unlabelled_slices", "seed", "label_draw")
+        named = ("labelled_cases", "labelled_slices", "unlabelled_slices", "seed", "label_draw")
         axes = {"fold": folds, **{a: getattr(self.file.grid, a) for a in named}}
         axes = {a: v for a, v in axes.items() if v is not None}
         count = count_trials(self.file.methods, axes)
@@ -298,7 +301,7 @@ class Study:
 
     def first_point(self) -> dict[str, Any]:
         """The first value of every grid axis but ``fold`` (where a search scores its candidates)."""
-        axes = ("labelled_slices", "unlabelled_slices", "seed")
+        axes = ("labelled_cases", "labelled_slices", "unlabelled_slices", "seed")
         return {a: getattr(self.file.grid, a)[0] for a in axes if getattr(self.file.grid, a)}
 
     def trial(
@@ -307,7 +310,7 @@ class Study:
         """The validated trial spec of one method variant at one grid point.
 
         ``method`` is one of :func:`method_variants` (``best_of`` values are resolved), ``point``
-        maps grid axes (``fold``, ``labelled_slices``, ``unlabelled_slices``, ``seed``) to
+        maps grid axes (``fold``, ``labelled_cases``, ``labelled_slices``, ``unlabelled_slices``, ``seed``) to
         values, and ``overrides`` is merged over the trial's settings last (a search's
         candidate, e.g. ``{"method": {"alpha": 0.003}}``).
         """

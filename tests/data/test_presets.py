@@ -36,7 +36,8 @@ def test_a_preset_fills_fields_the_spec_does_not_set():
 
 
 def test_unknown_preset_and_synthetic_data():
-    with pytest.raises(ValueError, match=r"unknown data preset 'carv' \(did you mean 'carve'\?\); known: brats, brats-msd, carve, msd"):
+    with pytest.raises(ValueError, match=r"unknown data preset 'carv' \(did you mean 'carve'\?\); "
+                                         r"known: acdc, brats, brats-msd, carve, la2018, msd"):
         DataSpec(root="/x", preset="carv")
     phantom = DataSpec(synthetic={"kind": "tumours"}, preset="brats", crop="none")  # phantoms stay in the msd layout
     assert phantom.layout == "msd" and phantom.foreground_labels == (1, 2, 4)
