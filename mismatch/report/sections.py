@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from mismatch.report import (
     ablations,
     calibration,
+    classes,
     comparison,
     figures,
     inventory,
@@ -116,11 +117,16 @@ def main_section(ctx: Context) -> Built:
     """Tables I/II: methods against the count axis, with costs (and the published numbers)."""
     table = tables.main_table(ctx.trials, ctx.design, ctx.metric_label, ctx.intervals, interval_note(ctx))
     sec = Section("main", "Tables I/II: methods compared", [table_html(table)])
+    out = [table]
+    per_class = classes.class_table(ctx.data.class_rows(), ctx.trials, ctx.design)
+    if per_class is not None:  # multi-class studies only
+        sec.body.append(table_html(per_class))
+        out.append(per_class)
     if ctx.metric == "mean_dice_2class" and ctx.design.axis == "labelled_slices":
         reference = published.published_table()
         sec.body.append(table_html(reference))
-        return sec, [table, reference]
-    return sec, [table]
+        out.append(reference)
+    return sec, out
 
 
 def significance_section(ctx: Context) -> Built:
