@@ -28,8 +28,9 @@ def class_means(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 
 def class_table(rows: pd.DataFrame | None, trials: pd.DataFrame, design: Design) -> Table | None:
-    """``trials``: one row per trial, indexed by ``trial_id``. Per method and axis value: each foreground class's Dice (%) and their mean, mean over
-    the replicates; None without per-class rows or with a single foreground class."""
+    """Per method and axis value: each foreground class's Dice (%) and their mean, mean over the
+    replicates; None without per-class rows or with a single foreground class. ``trials``: one
+    row per trial, indexed by ``trial_id`` (:func:`mismatch.report.aggregate.per_trial`)."""
     if rows is None or rows.empty or rows["class_index"].nunique() < 2:
         return None
     means, level = class_means(rows)
