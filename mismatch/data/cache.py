@@ -350,8 +350,10 @@ class PreparedDataset:
 
     def require_recipe(self, spec_recipe: dict[str, Any]) -> None:
         """Raise DataError, naming every differing field, when the spec's recipe is not the cache's."""
-        diff = [f"{k}: cache {_json(self.recipe.get(k))}, spec {_json(v)}"
-                for k, v in spec_recipe.items() if _json(self.recipe.get(k)) != _json(v)]
+        # ``classes`` is in a recipe only when given: a binary spec on a multi-class cache differs too
+        keys = list(dict.fromkeys([*spec_recipe, *(["classes"] if "classes" in self.recipe else [])]))
+        diff = [f"{k}: cache {_json(self.recipe.get(k))}, spec {_json(spec_recipe.get(k))}"
+                for k in keys if _json(self.recipe.get(k)) != _json(spec_recipe.get(k))]
         if diff:
             preset = self.manifest.get("preset")
             hint = f" (the cache was prepared with preset {preset!r}: set it in the spec)" if preset else ""
