@@ -142,6 +142,9 @@ class DataSpec(StrictModel):
     ``mismatch data prepare``, whose recipe must equal this spec's). ``preset`` names a
     recipe of :data:`DATA_PRESETS` that fills the fields the spec does not set. The
     preparation fields follow the paper's recipe (see docs/config.md and docs/data.md).
+    ``classes`` (None: the binary task of ``foreground_labels``) makes a multi-class task:
+    label value ``classes[i]`` becomes class ``i + 1``, any other value class 0, so
+    :attr:`num_classes` is ``len(classes) + 1`` (docs/data.md, "Multi-class tasks").
     """
 
     root: str | None = None
