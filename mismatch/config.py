@@ -451,6 +451,8 @@ class TrialSpec(StrictModel):
                 data["method"].pop(key)
         if data["data"].get("prepared") is None:
             data["data"].pop("prepared", None)
+        if data["data"].get("classes") is None:  # binary tasks keep their trial ids
+            data["data"].pop("classes", None)
         data["train"] = self.train.identity_dict()
         for key, default in (("tuning_cases", 0), ("validate_on", "fold")):  # unset: old trial ids
             if data["protocol"].get(key) == default:

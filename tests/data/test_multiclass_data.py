@@ -99,3 +99,12 @@ def test_a_trial_spec_carries_the_classes(acdc_root):
     with pytest.raises(SpecError):
         load_trial_spec({"study": "s", "data": {"root": str(acdc_root), "layout": "acdc-h5", "classes": [0]},
                          "method": {"name": "sup1"}})
+
+
+def test_classes_enter_the_trial_id_only_when_given(acdc_root):
+    def trial_id(**data):
+        return load_trial_spec({"study": "s", "data": {"root": "/d", "layout": "acdc-h5", **data},
+                                "method": {"name": "sup1"}}).trial_id()
+
+    assert trial_id(foreground_labels=[3]) == trial_id(foreground_labels=[3], classes=None)
+    assert trial_id(classes=[1, 2, 3]) != trial_id(classes=[3, 2, 1])

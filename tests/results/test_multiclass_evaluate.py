@@ -113,3 +113,13 @@ def test_a_binary_trial_gives_todays_rows_and_no_classes_table(acdc_root, tmp_pa
     assert not (tmp_path / "mc" / "classes").exists()
     assert read_table(str(tmp_path), "mc", "classes").empty
 
+
+
+def test_the_store_checks_classes_files_like_every_table(tmp_path):
+    from mismatch.study.store import corrupt_files, write_trial
+
+    frame = pd.DataFrame({"trial_id": ["t1"], "level": ["image"], "dice": [0.5]})
+    write_trial(str(tmp_path), "s", "t1", {"trial_id": "t1", "status": "completed"}, classes=frame)
+    assert read_table(str(tmp_path), "s", "classes")["dice"].tolist() == [0.5]
+    (tmp_path / "s" / "classes" / "t1.parquet").write_bytes(b"not parquet")
+    assert [(c.table, c.trial_id) for c in corrupt_files(str(tmp_path), "s")] == [("classes", "t1")]
