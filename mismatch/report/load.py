@@ -94,6 +94,10 @@ class StudyData:
                 frames.append(table.to_pandas())
         return pd.concat(frames, ignore_index=True) if frames else None
 
+    def has_class_rows(self) -> bool:
+        """Whether the study has a ``classes/`` table (a multi-class task), without reading it."""
+        return self.base is not None and bool(_parquet_files(self.fs, f"{self.base}/classes"))
+
     def class_rows(self) -> pd.DataFrame | None:
         """Per-class rows (``classes/``, tasks with C > 2 classes) of committed trials, or None
         (binary studies, and stores from before the table existed, have none)."""

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mismatch.report import build_report
+from mismatch.report import aggregate, build_report
+from mismatch.report.cases import SOURCE_CLASS_MEANS, case_values
 from mismatch.report.load import load_study
 from mismatch.report.synthetic import SyntheticGrid, write_synthetic_study
 from mismatch.results import table_columns
@@ -54,13 +55,19 @@ def test_a_multiclass_study_gets_each_class_and_the_mean_per_method(study, tmp_p
     assert table.loc[mm, "mean"] == pytest.approx((0.8 + 0.8 + 0.91) / 3)
     html = index.read_text()
     assert "Dice per class" in html and "[cases]" in html
+    # per-case values from images use the per-image foreground means, never counts summed over classes
+    data = load_study(study)
+    per_trial = aggregate.per_trial(data, "iou")
+    values = case_values(data, data.images, per_trial, "iou", use_cases_table=False)
+    assert data.has_class_rows() and values is not None and values.source == SOURCE_CLASS_MEANS
 
 
 def test_a_binary_study_and_an_old_store_have_no_class_table(study, tmp_path_factory):
     grid = SyntheticGrid((("sup1", "unet", float("nan")),), counts=(5,), replicates=(0, 1), images_per_trial=4,
                          study="binary")
     base = write_synthetic_study(tmp_path_factory.mktemp("binary"), grid, predictions=False)
-    assert load_study(base).class_rows() is None  # a store without classes/ loads as before
+    data = load_study(base)
+    assert data.class_rows() is None and not data.has_class_rows()  # a store without classes/ loads as before
     out = tmp_path_factory.mktemp("binary-report")
     build_report(base, out)
     assert not (out / "tables" / "table_classes.csv").exists()
