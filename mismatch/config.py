@@ -169,6 +169,9 @@ class DataSpec(StrictModel):
     ``mismatch data prepare``, whose recipe must equal this spec's). ``preset`` names a
     recipe of :data:`DATA_PRESETS` that fills the fields the spec does not set. The
     preparation fields follow the paper's recipe (see docs/config.md and docs/data.md).
+    ``classes`` (None: the binary task of ``foreground_labels``) makes a multi-class task:
+    label value ``classes[i]`` becomes class ``i + 1``, any other value class 0, so
+    :attr:`num_classes` is ``len(classes) + 1`` (docs/data.md, "Multi-class tasks").
     """
 
     root: str | None = None
@@ -185,6 +188,7 @@ class DataSpec(StrictModel):
     context_slices: Literal[1, 3] = 1
     label_values: tuple[int, ...] | None = None
     fingerprint: str | None = None
+    classes: tuple[int, ...] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -206,13 +210,27 @@ class DataSpec(StrictModel):
             raise ValueError(f"synthetic phantoms are written in the msd layout, not {self.layout!r}")
         if self.crop != "none" and self.crop_size % 8:
             raise ValueError(f"crop_size must be divisible by 8, got {self.crop_size}")
-        classes = getattr(LAYOUTS.get(self.layout), "classes", ())
-        if len(classes) > 1 and "foreground_labels" not in self.model_fields_set:
-            # The pipeline is 2D binary: a multi-class layout's labels are never merged silently.
-            labels = ", ".join(f"{v} {n}" for v, n in enumerate(classes, 1))
-            raise ValueError(f"the {self.layout} labels {{{labels}}} are multi-class, which is not supported yet: "
-                             f"give foreground_labels (e.g. [{len(classes)}]) to train on one binary task")
+        self._check_classes()
         return self
+
+    def _check_classes(self) -> None:
+        """``classes``: distinct positive label values; without them, a multi-class layout needs
+        ``foreground_labels`` (a multi-class label map is never merged into one class silently)."""
+        if self.classes is not None:
+            if not self.classes or len(set(self.classes)) != len(self.classes) or min(self.classes) < 1:
+                raise ValueError(f"classes must be distinct label values > 0 (0 is background), got {list(self.classes)}")
+            return
+        names = getattr(LAYOUTS.get(self.layout), "classes", ())
+        if len(names) > 1 and "foreground_labels" not in self.model_fields_set:
+            labels = ", ".join(f"{v} {n}" for v, n in enumerate(names, 1))
+            raise ValueError(f"the {self.layout} labels {{{labels}}} are multi-class: give classes (e.g. "
+                             f"{list(range(1, len(names) + 1))}) for a {len(names) + 1}-class task, or "
+                             f"foreground_labels (e.g. [{len(names)}]) for one binary task")
+
+    @property
+    def num_classes(self) -> int:
+        """C, the classes a network predicts: background plus each of ``classes`` (2 when binary)."""
+        return 2 if self.classes is None else len(self.classes) + 1
 
 
 class ProtocolSpec(StrictModel):
@@ -474,6 +492,8 @@ class TrialSpec(StrictModel):
                 data["method"].pop(key)
         if data["data"].get("prepared") is None:
             data["data"].pop("prepared", None)
+        if data["data"].get("classes") is None:  # binary tasks keep their trial ids
+            data["data"].pop("classes", None)
         data["train"] = self.train.identity_dict()
         for key, default in (("tuning_cases", 0), ("validate_on", "fold"), ("split", "folds")):  # old trial ids
             if data["protocol"].get(key) == default:

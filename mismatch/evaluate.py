@@ -25,7 +25,7 @@ from mismatch import results
 from mismatch.config import TrialSpec
 from mismatch.data import SliceSet, TrialData
 from mismatch.data.splits import make_all_splits
-from mismatch.evaluate_cases import case_rows
+from mismatch.evaluate_cases import case_tables
 from mismatch.methods import Method
 from mismatch.results import rows
 from mismatch.results.schema import VAL_PREFIX
@@ -73,6 +73,7 @@ class TrialResult:
     splits: dict[str, dict[str, list[str]]] | None = None
     decoders: pd.DataFrame | None = None
     cases: pd.DataFrame | None = None
+    classes: pd.DataFrame | None = None
 
 
 def utc_now() -> str:
@@ -93,30 +94,50 @@ def _batch_probabilities(methods: list[Method], x: torch.Tensor) -> tuple[torch.
 def predict(
     methods: list[Method], images: np.ndarray, device: torch.device, labels: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
-    """Mean foreground probability of several snapshots, (N, H, W) float32.
+    """Mean probability of several snapshots: foreground (N, H, W) float32 for a binary task,
+    class probabilities (N, C, H, W) for C > 2 classes (the methods' output decides).
 
     With ``labels`` and a several-decoder method, also each decoder's calibration summed over
     the images (from the same forward passes): reliability-bin sums and foreground confidence.
     """
-    out = np.empty((len(images), *images.shape[2:]), dtype=np.float32)
+    out: np.ndarray | None = None
     for m in methods:
         m.eval()
     totals: list[dict[str, Any]] | None = None
     for start in range(0, len(images), EVAL_BATCH):
         x = torch.from_numpy(images[start : start + EVAL_BATCH]).to(device)
         prob, decoders = _batch_probabilities(methods, x)
-        out[start : start + len(x)] = prob[:, 0].float().cpu().numpy()
+        batch = _as_numpy(prob)
+        if out is None:
+            out = np.empty((len(images), *batch.shape[1:]), dtype=np.float32)
+        out[start : start + len(x)] = batch
         if labels is not None and decoders is not None:
             y = labels[start : start + len(x)]
-            batch = [decoder_calibration(d[:, 0].float().cpu().numpy(), y) for d in decoders]
-            totals = batch if totals is None else [results.add_bins(a, b) for a, b in zip(totals, batch)]
+            sums = [decoder_calibration(_as_numpy(d), y) for d in decoders]
+            totals = sums if totals is None else [results.add_bins(a, b) for a, b in zip(totals, sums)]
+    if out is None:  # no image: the binary shape (a multi-class set is never empty where it matters)
+        out = np.empty((0, *images.shape[2:]), dtype=np.float32)
     return out, totals
 
 
+def _as_numpy(prob: torch.Tensor) -> np.ndarray:
+    """(B, 1, *spatial) foreground probability -> (B, *spatial); (B, C, *spatial) kept for C > 2."""
+    prob = prob[:, 0] if prob.shape[1] == 1 else prob
+    return prob.float().cpu().numpy()
+
+
 def decoder_calibration(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
-    """Sums that aggregate exactly: reliability bins and the probability on true foreground."""
-    bins = results.reliability_bins(prob, label)
+    """Sums that aggregate exactly: reliability bins and the probability on true foreground.
+
+    ``prob`` (N, C, *spatial) (C > 2): top-label bins, and the probability of the true class on
+    foreground pixels.
+    """
     fg = label.astype(bool)
+    if prob.ndim == label.ndim + 1:
+        bins = results.top_label_bins(np.moveaxis(prob, 1, 0), label)  # classes first: (C, N, *spatial)
+        true_prob = np.take_along_axis(prob, label.astype(np.int64)[:, None], axis=1)[:, 0]
+        return {**bins, "fg_prob_sum": float(true_prob[fg].sum()), "fg_pixels": int(fg.sum())}
+    bins = results.reliability_bins(prob, label)
     return {**bins, "fg_prob_sum": float(prob[fg].sum()), "fg_pixels": int(fg.sum())}
 
 
@@ -129,7 +150,8 @@ def image_metric_rows(methods: list[Method], slices: SliceSet, device: torch.dev
 
 
 def validate(method: Method, data: TrialData, device: torch.device) -> dict[str, float]:
-    """Mean validation IoU, Dice and two-class mean Dice of the current weights."""
+    """Mean validation IoU, Dice and two-class mean Dice of the current weights (C > 2: each
+    image's mean over foreground classes)."""
     frame = pd.DataFrame(image_metric_rows([method], data.validation, device))
     return {VAL_PREFIX + k: float(frame[k].mean()) for k in results.OVERLAP_METRICS}
 
@@ -172,9 +194,15 @@ def choose_prediction_slices(slices: SliceSet, n: int) -> np.ndarray:
 
 
 def prediction_maps(slices: SliceSet, prob: np.ndarray, n: int) -> dict[str, np.ndarray] | None:
-    """A few test images with label and probability, for the report's visual results."""
+    """A few test images with label and probability, for the report's visual results.
+
+    C > 2: ``prob`` is the probability of any foreground class (1 - background) and ``label``
+    the class map, so the report's overlays show foreground against background.
+    """
     if n == 0 or len(prob) == 0:
         return None
+    if prob.ndim == slices.labels.ndim + 1:
+        prob = 1.0 - prob[:, 0]
     idx = choose_prediction_slices(slices, n)
     centre = slices.images.shape[1] // 2
     return {
@@ -218,10 +246,23 @@ def spec_identity(spec: TrialSpec) -> dict[str, Any]:
                           dataset_fingerprint=spec.data.fingerprint or "")
 
 
+def image_keys(slices: SliceSet) -> list[tuple[str, int, str]]:
+    """The IMAGE_KEY (case_id, slice_index, patch) of each sample of ``slices``."""
+    return [(slices.case_ids[i], int(slices.slice_index[i]), slices.patch[i]) for i in range(len(slices))]
+
+
 def image_rows(ident: dict[str, Any], slices: SliceSet, prob: np.ndarray) -> pd.DataFrame:
     """The per-image results table for the test set."""
-    keys = [(slices.case_ids[i], int(slices.slice_index[i]), slices.patch[i]) for i in range(len(prob))]
-    return rows.image_rows(ident, keys, prob, slices.labels)
+    return rows.image_rows(ident, image_keys(slices), prob, slices.labels)
+
+
+def class_rows(ident: dict[str, Any], slices: SliceSet, prob: np.ndarray, class_names: tuple[str, ...],
+               case_records: list[dict[str, Any]]) -> pd.DataFrame | None:
+    """The classes table of a C > 2 task (per image and per case, each foreground class); None when binary."""
+    if prob.ndim != slices.labels.ndim + 1:
+        return None
+    records = rows.image_class_records(image_keys(slices), prob, slices.labels, class_names)
+    return rows.class_rows(ident, records + case_records)
 
 
 def trial_row(spec: TrialSpec, ident: dict[str, Any], method: Method, state: TrainState,
@@ -282,6 +323,8 @@ def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: Trai
         "device": _device_name(device),
     }
     times = {"started_at": started, "finished_at": utc_now()}
+    cases, case_classes = case_tables(ident, data.test, prob, data.geometry, spec.data.crop_size,
+                                    spec.train.nsd_tolerance_mm, data.class_names)
     return TrialResult(
         trial=trial_row(spec, ident, method, state, run, times),
         images=image_rows(ident, data.test, prob),
@@ -289,5 +332,6 @@ def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: Trai
         predictions=prediction_maps(data.test, prob, spec.train.prediction_maps),
         splits=splits,
         decoders=rows.decoder_rows(ident, method.decoder_names(), decoders),
-        cases=case_rows(ident, data.test, prob, data.geometry, spec.data.crop_size, spec.train.nsd_tolerance_mm),
+        cases=cases,
+        classes=class_rows(ident, data.test, prob, data.class_names, case_classes),
     )

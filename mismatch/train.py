@@ -319,6 +319,7 @@ def run_trial(
     device = select_device(spec.train.device)
     seed_everything(spec.train.seed, deterministic=spec.train.deterministic, device=device)
     data = load_trial_data(spec.data, spec.protocol, cache_dir=cache_dir)
-    method = build_method(spec.method, data.in_channels).to(device)
+    method = build_method(spec.method, data.in_channels, num_classes=data.num_classes,
+                          spatial_dims=getattr(data, "spatial_dims", 2)).to(device)
     state = fit(spec, method, data, device, on_epoch_end, checkpoint_dir)
     return evaluate_trial(spec, method, data, state, device, started)

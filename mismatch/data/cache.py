@@ -50,7 +50,7 @@ from mismatch.data.atomic import (
 )
 from mismatch.data.check import Progress, check_dataset
 from mismatch.data.errors import DataCheckError, DataError, FileProblemError
-from mismatch.data.layouts import Layout, get_layout
+from mismatch.data.layouts import Layout, class_names, get_layout
 from mismatch.data.recipe import (
     SliceSet,
     case_samples,
@@ -255,11 +255,11 @@ class _CaseWriter:
     def __call__(self, case: Case) -> None:
         data = self.data
         image = prepare_image(case, data)  # (C, S, H, W) float32
-        mask = pp.foreground(case.label, data.foreground_labels)  # (S, H, W)
+        mask = pp.label_map(case.label, data.foreground_labels, data.classes)  # (S, H, W)
         index = pp.qualifying_slices(mask, data.min_foreground)
         samples = case_samples(case.case_id, image, mask, index, data, pad_shape=None, rng=None)
         files = self._write_arrays(case.case_id, samples)
-        self._add_rows(case.case_id, samples, mask.reshape(mask.shape[0], -1).sum(axis=1))
+        self._add_rows(case.case_id, samples, np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1))
         corners = data.crop in ("corners", "random-corner")
         self.case_info[case.case_id] = {
             "height": int(mask.shape[1]), "width": int(mask.shape[2]), "slices": int(mask.shape[0]),
@@ -288,7 +288,7 @@ class _CaseWriter:
 
     def _add_rows(self, case_id: str, samples: SliceSet, slice_fg: np.ndarray) -> None:
         """One index row per sample: where it is stored, where it came from, its foreground."""
-        fg = samples.labels.reshape(len(samples), -1).sum(axis=1)
+        fg = np.count_nonzero(samples.labels.reshape(len(samples), -1), axis=1)
         for row, (s, patch) in enumerate(zip(samples.slice_index.tolist(), samples.patch)):
             self.rows.append({"case_id": case_id, "row": row, "slice_index": s, "patch": patch,
                               "fg_pixels": int(fg[row]), "slice_fg_pixels": int(slice_fg[s])})
@@ -312,6 +312,7 @@ class _CaseWriter:
             "preset": data.preset,
             "recipe": recipe(data),
             "channel_names": list(self.channel_names),
+            **({"class_names": list(class_names(layout, root, data.classes))} if data.classes is not None else {}),
             "in_channels": self.in_channels,
             "cases": list(cases),
             "case_info": self.case_info,
@@ -349,13 +350,22 @@ class PreparedDataset:
 
     def require_recipe(self, spec_recipe: dict[str, Any]) -> None:
         """Raise DataError, naming every differing field, when the spec's recipe is not the cache's."""
-        diff = [f"{k}: cache {_json(self.recipe.get(k))}, spec {_json(v)}"
-                for k, v in spec_recipe.items() if _json(self.recipe.get(k)) != _json(v)]
+        # ``classes`` is in a recipe only when given: a binary spec on a multi-class cache differs too
+        keys = list(dict.fromkeys([*spec_recipe, *(["classes"] if "classes" in self.recipe else [])]))
+        diff = [f"{k}: cache {_json(self.recipe.get(k))}, spec {_json(spec_recipe.get(k))}"
+                for k in keys if _json(self.recipe.get(k)) != _json(spec_recipe.get(k))]
         if diff:
             preset = self.manifest.get("preset")
             hint = f" (the cache was prepared with preset {preset!r}: set it in the spec)" if preset else ""
             raise DataError(f"the prepared cache {self.path} was made with another recipe than the spec's{hint}: "
                             + "; ".join(diff))
+
+    def class_names(self, classes: Sequence[int] | None) -> tuple[str, ...]:
+        """Names of the foreground classes (as prepared; ``("foreground",)`` when binary)."""
+        if classes is None:
+            return ("foreground",)
+        stored = self.manifest.get("class_names") or []
+        return tuple(stored) if len(stored) == len(classes) else tuple(f"class {int(v)}" for v in classes)
 
     def qualifying(self, cases: Sequence[str]) -> dict[str, np.ndarray]:
         """Qualifying slice indices (ascending) of each of ``cases``."""

@@ -25,8 +25,9 @@ Cases are the volumes (read (S, H, W) = (Z, Y, X)); labels 0 background, 1 RV, 2
 3 LV. The slices repeat the training volumes, so they are not read: ``data check`` only
 checks that every slice ``train_slices.list`` names exists. The files store no spacing and
 ACDC's varies by patient (about 1.4-1.7 mm in plane, 5-10 mm between slices): volumes read
-with 1 mm voxels, so distances are in voxels (as SSL4MIS computes HD95). Until the pipeline
-is multi-class, training on acdc-h5 needs ``foreground_labels`` (e.g. ``[3]``: LV).
+with 1 mm voxels, so distances are in voxels (as SSL4MIS computes HD95). A spec on acdc-h5
+gives ``classes: [1, 2, 3]`` (the 4-class task, classes named RV, Myo, LV) or
+``foreground_labels`` (one binary task, e.g. ``[3]``: LV).
 """
 
 from __future__ import annotations

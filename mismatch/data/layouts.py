@@ -59,9 +59,10 @@ class Layout:
     the label values allowed (None: any non-negative integer). ``meta_files(root)``:
     dataset-level files that enter the data fingerprint. ``stray_files(root, cases)``:
     layout-specific problems with files that belong to no case. ``classes``: the names of
-    the foreground classes 1..K of a multi-class layout (e.g. ACDC's RV, Myo, LV); until the
-    pipeline is multi-class, a spec on such a layout must name its ``foreground_labels``
-    (no silent binarisation).
+    the foreground classes 1..K of a multi-class layout (e.g. ACDC's RV, Myo, LV); a spec on
+    such a layout names its ``classes`` (multi-class) or its ``foreground_labels`` (one binary
+    task), never a silent binarisation. ``label_names(root)``: the name of each label value
+    that the dataset itself declares (msd: ``dataset.json`` ``labels``); None: ``classes``.
     """
 
     name: str
@@ -72,6 +73,7 @@ class Layout:
     meta_files: Callable[[Path], list[Path]] = _no_files
     stray_files: Callable[[Path, Sequence[str]], list[Problem]] = _no_problems
     classes: tuple[str, ...] = ()
+    label_names: Callable[[Path], dict[int, str]] | None = None
     description: str = field(default="", compare=False)
 
     def load_case(self, root: Path, case_id: str, label_values: Sequence[int] | None = None) -> Case:
@@ -133,6 +135,19 @@ def check_foreground(layout: str | Layout) -> list[int] | None:
     (every class, 1..K), so its empty-label check needs no choice of class; None otherwise."""
     layout = get_layout(layout) if isinstance(layout, str) else layout
     return list(range(1, len(layout.classes) + 1)) if layout.classes else None
+
+
+def class_names(layout: str | Layout, root: Path | None, classes: Sequence[int] | None) -> tuple[str, ...]:
+    """Names of the foreground classes of a task: ``("foreground",)`` when binary (``classes``
+    None), else the name of each label value of ``classes`` (the dataset's own names, then the
+    layout's ``classes``, then ``class <value>``)."""
+    if classes is None:
+        return ("foreground",)
+    layout = get_layout(layout) if isinstance(layout, str) else layout
+    names: dict[int, str] = dict(enumerate(layout.classes, 1))
+    if layout.label_names is not None and root is not None:
+        names.update(layout.label_names(Path(root)))
+    return tuple(names.get(int(v), f"class {int(v)}") for v in classes)
 
 
 def list_layouts() -> list[str]:

@@ -167,6 +167,15 @@ def label_values(root: str | Path) -> tuple[int, ...] | None:
     return tuple(sorted(values)) or None
 
 
+def label_names(root: str | Path) -> dict[int, str]:
+    """The name ``dataset.json`` gives each single label value (regions, lists of values, are left out)."""
+    names: dict[int, str] = {}
+    for name, value in read_dataset_json(root).labels.items():
+        if isinstance(value, (int, str)) and str(value).lstrip("-").isdigit():
+            names[int(value)] = str(name)
+    return names
+
+
 def stray_files(root: str | Path, cases: Sequence[str]) -> list[Problem]:
     """Channel files beyond the channels ``dataset.json`` declares (e.g. a stray ``_0004``), and a
     ``numTraining`` in ``dataset.json`` that differs from the number of training ``cases`` found."""
@@ -264,6 +273,7 @@ LAYOUT = register_layout(
         sources=case_sources,
         channel_names=lambda root: read_dataset_json(root).channel_names,
         label_values=label_values,
+        label_names=label_names,
         meta_files=dataset_meta_files,
         stray_files=stray_files,
         description="Medical Segmentation Decathlon / nnU-Net raw: dataset.json, imagesTr/, labelsTr/ (NIfTI)",

@@ -60,10 +60,23 @@ def foreground(label: np.ndarray, foreground_labels: Sequence[int]) -> np.ndarra
     return np.isin(label, np.asarray(foreground_labels)).astype(np.uint8)
 
 
+def class_map(label: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """Class indices (uint8): ``i + 1`` where ``label`` is ``classes[i]``, 0 elsewhere."""
+    lookup = np.zeros(max(int(label.max(initial=0)), *classes) + 1, dtype=np.uint8)
+    lookup[np.asarray(classes)] = np.arange(1, len(classes) + 1, dtype=np.uint8)
+    return lookup[np.clip(label, 0, None).astype(np.int64)]
+
+
+def label_map(label: np.ndarray, foreground_labels: Sequence[int], classes: Sequence[int] | None) -> np.ndarray:
+    """The training label of a case: class indices 0..C-1 when ``classes`` is given (multi-class),
+    else the binary foreground of ``foreground_labels``."""
+    return foreground(label, foreground_labels) if classes is None else class_map(label, classes)
+
+
 def qualifying_slices(mask: np.ndarray, min_foreground: int) -> np.ndarray:
     """Indices (int64, ascending) of slices of ``mask`` (S, H, W) with MORE than
-    ``min_foreground`` foreground pixels."""
-    counts = mask.reshape(mask.shape[0], -1).sum(axis=1)
+    ``min_foreground`` foreground pixels (pixels of any class > 0)."""
+    counts = np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1)
     return np.flatnonzero(counts > min_foreground).astype(np.int64)
 
 

@@ -45,7 +45,7 @@ class SliceSet:
     """Prepared 2D samples of one role.
 
     ``images`` float32 (N, C, H, W) with H, W divisible by 8; ``labels`` uint8 (N, H, W)
-    binary foreground (all zeros for the unlabelled role: its labels are never exposed);
+    class indices (binary: 0/1 foreground; ``DataSpec.classes``: 0..C-1) (all zeros for the unlabelled role: its labels are never exposed);
     ``case_ids``, ``slice_index`` (int64) and ``patch`` name where each sample came from
     (``patch`` is 'full', 'centre' or a corner name).
     """
@@ -89,9 +89,14 @@ class SliceSet:
 
 
 def recipe(data: DataSpec) -> dict:
-    """The DataSpec fields that change preparation, as plain (JSON) data."""
+    """The DataSpec fields that change preparation, as plain (JSON) data.
+
+    ``classes`` enters only when given, so binary recipes (and their fingerprints) are those
+    from before multi-class data existed.
+    """
     dumped = data.model_dump(mode="json")
-    return {k: dumped[k] for k in RECIPE_FIELDS}
+    fields = (*RECIPE_FIELDS, "classes") if data.classes is not None else RECIPE_FIELDS
+    return {k: dumped[k] for k in fields}
 
 
 def prepare_image(case: Case, data: DataSpec) -> np.ndarray:

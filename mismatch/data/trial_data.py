@@ -26,7 +26,7 @@ from mismatch.data import preprocess as pp
 from mismatch.data.cache import PreparedDataset, open_prepared
 from mismatch.data.errors import DataError, FingerprintMismatchError
 from mismatch.data.h5layouts import fixed_lists
-from mismatch.data.layouts import get_layout
+from mismatch.data.layouts import class_names, get_layout
 from mismatch.data.recipe import (
     RECIPE_FIELDS,
     SliceSet,
@@ -61,7 +61,9 @@ class TrialData:
     pins, so one pinned value holds for every fold of a study. ``cases`` lists every case
     of the dataset (all folds); ``root`` is the raw dataset or the prepared cache folder.
     ``geometry`` holds each test case's grid and voxel spacing (mm, from its header): what
-    per-case surface distances are measured in.
+    per-case surface distances are measured in. ``num_classes`` is C, the classes the labels
+    hold (0..C-1; 2 for a binary task); ``class_names`` names the foreground classes 1..C-1
+    (``("foreground",)`` when binary).
     """
 
     labelled: SliceSet
@@ -76,6 +78,8 @@ class TrialData:
     cases: list[str] = field(default_factory=list)
     geometry: dict[str, CaseGeometry] = field(default_factory=dict)
     lists: CaseLists | None = None  # the benchmark's fixed lists under ``protocol.split: lists``
+    num_classes: int = 2
+    class_names: tuple[str, ...] = ("foreground",)
 
 
 class SliceSource(Protocol):
@@ -84,6 +88,7 @@ class SliceSource(Protocol):
     root: Path
     cases: list[str]
     fingerprint: str
+    class_names: tuple[str, ...]
 
     def qualifying(self, cases: list[str]) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
         """Qualifying slice indices of each case, and the largest (H, W) among the cases."""
@@ -130,6 +135,8 @@ def load_trial_data(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | No
         cases=list(source.cases),
         geometry=source.geometry(list(splits["test"])),
         lists=lists,
+        num_classes=data.num_classes,
+        class_names=source.class_names,
     )
 
 
@@ -168,13 +175,14 @@ class RawSource:
         if not self.cases:
             raise DataError(f"no cases found in {self.root}")
         self.fingerprint = data_fingerprint(self.root, self.layout, self.cases, data)
+        self.class_names = class_names(self.layout, self.root, data.classes)
         self._geometry: dict[str, CaseGeometry] = {}
 
     def qualifying(self, cases: list[str]) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
         qualifying, height, width = {}, 0, 0
         for case in cases:
             label = self._read_label(case)  # (S, H, W)
-            mask = pp.foreground(label, self.data.foreground_labels)
+            mask = pp.label_map(label, self.data.foreground_labels, self.data.classes)
             qualifying[case] = pp.qualifying_slices(mask, self.data.min_foreground)
             height, width = max(height, label.shape[1]), max(width, label.shape[2])
         return qualifying, (height, width)
@@ -206,7 +214,7 @@ class RawSource:
     ) -> SliceSet:
         case = self.layout.load_case(self.root, case_id, self.data.label_values)
         image = prepare_image(case, self.data)
-        mask = pp.foreground(case.label, self.data.foreground_labels)
+        mask = pp.label_map(case.label, self.data.foreground_labels, self.data.classes)
         return case_samples(case_id, image, mask, index, self.data, pad_shape, rng)
 
 
@@ -219,6 +227,7 @@ class PreparedSource:
         self.root = prepared.path
         self.cases = prepared.cases
         self.fingerprint = prepared.fingerprint
+        self.class_names = prepared.class_names(data.classes)
 
     def qualifying(self, cases: list[str]) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
         return self.prepared.qualifying(cases), self.prepared.slice_shape(cases)

@@ -5,7 +5,9 @@ are not. The values come from the ``cases`` table when the study has one (per-ca
 by each trial, computed on the reassembled volume), else from the ``images`` table: a case's
 pixel counts (tp, fp, fn, tn) are summed over its images within a trial and its Dice / IoU
 recomputed from the sums, with the schema's empty-foreground convention (0 / 0 is a perfect
-score). Rows written without pixel counts fall back to the mean of the per-image metric.
+score). Rows written without pixel counts fall back to the mean of the per-image metric, and
+so do multi-class studies (a classes/ table), whose per-image counts are summed over classes
+while their metrics are means over foreground classes.
 
 Every frame here has the columns of :data:`UNIT_COLUMNS` (plus ``value``, the report's metric)
 so that either source feeds the same statistics.
@@ -29,6 +31,8 @@ UNIT_COLUMNS = ("trial_id", "fold", "seed", "label_draw", "case_id", "value")
 SOURCE_CASES = "cases table (per-case rows on the reassembled volume)"
 SOURCE_COUNTS = "images table (tp/fp/fn/tn summed over each case's images within a trial)"
 SOURCE_MEANS = "images table (mean of the per-image metric over each case's images; no pixel counts stored)"
+SOURCE_CLASS_MEANS = ("images table (mean of the per-image metric, itself a mean over foreground classes, over "
+                      "each case's images)")
 
 
 @dataclass(frozen=True)
@@ -55,12 +59,13 @@ def from_counts(images: pd.DataFrame, metric: str) -> pd.Series:
     return (dice + _ratio(2 * tn, 2 * tn + fp + fn)) / 2
 
 
-def _from_images(images: pd.DataFrame, metric: str) -> tuple[pd.Series, str]:
+def _from_images(images: pd.DataFrame, metric: str, multiclass: bool = False) -> tuple[pd.Series, str]:
     if "case_id" not in images:
         return pd.Series(dtype=float), ""
-    if {"tp", "fp", "fn", "tn"} <= set(images.columns):
+    if {"tp", "fp", "fn", "tn"} <= set(images.columns) and not multiclass:
         return from_counts(images, metric), SOURCE_COUNTS
-    return images.groupby(["trial_id", "case_id"], observed=True)[metric].mean(), SOURCE_MEANS
+    means = images.groupby(["trial_id", "case_id"], observed=True)[metric].mean()
+    return means, SOURCE_CLASS_MEANS if multiclass else SOURCE_MEANS
 
 
 def case_values(data: StudyData, images: pd.DataFrame, trials: pd.DataFrame, metric: str,
@@ -74,7 +79,7 @@ def case_values(data: StudyData, images: pd.DataFrame, trials: pd.DataFrame, met
     if rows is not None and metric in rows:
         values, source = rows.groupby(["trial_id", "case_id"], observed=True)[metric].mean(), SOURCE_CASES
     else:
-        values, source = _from_images(images, metric)
+        values, source = _from_images(images, metric, data.has_class_rows())
     if not source or values.empty:
         return None
     frame = values.rename("value").reset_index()

@@ -36,6 +36,8 @@ DECODER_COLUMNS = ["trial_id", "decoder", "decoder_name", "mean_fg_prob", *BIN_C
 _STRINGS = set(schema.STRING_IDENTITY) | {"case_id"}  # categoricals: a million rows stay small
 CASE_COLUMNS = ["trial_id", "case_id", "dice", "iou", "hd95_mm", "assd_mm", "nsd", "nsd_tolerance_mm"]
 """The per-case columns the report reads from ``cases/`` (when a study has that table)."""
+CLASS_COLUMNS = ["trial_id", "level", "case_id", "slice_index", "patch", "class_index", "class_name", "dice", "iou"]
+"""The per-class columns the report reads from ``classes/`` (multi-class studies only)."""
 
 
 @dataclass
@@ -88,6 +90,26 @@ class StudyData:
         frames = []
         for path in files:
             table = _open(self.fs, path, self.corrupt, _case_columns, dictionary=False)
+            if table is not None:
+                frames.append(table.to_pandas())
+        return pd.concat(frames, ignore_index=True) if frames else None
+
+    def has_class_rows(self) -> bool:
+        """Whether the study has a ``classes/`` table (a multi-class task), without reading it."""
+        return self.base is not None and bool(_parquet_files(self.fs, f"{self.base}/classes"))
+
+    def class_rows(self) -> pd.DataFrame | None:
+        """Per-class rows (``classes/``, tasks with C > 2 classes) of committed trials, or None
+        (binary studies, and stores from before the table existed, have none)."""
+        if self.base is None or self.trials is None:
+            return None
+        committed = set(self.trials["trial_id"].astype(str))
+        files = [f for f in _parquet_files(self.fs, f"{self.base}/classes") if _stem(f) in committed]
+        frames = []
+        for path in files:
+            table = _open(self.fs, path, self.corrupt,
+                          lambda names: [c for c in CLASS_COLUMNS if c in names] if set(CLASS_COLUMNS) <= names else None,
+                          dictionary=False)
             if table is not None:
                 frames.append(table.to_pandas())
         return pd.concat(frames, ignore_index=True) if frames else None

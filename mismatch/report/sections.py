@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from mismatch.report import (
     ablations,
     calibration,
+    classes,
     comparison,
     figures,
     inventory,
@@ -117,6 +118,9 @@ def main_section(ctx: Context) -> Built:
     table = tables.main_table(ctx.trials, ctx.design, ctx.metric_label, ctx.intervals, interval_note(ctx))
     sec = Section("main", "Tables I/II: methods compared", [table_html(table)])
     out = [table]
+    per_class = classes.class_table(ctx.data.class_rows(), ctx.trials, ctx.design)
+    if per_class is not None:  # multi-class studies only
+        out.append(per_class)
     if ctx.metric == "mean_dice_2class" and ctx.design.axis == "labelled_slices":
         out.append(published.published_table())
     if published.benchmark_points(ctx.data.trials):  # read the cases table only for a benchmark study

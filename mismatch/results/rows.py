@@ -12,15 +12,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mismatch.results.metrics import bin_values, ece_from_bins, image_metrics
+from mismatch.results.metrics import bin_values, class_metrics, ece_from_bins, image_metrics
 from mismatch.results.schema import (
     CASE_COLUMNS,
+    CASE_PATCH,
+    CASE_SLICE_INDEX,
+    CLASS_COLUMNS,
     COMPLETED,
     FAILED,
     IDENTITY,
     IMAGE_KEY,
     LOSS_PREFIX,
     SCHEMA_VERSION,
+    SURFACE_METRICS,
     TRIAL_RESULT,
     TRIAL_RUN,
 )
@@ -61,6 +65,38 @@ def case_rows(ident: Mapping[str, Any], cases: Sequence[Mapping[str, Any]]) -> p
     if not cases:
         return None
     return pd.DataFrame([{**ident, **{c: case[c] for c in CASE_COLUMNS}} for case in cases])
+
+
+def image_class_records(keys: Sequence[tuple[str, int, str]], prob: np.ndarray, labels: np.ndarray,
+                        class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The image-level classes records of ``prob`` (N, C, *spatial): one per image and foreground class."""
+    out = []
+    for i, key in enumerate(keys):
+        for metrics in class_metrics(prob[i], labels[i]):
+            out.append(class_record("image", key, class_names, metrics))
+    return out
+
+
+def class_record(level: str, key: tuple[str, int, str], class_names: Sequence[str],
+                 metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """One classes record (no identity): ``metrics`` holds ``class_index`` and the class's metrics;
+    surface metrics it lacks are NaN (image rows)."""
+    k = int(metrics["class_index"])
+    name = class_names[k - 1] if k - 1 < len(class_names) else f"class {k}"
+    nan = {m: float("nan") for m in SURFACE_METRICS}
+    return {"level": level, **dict(zip(IMAGE_KEY, key)), "class_name": name, **nan, **metrics}
+
+
+def case_class_key(case_id: str) -> tuple[str, int, str]:
+    """The IMAGE_KEY of a case-level classes row."""
+    return (case_id, CASE_SLICE_INDEX, CASE_PATCH)
+
+
+def class_rows(ident: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> pd.DataFrame | None:
+    """The classes table: identity then each record's CLASS_COLUMNS, in the schema's order (None if none)."""
+    if not records:
+        return None
+    return pd.DataFrame([{**ident, **{c: r[c] for c in CLASS_COLUMNS}} for r in records])
 
 
 def epoch_rows(ident: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

@@ -19,7 +19,7 @@ THRESHOLD = 0.5
 N_BINS = 5
 """Reliability bins: equal bins of binary confidence max(p, 1 - p) over [0.5, 1]."""
 
-TABLES = ("trials", "images", "epochs", "decoders", "cases")
+TABLES = ("trials", "images", "epochs", "decoders", "cases", "classes")
 """The Parquet tables of a study folder, one file per trial in ``<study>/<table>/``."""
 
 IDENTITY = ("schema_version", "study", "trial_id", "method", "model", "alpha", "labelled_slices",
@@ -114,6 +114,21 @@ HD_PERCENTILE = 95
 """``hd95_mm``: the larger of the two directed 95th percentiles of surface distances."""
 
 
+# classes/: one row per foreground class of each test image and each test case (C > 2 tasks only)
+CLASS_LEVELS = ("image", "case")
+"""``level`` of a classes row: a test image (its IMAGE_KEY) or a test case (``slice_index`` -1,
+``patch`` ``"case"``)."""
+CASE_SLICE_INDEX, CASE_PATCH = -1, "case"
+"""The IMAGE_KEY values of a case-level classes row."""
+CLASS_KEY = ("level", *IMAGE_KEY, "class_index", "class_name")
+"""What a classes row measures: level, image (or case), class index 1..C-1 and class name."""
+CLASS_METRICS = ("fg_pixels", *CONFUSION, *OVERLAP_METRICS, *SURFACE_METRICS)
+"""Per-class metrics, class k against the rest: pixels (voxels) of class k, confusion counts,
+overlap, and (case rows; NaN for images) surface distances in mm and NSD."""
+CLASS_COLUMNS = (*CLASS_KEY, *CLASS_METRICS)
+"""Classes columns after the identity, in row order."""
+
+
 def empty_surface_values(fg_voxels: int, pred_voxels: int, diagonal_mm: float) -> dict[str, float] | None:
     """The surface metrics fixed by the empty conventions; None when both masks have foreground.
 
@@ -143,6 +158,7 @@ def table_columns(table: str) -> tuple[str, ...]:
         "epochs": (*IDENTITY, *EPOCH_COLUMNS, *VAL_COLUMNS),
         "decoders": (*IDENTITY, *DECODER_COLUMNS, *bin_columns()),
         "cases": (*IDENTITY, *CASE_COLUMNS),
+        "classes": (*IDENTITY, *CLASS_COLUMNS),
     }
     if table not in columns:
         raise ValueError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")

@@ -7,6 +7,7 @@ Layout (docs/results-schema.md)::
     <storage>/<study>/epochs/<trial_id>.parquet
     <storage>/<study>/decoders/<trial_id>.parquet
     <storage>/<study>/cases/<trial_id>.parquet
+    <storage>/<study>/classes/<trial_id>.parquet     (tasks with C > 2 classes)
     <storage>/<study>/predictions/<trial_id>.npz
 
 ``storage`` is a local path or a URI that pyarrow understands (``s3://``, ``gs://``,
@@ -127,6 +128,7 @@ def write_trial(
     splits: dict[str, Any] | None = None,
     decoders: pd.DataFrame | None = None,
     cases: pd.DataFrame | None = None,
+    classes: pd.DataFrame | None = None,
 ) -> str:
     """Write one trial's tables under ``<storage>/<study>/``; the trials row is written last.
 
@@ -150,6 +152,8 @@ def write_trial(
         _write_atomic(fs, f"{base}/decoders/{trial_id}.parquet", _parquet_bytes(decoders))
     if cases is not None and len(cases):
         _write_atomic(fs, f"{base}/cases/{trial_id}.parquet", _parquet_bytes(cases))
+    if classes is not None and len(classes):
+        _write_atomic(fs, f"{base}/classes/{trial_id}.parquet", _parquet_bytes(classes))
     if predictions:
         buf = io.BytesIO()
         np.savez_compressed(buf, **predictions)
@@ -162,7 +166,8 @@ def write_result(storage: str, result: Any, extra: dict[str, Any] | None = None)
     """Write every table of a finished trial (a :class:`mismatch.evaluate.TrialResult`)."""
     trial = {**result.trial, **(extra or {})}
     return write_trial(storage, trial["study"], trial["trial_id"], trial, result.images, result.epochs,
-                       result.predictions, result.splits, result.decoders, result.cases)
+                       result.predictions, result.splits, result.decoders, result.cases,
+                       getattr(result, "classes", None))
 
 
 def read_table(storage: str, study: str, table: str, columns: list[str] | None = None,

@@ -164,8 +164,8 @@ def test_acdc_check_names_missing_lists_volumes_and_slices(acdc_root, tmp_path):
 
 
 def test_acdc_prepare_refuses_without_a_foreground_choice_and_works_with_one(acdc_root, tmp_path, capsys):
-    with pytest.raises(SpecError, match=r"acdc-h5 labels \{1 RV, 2 Myo, 3 LV\} are multi-class, which is not "
-                                        r"supported yet: give foreground_labels"):
+    with pytest.raises(SpecError, match=r"acdc-h5 labels \{1 RV, 2 Myo, 3 LV\} are multi-class: give classes "
+                                        r"\(e.g. \[1, 2, 3\]\) for a 4-class task, or foreground_labels"):
         data_spec_for("acdc-h5", acdc_root)
     assert main(["data", "prepare", "acdc-h5", str(acdc_root), str(tmp_path / "p")]) == 2
     assert "multi-class" in capsys.readouterr().err and not (tmp_path / "p").exists()
