@@ -158,6 +158,13 @@ class DataSpec(StrictModel):
     context_slices: Literal[1, 3] = 1
     label_values: tuple[int, ...] | None = None
     fingerprint: str | None = None
+    # 3D trials (docs/data.md, "3D trials"): whole volumes, trained on patches (D, H, W, as the
+    # arrays), tested with sliding-window inference.
+    spatial_dims: Literal[2, 3] = 2
+    patch_size: tuple[Annotated[int, Field(ge=16)], Annotated[int, Field(ge=16)], Annotated[int, Field(ge=16)]] | None = None
+    patch_foreground: float = Field(0.5, ge=0, le=1)
+    sw_overlap: float = Field(0.5, ge=0, lt=1)
+    sw_mode: Literal["gaussian", "constant"] = "gaussian"
 
     @model_validator(mode="before")
     @classmethod
@@ -185,7 +192,30 @@ class DataSpec(StrictModel):
             labels = ", ".join(f"{v} {n}" for v, n in enumerate(classes, 1))
             raise ValueError(f"the {self.layout} labels {{{labels}}} are multi-class, which is not supported yet: "
                              f"give foreground_labels (e.g. [{len(classes)}]) to train on one binary task")
+        self._check_dims()
         return self
+
+    def _check_dims(self) -> None:
+        """3D settings only with ``spatial_dims: 3`` (no setting silently ignored), and the
+        2D-only preparation steps only with 2."""
+        if self.spatial_dims == 2:
+            given = sorted(set(VOLUME_FIELDS) & self.model_fields_set)
+            if given:
+                raise ValueError(f"{', '.join(given)} apply to spatial_dims: 3 (3D trials); remove them or set spatial_dims: 3")
+            return
+        if self.patch_size is None:
+            raise ValueError("spatial_dims: 3 needs patch_size (D, H, W), e.g. [80, 112, 112]")
+        if any(n % 16 for n in self.patch_size):
+            raise ValueError(f"each patch_size entry must be divisible by 16 (four poolings), got {list(self.patch_size)}")
+        if self.prepared is not None:
+            raise ValueError("spatial_dims: 3 reads whole volumes from root or synthetic, not a prepared slice cache")
+        if self.crop != "none" or self.context_slices != 1:
+            raise ValueError("crop and context_slices are 2D slice settings; spatial_dims: 3 trains on patches of "
+                             "whole volumes (crop: none, context_slices: 1)")
+
+
+#: DataSpec fields of 3D trials; left out of a 2D trial's identity, so 2D trial ids are unchanged.
+VOLUME_FIELDS = ("spatial_dims", "patch_size", "patch_foreground", "sw_overlap", "sw_mode")
 
 
 class ProtocolSpec(StrictModel):
@@ -433,6 +463,9 @@ class TrialSpec(StrictModel):
                 data["method"].pop(key)
         if data["data"].get("prepared") is None:
             data["data"].pop("prepared", None)
+        if data["data"].get("spatial_dims", 2) == 2:
+            for key in VOLUME_FIELDS:
+                data["data"].pop(key, None)
         data["train"] = self.train.identity_dict()
         for key, default in (("tuning_cases", 0), ("validate_on", "fold")):  # unset: old trial ids
             if data["protocol"].get(key) == default:

@@ -39,9 +39,10 @@ from mismatch.data.selection import SliceRef, all_qualifying, select_labelled, s
 from mismatch.data.splits import ROLES, Splits, check_splits, n_folds, trial_splits
 from mismatch.data.synth import synthetic_dataset
 from mismatch.data.volumes import CaseGeometry
+from mismatch.data.volumes3d import VolumeSet, VolumeWindow, load_volume_sets, volume_geometry
 
 __all__ = [
-    "RECIPE_FIELDS", "SliceSet", "TrialData", "data_fingerprint", "dataset_root", "load_trial_data", "n_folds_of",
+    "RECIPE_FIELDS", "SliceSet", "TrialData", "VolumeSet", "data_fingerprint", "dataset_root", "load_trial_data", "n_folds_of",
     "recipe", "trial_fingerprint",
 ]
 
@@ -61,12 +62,15 @@ class TrialData:
     of the dataset (all folds); ``root`` is the raw dataset or the prepared cache folder.
     ``geometry`` holds each test case's grid and voxel spacing (mm, from its header): what
     per-case surface distances are measured in.
+
+    A 3D trial (``spatial_dims`` 3) holds a :class:`VolumeSet` of whole volumes per role
+    instead of slices, and ``window`` its patch and sliding-window settings.
     """
 
-    labelled: SliceSet
-    unlabelled: SliceSet
-    validation: SliceSet
-    test: SliceSet
+    labelled: SliceSet | VolumeSet
+    unlabelled: SliceSet | VolumeSet
+    validation: SliceSet | VolumeSet
+    test: SliceSet | VolumeSet
     splits: Splits
     fingerprint: str
     in_channels: int
@@ -74,6 +78,8 @@ class TrialData:
     root: Path | None = None
     cases: list[str] = field(default_factory=list)
     geometry: dict[str, CaseGeometry] = field(default_factory=dict)
+    spatial_dims: int = 2
+    window: VolumeWindow | None = None
 
 
 class SliceSource(Protocol):
@@ -109,6 +115,8 @@ def load_trial_data(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | No
     source = open_source(data, cache_dir)
     splits = trial_splits(source.cases, protocol)
     check_splits(splits, source.cases)
+    if data.spatial_dims == 3:
+        return _volume_trial_data(source, data, protocol, splits)
     qualifying, pad_shape = source.qualifying([c for r in ROLES for c in splits[r]])
     refs = _select(qualifying, splits, protocol)
     built = {}
@@ -126,6 +134,25 @@ def load_trial_data(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | No
         root=source.root,
         cases=list(source.cases),
         geometry=source.geometry(list(splits["test"])),
+    )
+
+
+def _volume_trial_data(source: SliceSource, data: DataSpec, protocol: ProtocolSpec, splits: Splits) -> TrialData:
+    """A 3D trial's whole volumes per role (:mod:`mismatch.data.volumes3d`)."""
+    if not isinstance(source, RawSource):
+        raise DataError("3D trials read raw volumes (root or synthetic), not a prepared slice cache")
+    sets = load_volume_sets(source.layout, source.root, data, splits)
+    return TrialData(
+        **sets,
+        splits=splits,
+        fingerprint=trial_fingerprint(source.fingerprint, protocol),
+        in_channels=max(s.channels for s in sets.values()),
+        data_fingerprint=source.fingerprint,
+        root=source.root,
+        cases=list(source.cases),
+        geometry=volume_geometry(sets),
+        spatial_dims=3,
+        window=VolumeWindow.from_spec(data),
     )
 
 
