@@ -27,7 +27,6 @@ from mismatch.config import TrainSpec, TrialSpec
 from mismatch.data import TrialData, load_trial_data
 from mismatch.data.atomic import disk_full_names
 from mismatch.data.volumes3d import sample_patches
-from mismatch.evaluate_volumes import NonFiniteVolumeError
 from mismatch.evaluate import (
     NonFiniteProbabilityError,
     TrialResult,
@@ -36,6 +35,7 @@ from mismatch.evaluate import (
     utc_now,
     validate,
 )
+from mismatch.evaluate_volumes import NonFiniteVolumeError
 from mismatch.methods import Batch, Method, build_method
 from mismatch.optim import Optimization
 from mismatch.runtime import seed_everything, select_device
