@@ -199,7 +199,8 @@ class DataSpec(StrictModel):
         """3D settings only with ``spatial_dims: 3`` (no setting silently ignored), and the
         2D-only preparation steps only with 2."""
         if self.spatial_dims == 2:
-            given = sorted(set(VOLUME_FIELDS) & self.model_fields_set)
+            # values, not keys: a stored 2D spec (model_dump) carries the defaults and reloads
+            given = [k for k in VOLUME_FIELDS if getattr(self, k) != type(self).model_fields[k].default]
             if given:
                 raise ValueError(f"{', '.join(given)} apply to spatial_dims: 3 (3D trials); remove them or set spatial_dims: 3")
             return

@@ -47,6 +47,11 @@ def test_3d_fields_are_validated(extra, message):
         load_data_spec({"synthetic": {}, **extra})
 
 
+def test_stored_specs_reload_as_themselves_in_2d_and_3d():
+    for spec in (load_data_spec({"synthetic": {}}), load_data_spec({"synthetic": {}, "spatial_dims": 3, "patch_size": PATCH})):
+        assert load_data_spec(spec.model_dump(mode="json")) == spec
+
+
 def test_2d_trial_ids_do_not_see_the_3d_fields_and_3d_ones_do(tiny_dict):
     spec2d = load_trial_spec(tiny_dict())
     assert not {"spatial_dims", "patch_size", "sw_mode"} & set(spec2d.identity_dict()["data"])
