@@ -41,9 +41,9 @@ from mismatch.optim import Optimization
 from mismatch.runtime import seed_everything, select_device
 
 __all__ = [
-    "NON_FINITE_ERRORS", "EpochReport", "NonFiniteLossError", "NonFiniteProbabilityError", "TrainState", "TrialResult",
-    "epoch_batches", "failed_trial_row", "fit", "run_trial", "steps_per_epoch", "stream_batches", "train_epoch",
-    "two_stream_batches",
+    "NON_FINITE_ERRORS", "EpochReport", "NonFiniteLossError", "NonFiniteProbabilityError", "NonFiniteVolumeError",
+    "TrainState", "TrialResult", "epoch_batches", "failed_trial_row", "fit", "run_trial", "steps_per_epoch",
+    "stream_batches", "train_epoch", "two_stream_batches",
 ]
 
 Budget = Literal["paper", "steps"]

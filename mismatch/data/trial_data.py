@@ -110,7 +110,8 @@ def load_trial_data(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | No
     is set and differs from the data's fingerprint. From raw data, labels are read first
     to choose slices; then one case at a time is loaded, prepared and reduced to its
     samples, so memory holds one volume plus the samples. From a prepared cache, the
-    chosen rows are read from each case's arrays.
+    chosen rows are read from each case's arrays. With ``data.spatial_dims`` 3 the roles hold
+    whole prepared volumes instead (:mod:`mismatch.data.volumes3d`).
     """
     source = open_source(data, cache_dir)
     splits = trial_splits(source.cases, protocol)
