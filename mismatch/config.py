@@ -189,6 +189,13 @@ class DataSpec(StrictModel):
     label_values: tuple[int, ...] | None = None
     fingerprint: str | None = None
     classes: tuple[int, ...] | None = None
+    # 3D trials (docs/data.md, "3D trials"): whole volumes, trained on patches (D, H, W, as the
+    # arrays), tested with sliding-window inference.
+    spatial_dims: Literal[2, 3] = 2
+    patch_size: tuple[Annotated[int, Field(ge=16)], Annotated[int, Field(ge=16)], Annotated[int, Field(ge=16)]] | None = None
+    patch_foreground: float = Field(0.5, ge=0, le=1)
+    sw_overlap: float = Field(0.5, ge=0, lt=1)
+    sw_mode: Literal["gaussian", "constant"] = "gaussian"
 
     @model_validator(mode="before")
     @classmethod
@@ -211,6 +218,7 @@ class DataSpec(StrictModel):
         if self.crop != "none" and self.crop_size % 8:
             raise ValueError(f"crop_size must be divisible by 8, got {self.crop_size}")
         self._check_classes()
+        self._check_dims()
         return self
 
     def _check_classes(self) -> None:
@@ -231,6 +239,29 @@ class DataSpec(StrictModel):
     def num_classes(self) -> int:
         """C, the classes a network predicts: background plus each of ``classes`` (2 when binary)."""
         return 2 if self.classes is None else len(self.classes) + 1
+
+    def _check_dims(self) -> None:
+        """3D settings only with ``spatial_dims: 3`` (no setting silently ignored), and the
+        2D-only preparation steps only with 2."""
+        if self.spatial_dims == 2:
+            # values, not keys: a stored 2D spec (model_dump) carries the defaults and reloads
+            given = [k for k in VOLUME_FIELDS if getattr(self, k) != type(self).model_fields[k].default]
+            if given:
+                raise ValueError(f"{', '.join(given)} apply to spatial_dims: 3 (3D trials); remove them or set spatial_dims: 3")
+            return
+        if self.patch_size is None:
+            raise ValueError("spatial_dims: 3 needs patch_size (D, H, W), e.g. [80, 112, 112]")
+        if any(n % 16 for n in self.patch_size):
+            raise ValueError(f"each patch_size entry must be divisible by 16 (four poolings), got {list(self.patch_size)}")
+        if self.prepared is not None:
+            raise ValueError("spatial_dims: 3 reads whole volumes from root or synthetic, not a prepared slice cache")
+        if self.crop != "none" or self.context_slices != 1:
+            raise ValueError("crop and context_slices are 2D slice settings; spatial_dims: 3 trains on patches of "
+                             "whole volumes (crop: none, context_slices: 1)")
+
+
+#: DataSpec fields of 3D trials; left out of a 2D trial's identity, so 2D trial ids are unchanged.
+VOLUME_FIELDS = ("spatial_dims", "patch_size", "patch_foreground", "sw_overlap", "sw_mode")
 
 
 class ProtocolSpec(StrictModel):
@@ -494,6 +525,9 @@ class TrialSpec(StrictModel):
             data["data"].pop("prepared", None)
         if data["data"].get("classes") is None:  # binary tasks keep their trial ids
             data["data"].pop("classes", None)
+        if data["data"].get("spatial_dims", 2) == 2:
+            for key in VOLUME_FIELDS:
+                data["data"].pop(key, None)
         data["train"] = self.train.identity_dict()
         for key, default in (("tuning_cases", 0), ("validate_on", "fold"), ("split", "folds")):  # old trial ids
             if data["protocol"].get(key) == default:

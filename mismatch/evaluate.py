@@ -26,6 +26,14 @@ from mismatch.config import TrialSpec
 from mismatch.data import SliceSet, TrialData
 from mismatch.data.splits import make_all_splits
 from mismatch.evaluate_cases import case_tables
+from mismatch.evaluate_volumes import (
+    predict_test_volumes,
+    time_volume_inference,
+    validate_volumes,
+    volume_case_rows,
+    volume_image_rows,
+    volume_prediction_maps,
+)
 from mismatch.methods import Method
 from mismatch.results import rows
 from mismatch.results.schema import VAL_PREFIX
@@ -151,7 +159,10 @@ def image_metric_rows(methods: list[Method], slices: SliceSet, device: torch.dev
 
 def validate(method: Method, data: TrialData, device: torch.device) -> dict[str, float]:
     """Mean validation IoU, Dice and two-class mean Dice of the current weights (C > 2: each
-    image's mean over foreground classes)."""
+    image's mean over foreground classes; 3D: of the whole validation volumes,
+    :mod:`mismatch.evaluate_volumes`)."""
+    if data.spatial_dims == 3:
+        return validate_volumes(method, data.validation, data.window, device)
     frame = pd.DataFrame(image_metric_rows([method], data.validation, device))
     return {VAL_PREFIX + k: float(frame[k].mean()) for k in results.OVERLAP_METRICS}
 
@@ -310,6 +321,8 @@ def _device_name(device: torch.device) -> str:
 def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: TrainState, device: torch.device,
                    started: str) -> TrialResult:
     """Test the trained trial (snapshot ensemble) and build every table's rows."""
+    if data.spatial_dims == 3:
+        return evaluate_volume_trial(spec, method, data, state, device, started)
     ensemble = snapshot_methods(method, state)
     prob, decoders = predict(ensemble, data.test.images, device, labels=data.test.labels)
     check_probabilities(prob, data.test, "test")
@@ -334,4 +347,31 @@ def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: Trai
         decoders=rows.decoder_rows(ident, method.decoder_names(), decoders),
         cases=cases,
         classes=class_rows(ident, data.test, prob, data.class_names, case_classes),
+    )
+
+
+def evaluate_volume_trial(spec: TrialSpec, method: Method, data: TrialData, state: TrainState, device: torch.device,
+                          started: str) -> TrialResult:
+    """:func:`evaluate_trial` of a 3D trial: whole test volumes by sliding-window inference;
+    what each table holds is in :mod:`mismatch.evaluate_volumes`."""
+    ensemble = snapshot_methods(method, state)
+    probs, decoders = predict_test_volumes(ensemble, data.test, data.window, device)
+    ident = identity_columns(spec, method, data)
+    images = volume_image_rows(ident, data.test, probs, spec.data.min_foreground)
+    run = {
+        "splits_json": json.dumps(data.splits, sort_keys=True),
+        "infer_time_per_image_s": time_volume_inference(method, data.test, data.window, device),
+        "peak_memory_mb": peak_memory_mb(device),
+        "n_test_images": len(images),
+        "device": _device_name(device),
+    }
+    times = {"started_at": started, "finished_at": utc_now()}
+    return TrialResult(
+        trial=trial_row(spec, ident, method, state, run, times),
+        images=images,
+        epochs=rows.epoch_rows(ident, state.history),
+        predictions=volume_prediction_maps(data.test, probs, spec.data.min_foreground, spec.train.prediction_maps),
+        splits=all_fold_splits(spec, data),
+        decoders=rows.decoder_rows(ident, method.decoder_names(), decoders),
+        cases=volume_case_rows(ident, data.test, probs, spec.train.nsd_tolerance_mm),
     )

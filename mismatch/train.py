@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ import torch
 from mismatch.config import TrainSpec, TrialSpec
 from mismatch.data import TrialData, load_trial_data
 from mismatch.data.atomic import disk_full_names
+from mismatch.data.volumes3d import sample_patches
 from mismatch.evaluate import (
     NonFiniteProbabilityError,
     TrialResult,
@@ -33,19 +35,22 @@ from mismatch.evaluate import (
     utc_now,
     validate,
 )
+from mismatch.evaluate_volumes import NonFiniteVolumeError
 from mismatch.methods import Batch, Method, build_method
 from mismatch.optim import Optimization
 from mismatch.runtime import seed_everything, select_device
 
 __all__ = [
-    "NON_FINITE_ERRORS", "EpochReport", "NonFiniteLossError", "NonFiniteProbabilityError", "TrainState", "TrialResult",
-    "epoch_batches", "failed_trial_row", "fit", "run_trial", "steps_per_epoch", "stream_batches", "train_epoch",
-    "two_stream_batches",
+    "NON_FINITE_ERRORS", "EpochReport", "NonFiniteLossError", "NonFiniteProbabilityError", "NonFiniteVolumeError",
+    "TrainState", "TrialResult", "epoch_batches", "failed_trial_row", "fit", "run_trial", "steps_per_epoch",
+    "stream_batches", "train_epoch", "two_stream_batches",
 ]
 
 Budget = Literal["paper", "steps"]
 # Sub-stream of default_rng([seed, epoch, LABELLED_STREAM, pass]): the labelled cycle's passes.
 LABELLED_STREAM = 1
+# Sub-stream of default_rng([seed, epoch, PATCH_STREAM]): a 3D epoch's patch positions.
+PATCH_STREAM = 2
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -57,7 +62,8 @@ class NonFiniteLossError(FloatingPointError):
     """
 
 
-NON_FINITE_ERRORS: tuple[type[FloatingPointError], ...] = (NonFiniteLossError, NonFiniteProbabilityError)
+NON_FINITE_ERRORS: tuple[type[FloatingPointError], ...] = (NonFiniteLossError, NonFiniteProbabilityError,
+                                                           NonFiniteVolumeError)
 """Errors that fail a trial for good (a retry gives the same NaN): recorded as failed rows."""
 
 
@@ -95,17 +101,44 @@ def _labelled_cycle(n_lab: int, count: int, seed: int, epoch: int) -> np.ndarray
     return np.concatenate(orders)[:count] if orders else np.zeros(0, dtype=np.int64)
 
 
-def _batch(data: TrialData, lab_idx: np.ndarray, unl_idx: np.ndarray) -> Batch:
-    """The labelled slices ``lab_idx`` first, then the unlabelled ``unl_idx`` (labels zeroed)."""
-    images = np.concatenate([data.labelled.images[lab_idx], data.unlabelled.images[unl_idx]])
-    labels = np.concatenate([data.labelled.labels[lab_idx], np.zeros_like(data.unlabelled.labels[unl_idx])])
-    mask = np.arange(len(lab_idx) + len(unl_idx)) < len(lab_idx)
+BatchMaker = Callable[[np.ndarray, np.ndarray], Batch]
+
+
+def _as_batch(lab_images: np.ndarray, lab_labels: np.ndarray, unl_images: np.ndarray) -> Batch:
+    """Labelled samples first, then the unlabelled ones (their labels zeros)."""
+    images = np.concatenate([lab_images, unl_images])
+    labels = np.concatenate([lab_labels, np.zeros((len(unl_images), *lab_labels.shape[1:]), dtype=lab_labels.dtype)])
+    mask = np.arange(len(images)) < len(lab_images)
     return Batch(
         image=torch.from_numpy(images),
-        label=torch.from_numpy(labels[:, None].astype(np.float32)),  # (B, 1, H, W)
+        label=torch.from_numpy(labels[:, None].astype(np.float32)),  # (B, 1, *spatial)
         labelled=torch.from_numpy(mask),
-        n_labelled=len(lab_idx),
+        n_labelled=len(lab_images),
     )
+
+
+def _batch(data: TrialData, lab_idx: np.ndarray, unl_idx: np.ndarray) -> Batch:
+    """The labelled slices ``lab_idx`` first, then the unlabelled ``unl_idx`` (labels zeroed)."""
+    return _as_batch(data.labelled.images[lab_idx], data.labelled.labels[lab_idx], data.unlabelled.images[unl_idx])
+
+
+def _patch_batch(data: TrialData, rng: np.random.Generator, lab_idx: np.ndarray, unl_idx: np.ndarray) -> Batch:
+    """3D: one patch of each labelled volume ``lab_idx`` (centred on foreground with the
+    spec's probability), then one uniform patch of each unlabelled volume ``unl_idx``."""
+    window = data.window
+    assert window is not None
+    lab_images, lab_labels = sample_patches(data.labelled, lab_idx, window.size, rng, window.foreground)
+    unl_images, _ = sample_patches(data.unlabelled, unl_idx, window.size, rng)
+    return _as_batch(lab_images, lab_labels, unl_images)
+
+
+def _batch_maker(data: TrialData, seed: int, epoch: int) -> BatchMaker:
+    """What turns a step's sample indices into a batch: the slices themselves (2D), or one
+    patch per volume (3D), drawn from ``default_rng([seed, epoch, PATCH_STREAM])`` in stream
+    order, so a trial resumed at an epoch boundary sees the same patches."""
+    if data.spatial_dims != 3:
+        return partial(_batch, data)
+    return partial(_patch_batch, data, np.random.default_rng([seed, epoch, PATCH_STREAM]))
 
 
 def stream_batches(
@@ -120,16 +153,17 @@ def stream_batches(
     """
     n_lab = len(data.labelled.images)
     n_unl = len(data.unlabelled.images)
+    make = _batch_maker(data, seed, epoch)
     if not use_unlabelled and budget == "steps":
         order = _labelled_cycle(n_lab, n_lab + n_unl, seed, epoch)
         for start in range(0, len(order), batch_size):
-            yield _batch(data, order[start : start + batch_size], np.zeros(0, dtype=np.int64))
+            yield make(order[start : start + batch_size], np.zeros(0, dtype=np.int64))
         return
     n_unl = n_unl if use_unlabelled else 0
     order = np.random.default_rng([seed, epoch]).permutation(n_lab + n_unl)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        yield _batch(data, idx[idx < n_lab], idx[idx >= n_lab] - n_lab)
+        yield make(idx[idx < n_lab], idx[idx >= n_lab] - n_lab)
 
 
 def two_stream_batches(
@@ -145,10 +179,11 @@ def two_stream_batches(
     n_steps = two_stream_steps(data, batch_size)
     labelled = _labelled_cycle(len(data.labelled.images), n_steps * batch_size, seed, epoch)
     unlabelled = np.random.default_rng([seed, epoch]).permutation(len(data.unlabelled.images))
+    make = _batch_maker(data, seed, epoch)
     for step in range(n_steps):
         lab_idx = labelled[step * batch_size : (step + 1) * batch_size]
         unl_idx = unlabelled[step * batch_size : (step + 1) * batch_size] if use_unlabelled else unlabelled[:0]
-        yield _batch(data, lab_idx, unl_idx)
+        yield make(lab_idx, unl_idx)
 
 
 def two_stream_steps(data: TrialData, batch_size: int) -> int:
@@ -307,6 +342,11 @@ def fit(
     return state
 
 
+def _build_method(spec: TrialSpec, data: TrialData) -> Method:
+    """The spec's method for the trial's data: its classes and spatial dims."""
+    return build_method(spec.method, data.in_channels, num_classes=data.num_classes, spatial_dims=data.spatial_dims)
+
+
 def run_trial(
     spec: TrialSpec,
     *,
@@ -319,7 +359,6 @@ def run_trial(
     device = select_device(spec.train.device)
     seed_everything(spec.train.seed, deterministic=spec.train.deterministic, device=device)
     data = load_trial_data(spec.data, spec.protocol, cache_dir=cache_dir)
-    method = build_method(spec.method, data.in_channels, num_classes=data.num_classes,
-                          spatial_dims=getattr(data, "spatial_dims", 2)).to(device)
+    method = _build_method(spec, data).to(device)
     state = fit(spec, method, data, device, on_epoch_end, checkpoint_dir)
     return evaluate_trial(spec, method, data, state, device, started)

@@ -40,9 +40,10 @@ from mismatch.data.selection import SliceRef, all_qualifying, select_labelled, s
 from mismatch.data.splits import ROLES, CaseLists, Splits, check_splits, n_folds, trial_splits
 from mismatch.data.synth import synthetic_dataset
 from mismatch.data.volumes import CaseGeometry
+from mismatch.data.volumes3d import VolumeSet, VolumeWindow, load_volume_sets, volume_geometry
 
 __all__ = [
-    "RECIPE_FIELDS", "SliceSet", "TrialData", "data_fingerprint", "dataset_root", "load_trial_data", "n_folds_of",
+    "RECIPE_FIELDS", "SliceSet", "TrialData", "VolumeSet", "data_fingerprint", "dataset_root", "load_trial_data", "n_folds_of",
     "recipe", "trial_fingerprint",
 ]
 
@@ -64,12 +65,15 @@ class TrialData:
     per-case surface distances are measured in. ``num_classes`` is C, the classes the labels
     hold (0..C-1; 2 for a binary task); ``class_names`` names the foreground classes 1..C-1
     (``("foreground",)`` when binary).
+
+    A 3D trial (``spatial_dims`` 3) holds a :class:`VolumeSet` of whole volumes per role
+    instead of slices, and ``window`` its patch and sliding-window settings.
     """
 
-    labelled: SliceSet
-    unlabelled: SliceSet
-    validation: SliceSet
-    test: SliceSet
+    labelled: SliceSet | VolumeSet
+    unlabelled: SliceSet | VolumeSet
+    validation: SliceSet | VolumeSet
+    test: SliceSet | VolumeSet
     splits: Splits
     fingerprint: str
     in_channels: int
@@ -80,6 +84,8 @@ class TrialData:
     lists: CaseLists | None = None  # the benchmark's fixed lists under ``protocol.split: lists``
     num_classes: int = 2
     class_names: tuple[str, ...] = ("foreground",)
+    spatial_dims: int = 2
+    window: VolumeWindow | None = None
 
 
 class SliceSource(Protocol):
@@ -111,12 +117,15 @@ def load_trial_data(data: DataSpec, protocol: ProtocolSpec, cache_dir: Path | No
     is set and differs from the data's fingerprint. From raw data, labels are read first
     to choose slices; then one case at a time is loaded, prepared and reduced to its
     samples, so memory holds one volume plus the samples. From a prepared cache, the
-    chosen rows are read from each case's arrays.
+    chosen rows are read from each case's arrays. With ``data.spatial_dims`` 3 the roles hold
+    whole prepared volumes instead (:mod:`mismatch.data.volumes3d`).
     """
     source = open_source(data, cache_dir)
     lists = split_lists(data, source.root) if protocol.split == "lists" else None
     splits = trial_splits(source.cases, protocol, lists)
     check_splits(splits, source.cases)
+    if data.spatial_dims == 3:
+        return _volume_trial_data(source, data, protocol, splits, lists)
     qualifying, pad_shape = source.qualifying([c for r in ROLES for c in splits[r]])
     refs = _select(qualifying, splits, protocol)
     built = {}
@@ -146,6 +155,29 @@ def split_lists(data: DataSpec, root: Path) -> CaseLists:
         raise DataError("split: lists reads the list files of a raw dataset (data.root); prepared caches and "
                         "phantoms keep none")
     return fixed_lists(data.layout, root)
+
+
+def _volume_trial_data(source: SliceSource, data: DataSpec, protocol: ProtocolSpec, splits: Splits,
+                       lists: CaseLists | None) -> TrialData:
+    """A 3D trial's whole volumes per role (:mod:`mismatch.data.volumes3d`)."""
+    if not isinstance(source, RawSource):
+        raise DataError("3D trials read raw volumes (root or synthetic), not a prepared slice cache")
+    sets = load_volume_sets(source.layout, source.root, data, splits)
+    return TrialData(
+        **sets,
+        splits=splits,
+        fingerprint=trial_fingerprint(source.fingerprint, protocol),
+        in_channels=max(s.channels for s in sets.values()),
+        data_fingerprint=source.fingerprint,
+        root=source.root,
+        cases=list(source.cases),
+        geometry=volume_geometry(sets),
+        lists=lists,
+        num_classes=data.num_classes,
+        class_names=source.class_names,
+        spatial_dims=3,
+        window=VolumeWindow.from_spec(data),
+    )
 
 
 def open_source(data: DataSpec, cache_dir: Path | None = None) -> SliceSource:

@@ -1,0 +1,150 @@
+"""3D trials end to end: patch batches under both stream protocols (seeded, so a resumed trial
+sees the same patches) and one tiny 3D trial through `mismatch train`.
+
+Until the real 3D pieces land (helper C's ``unet3d``, helper A's ``build_method(...,
+spatial_dims=3)``), :func:`real_or_test_3d` registers a tiny test network and routes Sup1's
+``unet`` to it; with the real pieces present it patches nothing, so the same test runs them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from mismatch.config import TrainSpec, load_trial_spec
+from mismatch.data import load_trial_data
+from mismatch.data.volumes3d import VolumeWindow
+from mismatch.train import epoch_batches, steps_per_epoch
+from tests.volumes3d_helpers import SPACING, register_tiny3d, write_volume_dataset
+
+PATCH = [16, 16, 16]
+
+
+@pytest.fixture(scope="module")
+def vol_root(tmp_path_factory):
+    return write_volume_dataset(tmp_path_factory.mktemp("vol3d") / "vol3d", cases=6, shape=(16, 24, 20))
+
+
+def _spec_dict(root, **train) -> dict:
+    return {
+        "study": "tiny3d",
+        "data": {"root": str(root), "spatial_dims": 3, "patch_size": PATCH, "patch_foreground": 0.5,
+                 "sw_overlap": 0.25, "sw_mode": "gaussian"},
+        "protocol": {"labelled_cases": 2, "unlabelled_cases": 2, "validation_cases": 1, "test_cases": 1},
+        "method": {"name": "sup1", "width": 4, "flip": False},  # flips of 5D batches are helper A's (3D methods)
+        "train": {"epochs": 2, "snapshot_k": 2, "batch_size": 2, "device": "cpu", "prediction_maps": 2, **train},
+    }
+
+
+@pytest.fixture
+def real_or_test_3d(monkeypatch):
+    """Route the 2D pieces that do not know 3D yet to test stand-ins (nothing once they do)."""
+    import mismatch.methods.sup as sup
+    import mismatch.train as train
+    from mismatch.models import build_model, list_models
+
+    if "unet3d" not in list_models():
+        name = register_tiny3d()
+        monkeypatch.setattr(sup, "build_model", lambda model, **kw: build_model(name if model == "unet" else model, **kw))
+    if "spatial_dims" not in inspect.signature(train.build_method).parameters:
+        real = train.build_method
+        monkeypatch.setattr(train, "build_method", lambda config, in_channels, spatial_dims=2: real(config, in_channels))
+
+
+# ----------------------------------------------------------------------------- patch batches
+
+
+def test_paper_stream_is_one_patch_per_labelled_and_unlabelled_volume(vol_root):
+    spec = load_trial_spec(_spec_dict(vol_root, batch_size=3))
+    data = load_trial_data(spec.data, spec.protocol)
+    batches = list(epoch_batches(data, 0, spec.train, use_unlabelled=True))
+    assert [b.image.shape for b in batches] == [(3, 1, 16, 16, 16), (1, 1, 16, 16, 16)]  # 4 volumes, batch 3
+    assert sum(b.n_labelled for b in batches) == 2 and sum(b.n_unlabelled for b in batches) == 2
+    assert all(b.label.shape == (len(b.image), 1, 16, 16, 16) and not b.label[b.unl].any() for b in batches)
+    assert len(batches) == steps_per_epoch(data, spec.train, True)
+    assert len(list(epoch_batches(data, 0, spec.train, use_unlabelled=False))) == 1  # sup: labelled volumes only
+
+
+def test_two_stream_is_one_pass_over_the_unlabelled_volumes_with_labelled_patches_each_step(vol_root):
+    spec = load_trial_spec(_spec_dict(vol_root, batch_size=1, stream="two-stream"))
+    data = load_trial_data(spec.data, spec.protocol)
+    batches = list(epoch_batches(data, 0, spec.train, use_unlabelled=True))
+    assert len(batches) == math.ceil(2 / 1) == steps_per_epoch(data, spec.train, True)
+    assert [(b.n_labelled, b.n_unlabelled) for b in batches] == [(1, 1), (1, 1)]
+
+
+def test_patches_depend_only_on_seed_and_epoch(vol_root):
+    spec = load_trial_spec(_spec_dict(vol_root))
+    data = load_trial_data(spec.data, spec.protocol)
+
+    def images(epoch: int, seed: int = 0) -> torch.Tensor:
+        train = spec.train.model_copy(update={"seed": seed})
+        return torch.cat([b.image for b in epoch_batches(data, epoch, train, True)])
+
+    assert torch.equal(images(1), images(1))  # a trial resumed at epoch 1 sees the same patches
+    assert not torch.equal(images(0), images(1)) and not torch.equal(images(1), images(1, seed=1))
+
+
+def test_labelled_patches_are_centred_on_foreground_at_the_configured_rate(vol_root):
+    spec = load_trial_spec(_spec_dict(vol_root, batch_size=2))
+    data = load_trial_data(spec.data, spec.protocol)
+    data.window = VolumeWindow(data.window.size, foreground=1.0)
+    train = TrainSpec(batch_size=2, device="cpu")
+    for epoch in range(5):
+        for batch in epoch_batches(data, epoch, train, use_unlabelled=False):
+            assert (batch.label.flatten(1).sum(1) > 0).all()  # foreground_prob 1: every labelled patch holds some
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_a_resumed_3d_trial_gives_the_rows_of_an_uninterrupted_one(tmp_path, vol_root, real_or_test_3d,
+                                                                      interrupt_after_first_epoch):
+    from mismatch.train import run_trial
+
+    spec = load_trial_spec(_spec_dict(vol_root, prediction_maps=0))
+    whole = run_trial(spec)
+    interrupt_after_first_epoch(spec, tmp_path)
+    resumed = run_trial(spec, checkpoint_dir=tmp_path)
+    assert resumed.trial["resumed_from_epoch"] == 1
+    pd.testing.assert_frame_equal(resumed.cases, whole.cases)
+    pd.testing.assert_frame_equal(resumed.images, whole.images)
+
+
+def test_tiny_3d_trial_through_mismatch_train(tmp_path, vol_root, real_or_test_3d, capsys):
+    from mismatch.cli import main
+    from mismatch.study.store import read_table
+
+    spec_file = tmp_path / "trial3d.yaml"
+    spec_file.write_text(yaml.safe_dump(_spec_dict(vol_root)))
+    out = tmp_path / "runs"
+    assert main(["train", str(spec_file), "--out", str(out)]) == 0, capsys.readouterr().err
+    trial_id = load_trial_spec(_spec_dict(vol_root)).trial_id()
+    assert trial_id in capsys.readouterr().out
+
+    trials = read_table(str(out), "tiny3d", "trials")
+    row = trials.iloc[0]
+    assert row["status"] == "completed" and row["trial_id"] == trial_id
+    assert row["optimizer_steps"] == 2 * 1 and row["labelled_presentations"] == 2 * 2  # sup1: 2 labelled volumes, batch 2
+    assert row["unlabelled_slices"] == 0  # sup1 uses no unlabelled volume
+    epochs = read_table(str(out), "tiny3d", "epochs")
+    assert epochs["epoch"].tolist() == [0, 1] and epochs["val_dice"].between(0, 1).all()
+
+    cases = read_table(str(out), "tiny3d", "cases")  # the primary 3D results: whole test volumes
+    test_cases = yaml.safe_load(row["splits_json"])["test"]
+    assert cases["case_id"].tolist() == test_cases and cases["dice"].between(0, 1).all()
+    assert cases[["spacing_z_mm", "spacing_y_mm", "spacing_x_mm"]].values.tolist() == [list(SPACING)]
+    assert cases["n_slices"].tolist() == [16] and cases["missing_slices"].tolist() == [0]
+    assert np.isfinite(cases[["hd95_mm", "assd_mm"]].to_numpy()).all()
+
+    images = pd.read_parquet(out / "tiny3d" / "images")  # a row per foreground slice of the test volume
+    assert len(images) == row["n_test_images"] > 0 and (images["patch"] == "volume").all()
+    assert set(images["case_id"]) == set(test_cases) and images["slice_index"].between(0, 15).all()
+    assert (images["fg_pixels"] > 0).all()
+    assert (out / "tiny3d" / "predictions" / f"{trial_id}.npz").exists()
