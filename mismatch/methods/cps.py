@@ -24,7 +24,7 @@ from mismatch.methods.ua_mt import supervised_terms
 def hard_pseudo_label(logits: torch.Tensor) -> torch.Tensor:
     """``1[sigmoid(logits) > 0.5]`` as float, detached (binary argmax; no gradient); for C
     channels the argmax class ``(B, 1, *spatial)``."""
-    if logits.shape[1] > 1:
+    if logits.ndim > 1 and logits.shape[1] > 1:
         return logits.detach().argmax(dim=1, keepdim=True).to(logits.dtype)
     return (logits.detach() > 0).to(logits.dtype)
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pydantic import ValidationError
 from torch import nn
 
-from mismatch.config import METHODS, DataSpec, load_trial_spec
+from mismatch.config import METHODS, DataSpec, SpecError, load_trial_spec
 from mismatch.losses import probabilities
 from mismatch.methods import Batch, build_method
 from mismatch.methods.base import network_for_dims
@@ -173,7 +172,7 @@ def _three_d_spec(name: str, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_spec_refuses_a_2d_only_method_on_3d_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValidationError, match="method 'unimatch' supports 2D data only, but data.spatial_dims is 3"):
+    with pytest.raises(SpecError, match="method 'unimatch' supports 2D data only, but data.spatial_dims is 3"):
         _three_d_spec("unimatch", monkeypatch)
 
 
