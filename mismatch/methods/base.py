@@ -142,6 +142,9 @@ class Method(nn.Module):
         its card accepts them (:func:`network_options`).
         """
         name = network_for_dims(name, self.spatial_dims)
+        card_dims = NETWORKS.get(name).spatial_dims
+        if card_dims != self.spatial_dims:
+            raise ValueError(f"network {name!r} is {card_dims}D but this trial's data is {self.spatial_dims}D")
         width = self.config.width if width is None else width
         return build_model(name, in_channels=self.in_channels, width=width, out_channels=self.out_channels,
                            **network_options(name, **options))

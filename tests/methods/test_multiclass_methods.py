@@ -157,6 +157,12 @@ def test_network_name_rule_keeps_3d_names(tiny_3d_networks: None) -> None:
     assert network_for_dims("mm3d", 3) == "mm3d"
 
 
+def test_a_3d_network_on_2d_data_is_refused(tiny_3d_networks: None) -> None:
+    method = build_method(spec_for("sup1").method, 1)
+    with pytest.raises(ValueError, match="network 'mm3d' is 3D but this trial's data is 2D"):
+        method.build_net("mm3d")
+
+
 def test_config_metadata_lists_the_five_3d_methods() -> None:
     assert sorted(name for name, config in METHODS.items() if 3 in config.spatial_dims) == THREE_D
     assert all(config.spatial_dims == (2,) for name, config in METHODS.items() if name not in THREE_D)
