@@ -122,8 +122,9 @@ class Method(nn.Module):
 
     @property
     def model_name(self) -> str:
-        """Registry name of the network used at test time (results' ``model`` column)."""
-        return str(getattr(self.config, "model", "unet"))
+        """Registry name of the network used at test time (results' ``model`` column; in 3D
+        the 3D name, e.g. ``mm3d`` for ``model: mm``)."""
+        return network_for_dims(str(getattr(self.config, "model", "unet")), self.spatial_dims)
 
     @property
     def alpha(self) -> float:
