@@ -457,8 +457,10 @@ class MethodConfig(StrictModel):
     method's metadata as class variables, so a spec is validated without importing torch:
     ``implementation`` (the torch class, a lazy ``"module:Class"`` string or the class),
     ``uses_unlabelled``, ``reference``, ``summary`` (what the unlabelled slices train, for
-    the docs) and ``requires``: the capabilities a network must provide (e.g.
-    ``{"decoders": 2}``), checked against the network registry when ``model`` is a field.
+    the docs), ``requires``: the capabilities a network must provide (e.g.
+    ``{"decoders": 2}``), checked against the network registry when ``model`` is a field, and
+    ``spatial_dims``: the image dimensions the method supports (2D slices only by default; a
+    trial on 3D data refuses a method without 3 here).
     """
 
     implementation: ClassVar[str | type | None] = None
@@ -466,6 +468,7 @@ class MethodConfig(StrictModel):
     reference: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     requires: ClassVar[dict[str, Any]] = {}
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)
     #: Settings added after trials were stored, dropped from the trial id at these values so
     #: stored trials keep their ids (e.g. MTA's ``training: joint``).
     identity_defaults: ClassVar[dict[str, Any]] = {}
@@ -489,6 +492,11 @@ def _parse_method(value: Any) -> Any:
     return METHODS.get(value["name"]).model_validate(value)
 
 
+def methods_for_dims(spatial_dims: int) -> list[str]:
+    """Names of the registered methods that support ``spatial_dims``-dimensional data."""
+    return [name for name, config in METHODS.items() if spatial_dims in config.spatial_dims]
+
+
 MethodField = Annotated[SerializeAsAny[MethodConfig], BeforeValidator(_parse_method)]
 
 
@@ -500,6 +508,15 @@ class TrialSpec(StrictModel):
     protocol: ProtocolSpec = ProtocolSpec()
     method: MethodField
     train: TrainSpec = TrainSpec()
+
+    @model_validator(mode="after")
+    def _method_fits_data(self) -> TrialSpec:
+        dims = getattr(self.data, "spatial_dims", 2)
+        supported = type(self.method).spatial_dims
+        if dims not in supported:
+            raise ValueError(f"method {self.method.name!r} supports {' and '.join(f'{d}D' for d in supported)} data only, "
+                             f"but data.spatial_dims is {dims}; {dims}D methods: {', '.join(methods_for_dims(dims)) or 'none'}")
+        return self
 
     def trial_id(self) -> str:
         """Content-derived id: the same spec always gives the same id."""

@@ -1,6 +1,7 @@
 """Tensor augmentations shared by the baselines: flips, Gaussian noise and RandAugment.
 
-Every function works on batches ``(B, C, H, W)`` and draws its randomness from torch's
+Every function works on batches ``(B, C, H, W)`` (:func:`gaussian_noise` and
+:func:`random_flip` also on 3D patches ``(B, C, D, H, W)``) and draws its randomness from torch's
 global RNG (the training loop seeds it, so runs are deterministic on the CPU). Geometric
 operations take ``targets`` (labels, pseudo-labels, confidence masks: ``(B, T, H, W)``) and
 apply to them exactly the transform they apply to the image, so that image and target pixels
@@ -39,14 +40,16 @@ def gaussian_noise(x: torch.Tensor, std: float) -> torch.Tensor:
 
 
 def random_flip(image: torch.Tensor, *targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Flip each slice left-right and up-down, each with probability 0.5, targets alike.
+    """Flip each slice along every spatial axis (left-right, up-down, and in 3D front-back),
+    each with probability 0.5, targets alike.
 
-    Returns ``(image, *targets)``; each slice of the batch draws its own flips.
+    Returns ``(image, *targets)``; each slice (or patch) of the batch draws its own flips.
     """
     out = (image, *targets)
-    for dim in (-1, -2):
+    shape = (-1, *([1] * (image.ndim - 1)))
+    for dim in range(-1, 1 - image.ndim, -1):  # (-1, -2) in 2D, (-1, -2, -3) in 3D
         flip = torch.rand(image.shape[0], device=image.device) < 0.5  # (B,)
-        out = tuple(torch.where(flip.view(-1, 1, 1, 1), t.flip(dim), t) for t in out)
+        out = tuple(torch.where(flip.view(shape), t.flip(dim), t) for t in out)
     return out
 
 

@@ -16,6 +16,8 @@ state dict, so it survives a checkpoint resume):
 The loss of a mixed image is BCP's ``mix_loss``: Dice and cross-entropy computed separately on
 the outer region and on the pasted box, each times its weight, then ``(dice + ce) / 2``; here
 the Dice is the project's soft Dice restricted to the region and the cross-entropy the binary one.
+With C > 2 classes the pseudo-label is the teacher's argmax, the Dice the multi-class soft
+Dice and the cross-entropy the categorical one; label maps are pasted as class indices.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mismatch.losses import hard_labels, probabilities
 from mismatch.methods.base import Batch
 from mismatch.methods.configs.bcp import BCPConfig
 from mismatch.methods.mixing import copy_paste_mask, masked_bce, masked_dice_loss, paste
@@ -41,8 +44,8 @@ class Mix:
     ``outer_weight``), ``inner`` targets in the pasted box where it is 0 (``inner_weight``)."""
 
     image: torch.Tensor  # (B, C, H, W)
-    outer: torch.Tensor  # (B, 1, H, W)
-    inner: torch.Tensor  # (B, 1, H, W)
+    outer: torch.Tensor  # (B, 1, H, W) class indices
+    inner: torch.Tensor  # (B, 1, H, W) class indices
     mask: torch.Tensor  # (H, W): 1 outside the box, 0 in it
     outer_weight: float
     inner_weight: float
@@ -58,7 +61,7 @@ class Mix:
 
     def terms(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """BCP's ``mix_loss``: ``(dice, ce)``, each the weighted sum over the two regions."""
-        prob = torch.sigmoid(logits)
+        prob = probabilities(logits)
         inside = 1 - self.mask
         dice = self.outer_weight * masked_dice_loss(prob, self.outer, self.mask)
         dice = dice + self.inner_weight * masked_dice_loss(prob, self.inner, inside)
@@ -105,8 +108,8 @@ class BCP(TeacherStudent):
     config_class = BCPConfig
     config: BCPConfig
 
-    def __init__(self, config: BCPConfig, in_channels: int) -> None:
-        super().__init__(config, in_channels)
+    def __init__(self, config: BCPConfig, in_channels: int, num_classes: int = 2, spatial_dims: int = 2) -> None:
+        super().__init__(config, in_channels, num_classes, spatial_dims)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self._steps = 0  # host copy of ``steps_done``: reading it needs no device sync
         self.register_load_state_dict_post_hook(_read_step_count)
@@ -156,8 +159,12 @@ class BCP(TeacherStudent):
 
     @torch.no_grad()
     def pseudo_labels(self, image: torch.Tensor) -> torch.Tensor:
-        """The teacher's hard pseudo-labels ``p >= 0.5`` (BCP's argmax), without gradient."""
-        return (torch.sigmoid(self.teacher(image)[0]) >= 0.5).to(image.dtype)
+        """The teacher's hard pseudo-labels ``p >= 0.5`` (BCP's argmax; the argmax class for
+        C > 2 classes), without gradient."""
+        prob = probabilities(self.teacher(image)[0])
+        if prob.shape[1] > 1:
+            return hard_labels(prob).to(image.dtype)
+        return (prob >= 0.5).to(image.dtype)
 
     @torch.no_grad()
     def after_step(self) -> None:

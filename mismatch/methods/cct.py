@@ -17,6 +17,9 @@ Perturbations (Ouali et al., Sec. 3.2), one per auxiliary decoder:
 - ``object-masking`` / ``context-masking``: keep only the context / only the objects of the
   main decoder's (detached) prediction ``p >= 0.5``, resized to each feature's resolution.
 
+With C > 2 classes the decoders output C channels, the consistency compares class
+probabilities and the predicted objects are the pixels whose argmax is not the background.
+
 Not implemented: VAT (one extra forward/backward per step for the adversarial direction) and
 guided cutout (needs connected-component boxes of the prediction).
 """
@@ -29,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mismatch.losses import soft_dice_loss
+from mismatch.losses import dice_loss, hard_labels, probabilities
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.cct import CCTConfig
 from mismatch.methods.mean_teacher import sigmoid_rampup
-from mismatch.models import UNetDecoder, build_model
+from mismatch.models import UNetDecoder
 
 FEATURE_NOISE = 0.3
 FEATURE_DROP_RANGE = (0.7, 0.9)
@@ -64,7 +67,8 @@ def dropout(features: list[torch.Tensor], prob: torch.Tensor, rate: float = 0.3)
 
 
 def _object_mask(z: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
-    return F.interpolate((prob >= 0.5).to(z.dtype), size=z.shape[-2:], mode="nearest")  # (B, 1, h, w)
+    objects = prob >= 0.5 if prob.shape[1] == 1 else hard_labels(prob) > 0  # foreground pixels
+    return F.interpolate(objects.to(z.dtype), size=z.shape[-2:], mode="nearest")  # (B, 1, h, w)
 
 
 def object_masking(features: list[torch.Tensor], prob: torch.Tensor) -> list[torch.Tensor]:
@@ -92,10 +96,10 @@ class CCT(Method):
     config_class = CCTConfig
     config: CCTConfig
 
-    def __init__(self, config: CCTConfig, in_channels: int) -> None:
-        super().__init__(config, in_channels)
-        self.net = build_model("unet", in_channels=in_channels, width=config.width)  # encoder + main decoder
-        self.aux = nn.ModuleList(UNetDecoder(config.width) for _ in config.perturbations)
+    def __init__(self, config: CCTConfig, in_channels: int, num_classes: int = 2, spatial_dims: int = 2) -> None:
+        super().__init__(config, in_channels, num_classes, spatial_dims)
+        self.net = self.build_net("unet")  # encoder + main decoder
+        self.aux = nn.ModuleList(UNetDecoder(config.width, self.out_channels) for _ in config.perturbations)
 
 
     def consistency_weight(self, epoch: int) -> float:
@@ -117,15 +121,15 @@ class CCT(Method):
     def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         """Dice on the main decoder for labelled slices; aux-to-main MSE for unlabelled ones."""
         features = self.net.encoder(batch.image)  # [x0, x1, x2, x3, bridge]
-        prob = torch.sigmoid(self.net.decoders[0](features))  # (B, 1, H, W)
+        prob = probabilities(self.net.decoders[0](features))  # (B, K, H, W)
         losses: dict[str, torch.Tensor] = {}
         lab, unl = batch.lab, batch.unl
         if batch.n_labelled:
-            losses["dice"] = soft_dice_loss(prob[lab], batch.label[lab])
+            losses["dice"] = dice_loss(prob[lab], batch.label[lab])
         if batch.n_unlabelled:
             target = prob[unl].detach()
             aux = self.aux_logits([z[unl] for z in features], target)
-            mse = sum(torch.mean((torch.sigmoid(lg) - target) ** 2) for lg in aux) / len(aux)
+            mse = sum(torch.mean((probabilities(lg) - target) ** 2) for lg in aux) / len(aux)
             losses["consistency"] = self.consistency_weight(epoch) * mse
         losses["loss"] = sum(losses.values())
         return losses

@@ -6,38 +6,34 @@ seed). Both are trained on ``0.5 (BCE + Dice)`` on labelled slices (SSL4MIS's su
 loss) and, on every slice (``pseudo_on: all``, the paper) or on the unlabelled ones
 (SSL4MIS), each by BCE against the other's hard pseudo-label ``1[p > 0.5]`` (binary argmax),
 which carries no gradient. The weight ``alpha`` ramps up as Mean Teacher's. One optimiser
-steps both networks (their losses share no parameter, so this equals two optimisers).
+steps both networks (their losses share no parameter, so this equals two optimisers). With
+C > 2 classes the pseudo-label is the argmax and the loss the categorical cross-entropy.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from mismatch.losses import cross_entropy
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.cps import CPSConfig
 from mismatch.methods.mean_teacher import sigmoid_rampup
 from mismatch.methods.ua_mt import supervised_terms
-from mismatch.models import build_model
 
 
 def hard_pseudo_label(logits: torch.Tensor) -> torch.Tensor:
-    """``1[sigmoid(logits) > 0.5]`` as float, detached (binary argmax; no gradient)."""
+    """``1[sigmoid(logits) > 0.5]`` as float, detached (binary argmax; no gradient); for C
+    channels the argmax class ``(B, 1, *spatial)``."""
+    if logits.ndim > 1 and logits.shape[1] > 1:
+        return logits.detach().argmax(dim=1, keepdim=True).to(logits.dtype)
     return (logits.detach() > 0).to(logits.dtype)
 
 
 def cross_pseudo_losses(logits1: torch.Tensor, logits2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(BCE(logits1, label of net 2), BCE(logits2, label of net 1))``: each term's gradient
-    reaches only the network whose logits it takes."""
-    return (F.binary_cross_entropy_with_logits(logits1, hard_pseudo_label(logits2)),
-            F.binary_cross_entropy_with_logits(logits2, hard_pseudo_label(logits1)))
-
-
-def _seeded_unet(seed: int, in_channels: int, width: int) -> torch.nn.Module:
-    """A U-Net initialised under ``seed``, leaving the global RNG as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_model("unet", in_channels=in_channels, width=width)
+    """``(CE(logits1, label of net 2), CE(logits2, label of net 1))`` (binary or categorical
+    cross-entropy): each term's gradient reaches only the network whose logits it takes."""
+    return (cross_entropy(logits1, hard_pseudo_label(logits2)),
+            cross_entropy(logits2, hard_pseudo_label(logits1)))
 
 
 class CPS(Method):
@@ -46,13 +42,19 @@ class CPS(Method):
     config_class = CPSConfig
     config: CPSConfig
 
-    def __init__(self, config: CPSConfig, in_channels: int) -> None:
-        super().__init__(config, in_channels)
+    def __init__(self, config: CPSConfig, in_channels: int, num_classes: int = 2, spatial_dims: int = 2) -> None:
+        super().__init__(config, in_channels, num_classes, spatial_dims)
         seeds = torch.randint(0, 2**31 - 1, (2,)).tolist()
         if seeds[0] == seeds[1]:
             seeds[1] += 1
-        self.net1 = _seeded_unet(seeds[0], in_channels, config.width)
-        self.net2 = _seeded_unet(seeds[1], in_channels, config.width)
+        self.net1 = self._seeded_unet(seeds[0])
+        self.net2 = self._seeded_unet(seeds[1])
+
+    def _seeded_unet(self, seed: int) -> torch.nn.Module:
+        """A U-Net initialised under ``seed``, leaving the global RNG as it was."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.build_net("unet")
 
     def consistency_weight(self, epoch: int) -> float:
         """The ramped lambda used in ``epoch`` (0-based)."""

@@ -7,32 +7,34 @@ slice; its geometric operations move the pseudo-label and the confidence mask wi
 so every pixel keeps its own target. Unsupervised loss: binary cross-entropy between the
 strong view's prediction and the pseudo-label, averaged over ALL pixels with the masked ones
 counting zero (FixMatch's ``1 / (mu B)`` normalisation, per pixel), weighted by ``alpha``
-(FixMatch's lambda_u).
+(FixMatch's lambda_u). With C > 2 classes the pseudo-label is the argmax, the confidence
+the largest class probability and the loss the categorical cross-entropy.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from mismatch.losses import soft_dice_loss
+from mismatch.losses import confidence, cross_entropy, dice_loss, probabilities
 from mismatch.methods.augment import gaussian_noise, rand_augment
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.fixmatch import FixMatchConfig
-from mismatch.models import build_model
 
 
 def pseudo_labels(prob: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard pseudo-labels ``prob >= 0.5`` and the mask of pixels whose confidence
-    ``max(prob, 1 - prob)`` is at least ``threshold`` (both float, shaped like ``prob``)."""
-    label = (prob >= 0.5).to(prob.dtype)
-    confidence = torch.maximum(prob, 1 - prob)
-    return label, (confidence >= threshold).to(prob.dtype)
+    ``max(prob, 1 - prob)`` is at least ``threshold`` (both float, (B, 1, *spatial)). For C
+    class channels: the argmax class and the largest class probability as the confidence."""
+    if prob.shape[1] > 1:
+        label = prob.argmax(dim=1, keepdim=True).to(prob.dtype)
+    else:
+        label = (prob >= 0.5).to(prob.dtype)
+    return label, (confidence(prob) >= threshold).to(prob.dtype)
 
 
 def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over all pixels of ``mask * BCE(sigmoid(logits), target)``."""
-    return (mask * F.binary_cross_entropy_with_logits(logits, target, reduction="none")).mean()
+    """Mean over all pixels of ``mask * CE(logits, target)`` (binary or categorical)."""
+    return (mask * cross_entropy(logits, target, reduction="none")).mean()
 
 
 class FixMatch(Method):
@@ -41,9 +43,9 @@ class FixMatch(Method):
     config_class = FixMatchConfig
     config: FixMatchConfig
 
-    def __init__(self, config: FixMatchConfig, in_channels: int) -> None:
-        super().__init__(config, in_channels)
-        self.net = build_model("unet", in_channels=in_channels, width=config.width)
+    def __init__(self, config: FixMatchConfig, in_channels: int, num_classes: int = 2, spatial_dims: int = 2) -> None:
+        super().__init__(config, in_channels, num_classes, spatial_dims)
+        self.net = self.build_net("unet")
 
 
     def strong_view(
@@ -61,11 +63,11 @@ class FixMatch(Method):
         lab, unl = batch.lab, batch.unl
         if batch.n_labelled:
             weak = gaussian_noise(batch.image[lab], self.config.noise_std)
-            losses["dice"] = soft_dice_loss(torch.sigmoid(self.net(weak)[0]), batch.label[lab])
+            losses["dice"] = dice_loss(probabilities(self.net(weak)[0]), batch.label[lab])
         if batch.n_unlabelled:
             image = batch.image[unl]
             with torch.no_grad():
-                weak_prob = torch.sigmoid(self.net(gaussian_noise(image, self.config.noise_std))[0])
+                weak_prob = probabilities(self.net(gaussian_noise(image, self.config.noise_std))[0])
                 label, mask = pseudo_labels(weak_prob, self.config.threshold)
                 strong, label, mask = self.strong_view(image, label, mask)
             logits = self.net(strong)[0]

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from mismatch.losses import soft_dice_loss
+from mismatch.losses import dice_loss, probabilities
 from mismatch.methods.augment import gaussian_noise
 from mismatch.methods.base import Batch
 from mismatch.methods.configs.mean_teacher import MeanTeacherConfig
@@ -45,15 +45,15 @@ class MeanTeacher(TeacherStudent):
     def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         """Dice on labelled slices; ramped MSE to the teacher on unlabelled ones."""
         noise = self.config.noise_std
-        student_logits = self.student(gaussian_noise(batch.image, noise))[0]  # (B, 1, H, W)
-        prob = torch.sigmoid(student_logits)
+        student_logits = self.student(gaussian_noise(batch.image, noise))[0]  # (B, K, *spatial)
+        prob = probabilities(student_logits)
         losses: dict[str, torch.Tensor] = {}
         lab, unl = batch.lab, batch.unl
         if batch.n_labelled:
-            losses["dice"] = soft_dice_loss(prob[lab], batch.label[lab])
+            losses["dice"] = dice_loss(prob[lab], batch.label[lab])
         if batch.n_unlabelled:
             with torch.no_grad():
-                target = torch.sigmoid(self.teacher(gaussian_noise(batch.image[unl], noise))[0])
+                target = probabilities(self.teacher(gaussian_noise(batch.image[unl], noise))[0])
             losses["consistency"] = self.consistency_weight(epoch) * torch.mean((prob[unl] - target) ** 2)
         losses["loss"] = sum(losses.values())
         return losses

@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+
+from mismatch.losses import cross_entropy, one_hot
 
 #: BCP's box side, as a fraction of the image side (``generate_mask``: ``int(img_x * 2 / 3)``).
 BCP_RATIO = 2.0 / 3.0
@@ -85,19 +86,24 @@ def cutmix_boxes(batch: int, height: int, width: int, p: float = 0.5, device: to
 
 
 def masked_dice_loss(prob: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """The project's soft Dice (:func:`mismatch.losses.soft_dice_loss`) over the pixels where
+    """The project's soft Dice (:func:`mismatch.losses.dice_loss`) over the pixels where
     ``mask`` is 1 only, per image, averaged over the batch; an image with an empty mask
-    contributes 0. All three tensors are (B, 1, H, W) (``mask`` may broadcast)."""
+    contributes 0. All three tensors are (B, 1, H, W) (``mask`` may broadcast). With C class
+    channels in ``prob`` the target holds class indices: the Dice is taken per class against
+    its one-hot map and averaged over the classes too."""
+    if prob.shape[1] > 1:
+        target = one_hot(target, prob.shape[1])
     mask = mask.expand_as(prob)
-    dims = tuple(range(1, prob.ndim))
+    dims = tuple(range(1, prob.ndim)) if prob.shape[1] == 1 else tuple(range(2, prob.ndim))
     inter = (prob * target * mask).sum(dims)
     denom = (prob * mask).sum(dims) + (target * mask).sum(dims)
     return (1.0 - (2.0 * inter + smooth) / (denom + smooth)).mean()
 
 
 def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy averaged over the pixels where ``mask`` is 1 (BCP's
-    ``(CE * mask).sum() / (mask.sum() + 1e-16)``); 0 for an empty mask."""
-    mask = mask.expand_as(logits)
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    return (bce * mask).sum() / (mask.sum() + 1e-16)
+    """Cross-entropy averaged over the pixels where ``mask`` is 1 (BCP's
+    ``(CE * mask).sum() / (mask.sum() + 1e-16)``); 0 for an empty mask. Binary for one logit
+    channel; categorical against class indices ``(B, 1, H, W)`` for C channels."""
+    ce = cross_entropy(logits, target, reduction="none")  # (B, 1, H, W)
+    mask = mask.expand_as(ce)
+    return (ce * mask).sum() / (mask.sum() + 1e-16)

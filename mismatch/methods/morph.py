@@ -8,6 +8,7 @@ higher confidence made by fixed morphology instead of MisMatch's learned attenti
 is MisMatch's: Dice on each decoder for labelled slices, ``alpha`` x symmetric MSE between the
 decoders for unlabelled ones, plus Gaussian input noise. The morphology is part of the
 network, so it also runs at test time, where the prediction is the decoders' mean probability.
+With C > 2 classes each decoder outputs C channels (softmax; multi-class soft Dice).
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mismatch.losses import symmetric_mse
+from mismatch.losses import probabilities, symmetric_mse
 from mismatch.methods.augment import gaussian_noise
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.morph import MorphConfig
 from mismatch.methods.sup import dice_per_decoder
-from mismatch.models import build_model
 from mismatch.models.decoders import FeatureTransform
 
 
@@ -40,9 +40,9 @@ class Morph(Method):
     config_class = MorphConfig
     config: MorphConfig
 
-    def __init__(self, config: MorphConfig, in_channels: int) -> None:
-        super().__init__(config, in_channels)
-        self.net = build_model(config.model, in_channels=in_channels, width=config.width)
+    def __init__(self, config: MorphConfig, in_channels: int, num_classes: int = 2, spatial_dims: int = 2) -> None:
+        super().__init__(config, in_channels, num_classes, spatial_dims)
+        self.net = self.build_net(config.model)
 
     def transforms(self) -> list[FeatureTransform]:
         """The feature hooks of decoder 1 (erosion) and decoder 2 (dilation)."""
@@ -57,7 +57,7 @@ class Morph(Method):
         return [eroding, dilating]
 
     def logits(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Both decoders' logits ``(B, 1, H, W)``, with their morphology."""
+        """Both decoders' logits ``(B, K, H, W)``, with their morphology."""
         features = self.net.encoder(image)
         return [dec(features, feature_transform=t) for dec, t in zip(self.net.decoders, self.transforms())]
 
@@ -69,7 +69,7 @@ class Morph(Method):
         if batch.n_labelled:
             losses["dice"] = dice_per_decoder([lg[lab] for lg in logits], batch.label[lab])
         if batch.n_unlabelled:
-            p1, p2 = (torch.sigmoid(lg[unl]) for lg in logits)
+            p1, p2 = (probabilities(lg[unl]) for lg in logits)
             losses["consistency"] = self.config.alpha * symmetric_mse(p1, p2)
         losses["loss"] = sum(losses.values())
         return losses
@@ -80,7 +80,7 @@ class Morph(Method):
 
     def decoder_probabilities(self, image: torch.Tensor) -> list[torch.Tensor]:
         """The eroding and the dilating decoder's probabilities."""
-        return [torch.sigmoid(lg) for lg in self.logits(image)]
+        return [probabilities(lg) for lg in self.logits(image)]
 
     def decoder_names(self) -> list[str]:
         """Decoder 1 erodes its features, decoder 2 dilates them."""

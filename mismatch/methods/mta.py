@@ -15,6 +15,10 @@ alternate between the segmentation loss (Dice on the step's labelled slices) and
 reconstruction loss (unweighted MSE on all its slices); a segmentation turn whose batch has no
 labelled slice trains the reconstruction instead. The turn is kept in the state dict, so a
 resumed trial continues the alternation. At test time only the segmentation path runs: a U-Net.
+
+With C > 2 classes the attention is the foreground probability ``1 - p(background)`` (the
+label ``y > 0`` on labelled slices), so the two reconstructed images stay foreground and
+background; the segmentation loss is the multi-class soft Dice.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mismatch.losses import soft_dice_loss
+from mismatch.losses import dice_loss, probabilities
 from mismatch.methods.augment import gaussian_noise
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.mta import MTAConfig
-from mismatch.models import DoubleConv, build_model
+from mismatch.models import DoubleConv
 from mismatch.models.decoders import upsample2x
 
 
@@ -59,6 +63,11 @@ def attended_images(image: torch.Tensor, attention: torch.Tensor) -> torch.Tenso
     return torch.cat([image * attention, image * (1 - attention)], dim=1)
 
 
+def foreground(prob: torch.Tensor) -> torch.Tensor:
+    """Foreground probability (B, 1, H, W): ``prob`` itself (binary), else ``1 - p(background)``."""
+    return prob if prob.shape[1] == 1 else 1 - prob[:, :1]
+
+
 class AlternatingTurn(nn.Module):
     """Counts alternating steps; even steps train segmentation, odd ones reconstruction.
 
@@ -87,20 +96,21 @@ class MTA(Method):
     config_class = MTAConfig
     config: MTAConfig
 
-    def __init__(self, config: MTAConfig, in_channels: int) -> None:
-        super().__init__(config, in_channels)
-        self.net = build_model("unet", in_channels=in_channels, width=config.width)  # segmentation path
+    def __init__(self, config: MTAConfig, in_channels: int, num_classes: int = 2, spatial_dims: int = 2) -> None:
+        super().__init__(config, in_channels, num_classes, spatial_dims)
+        self.net = self.build_net("unet")  # segmentation path
         self.reconstruction = ReconstructionDecoder(config.width, 2 * in_channels)
         if config.training == "alternating":
             self.turn = AlternatingTurn()
 
 
     def reconstruction_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-slice reconstruction MSE ``(B,)`` and the segmentation probability ``(B, 1, H, W)``."""
+        """Per-slice reconstruction MSE ``(B,)`` and the segmentation probability ``(B, K, H, W)``."""
         features = self.net.encoder(gaussian_noise(batch.image, self.config.noise_std))
-        prob = torch.sigmoid(self.net.decoders[0](features))
+        prob = probabilities(self.net.decoders[0](features))
         lab = batch.labelled.view(-1, 1, 1, 1)
-        attention = torch.where(lab, batch.label, prob.detach())
+        label = batch.label if prob.shape[1] == 1 else (batch.label > 0).to(batch.label.dtype)
+        attention = torch.where(lab, label, foreground(prob.detach()))
         error = (self.reconstruction(features[-1]) - attended_images(batch.image, attention)) ** 2
         return error.flatten(1).mean(dim=1), prob
 
@@ -112,7 +122,7 @@ class MTA(Method):
         reconstruction, prob = self.reconstruction_loss(batch)
         losses: dict[str, torch.Tensor] = {}
         if batch.n_labelled:
-            losses["dice"] = soft_dice_loss(prob[batch.lab], batch.label[batch.lab])
+            losses["dice"] = dice_loss(prob[batch.lab], batch.label[batch.lab])
         losses["reconstruction"] = self.config.alpha * reconstruction.mean()
         losses["loss"] = sum(losses.values())
         return losses
@@ -121,8 +131,8 @@ class MTA(Method):
         """One step of alternating training: the segmentation or the reconstruction loss."""
         if self.turn.next() == 0 and batch.n_labelled:
             image = gaussian_noise(batch.image[batch.lab], self.config.noise_std)  # as in joint training
-            prob = torch.sigmoid(self.net.decoders[0](self.net.encoder(image)))
-            dice = soft_dice_loss(prob, batch.label[batch.lab])
+            prob = probabilities(self.net.decoders[0](self.net.encoder(image)))
+            dice = dice_loss(prob, batch.label[batch.lab])
             return {"dice": dice, "loss": dice}
         reconstruction, _ = self.reconstruction_loss(batch)
         mse = reconstruction.mean()

@@ -68,6 +68,16 @@ def uses_unlabelled(name: str) -> bool:
     return METHODS.get(name).uses_unlabelled
 
 
-def build_method(config: MethodConfig, in_channels: int) -> Method:
-    """Instantiate the method named by ``config.name``."""
-    return method_class(config.name)(config, in_channels)
+def build_method(config: MethodConfig, in_channels: int, num_classes: int = 2, spatial_dims: int = 2) -> Method:
+    """Instantiate the method named by ``config.name`` for ``num_classes`` classes (2: a
+    binary task) on ``spatial_dims``-dimensional images (2: slices, 3: volumes).
+
+    The binary 2D defaults are not passed on, so a plugin method whose ``__init__`` takes
+    ``(config, in_channels)`` alone keeps working on binary slices.
+    """
+    extra: dict[str, int] = {}
+    if num_classes != 2:
+        extra["num_classes"] = num_classes
+    if spatial_dims != 2:
+        extra["spatial_dims"] = spatial_dims
+    return method_class(config.name)(config, in_channels, **extra)

@@ -1,16 +1,15 @@
 """Supervised baselines of the MisMatch paper: Sup1 (U-Net) and Sup2 (a MisMatch network),
-trained on labelled slices only, with flip and Gaussian-noise augmentation."""
+trained on labelled slices (or 3D patches) only, with flip and Gaussian-noise augmentation."""
 
 from __future__ import annotations
 
 import torch
 
-from mismatch.losses import soft_dice_loss
+from mismatch.losses import dice_loss, probabilities
 from mismatch.methods.augment import gaussian_noise, random_flip
-from mismatch.methods.base import Batch, Method, network_options
+from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs import NOISE_STD
 from mismatch.methods.configs.sup import Sup1Config, Sup2Config
-from mismatch.models import build_model
 
 __all__ = ["NOISE_STD", "Sup1", "Sup1Config", "Sup2", "Sup2Config", "dice_per_decoder", "no_loss"]
 
@@ -21,8 +20,9 @@ def no_loss(reference: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def dice_per_decoder(logits: list[torch.Tensor], label: torch.Tensor) -> torch.Tensor:
-    """Sum over decoders of the soft Dice loss of ``sigmoid(logits)`` (MisMatch's labelled loss)."""
-    return sum(soft_dice_loss(torch.sigmoid(lg), label) for lg in logits)
+    """Sum over decoders of the soft Dice loss of their probabilities (MisMatch's labelled loss;
+    sigmoid of one channel, else softmax and :func:`mismatch.losses.dice_loss` over the classes)."""
+    return sum(dice_loss(probabilities(lg), label) for lg in logits)
 
 
 class _Supervised(Method):
@@ -52,9 +52,9 @@ class Sup1(_Supervised):
 
     config_class = Sup1Config
 
-    def __init__(self, config: Sup1Config, in_channels: int) -> None:
-        super().__init__(config, in_channels)
-        self.net = build_model("unet", in_channels=in_channels, width=config.width)
+    def __init__(self, config: Sup1Config, in_channels: int, num_classes: int = 2, spatial_dims: int = 2) -> None:
+        super().__init__(config, in_channels, num_classes, spatial_dims)
+        self.net = self.build_net("unet")
 
 
 class Sup2(_Supervised):
@@ -62,7 +62,6 @@ class Sup2(_Supervised):
 
     config_class = Sup2Config
 
-    def __init__(self, config: Sup2Config, in_channels: int) -> None:
-        super().__init__(config, in_channels)
-        self.net = build_model(config.model, in_channels=in_channels, width=config.width,
-                               **network_options(config.model, negative_sigmoid=config.negative_sigmoid))
+    def __init__(self, config: Sup2Config, in_channels: int, num_classes: int = 2, spatial_dims: int = 2) -> None:
+        super().__init__(config, in_channels, num_classes, spatial_dims)
+        self.net = self.build_net(config.model, negative_sigmoid=config.negative_sigmoid)

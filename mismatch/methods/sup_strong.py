@@ -4,7 +4,8 @@ poly learning-rate schedule (Isensee et al. 2024, nnU-Net Revisited).
 Per slice, in nnU-Net's order: a spatial transform (rotation, scaling, elastic deformation,
 each drawn with its own probability, applied to image and label through one sampling grid),
 an inverted gamma, a gamma, and mirroring along each axis. The loss is nnU-Net's
-``BCE + soft Dice`` (binary). Settings: :class:`SupStrongConfig`.
+``CE + soft Dice`` (binary; with C > 2 classes the categorical CE and the multi-class Dice,
+and labels are resampled one class map at a time, as nnU-Net's ``resize_segmentation``). Settings: :class:`SupStrongConfig`.
 
 The augmentation is hand-written in batched torch (``affine_grid`` + ``grid_sample``) rather
 than taken from MONAI's dictionary transforms or batchgenerators: those transform one sample
@@ -22,12 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from mismatch.config import ScheduleSpec, TrainSpec
-from mismatch.losses import soft_dice_loss
+from mismatch.losses import cross_entropy, dice_loss, one_hot, probabilities
 from mismatch.methods.augment import random_flip
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.sup_strong import SupStrongConfig
 from mismatch.methods.sup import no_loss
-from mismatch.models import build_model
 from mismatch.optim import OptimizerSetup, build_optimizer, build_scheduler
 
 
@@ -80,20 +80,24 @@ def elastic_offsets(
 
 def warp(
     image: torch.Tensor, label: torch.Tensor, grid: torch.Tensor,
-    image_mode: str = "bicubic", label_mode: str = "linear",
+    image_mode: str = "bicubic", label_mode: str = "linear", num_classes: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample image and label at the same ``grid`` (zeros outside). Labels are sampled by
     nearest neighbour (``nearest``) or bilinearly and thresholded at 0.5 (``linear``, as
-    nnU-Net's order-1 segmentation resampling)."""
+    nnU-Net's order-1 segmentation resampling); with ``num_classes > 2`` the linear mode
+    resamples each class's one-hot map and takes the argmax (zeros outside: background)."""
     out = F.grid_sample(image, grid, mode=image_mode, padding_mode="zeros", align_corners=False)
     if label_mode == "nearest":
         return out, F.grid_sample(label, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    if num_classes > 2:
+        soft = F.grid_sample(one_hot(label, num_classes), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out, soft.argmax(dim=1, keepdim=True).to(label.dtype)
     soft = F.grid_sample(label, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out, (soft > 0.5).to(label.dtype)
 
 
 def spatial_augment(
-    image: torch.Tensor, label: torch.Tensor, c: SupStrongConfig
+    image: torch.Tensor, label: torch.Tensor, c: SupStrongConfig, num_classes: int = 2
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """nnU-Net's spatial transform per slice: rotation, scaling and elastic deformation, each
     with its own probability; slices that draw none are returned untouched."""
@@ -107,7 +111,7 @@ def spatial_augment(
     alpha = torch.where(deform, _uniform(n, *c.elastic_alpha, device), 0.0).to(dtype)
     sigma = _uniform(n, *c.elastic_sigma, device).to(dtype)
     grid = grid + elastic_offsets(n, height, width, alpha, sigma, c.elastic_sigma[1])
-    warped = warp(image, label, grid, c.image_interpolation, c.label_interpolation)
+    warped = warp(image, label, grid, c.image_interpolation, c.label_interpolation, num_classes)
     moved = (rotate | scale_it | deform).view(n, 1, 1, 1)
     return torch.where(moved, warped[0], image), torch.where(moved, warped[1], label)
 
@@ -133,9 +137,11 @@ def gamma_augment(image: torch.Tensor, p: float, gamma: tuple[float, float], inv
     return torch.where(apply, y, image)
 
 
-def nnunet_augment(image: torch.Tensor, label: torch.Tensor, c: SupStrongConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def nnunet_augment(
+    image: torch.Tensor, label: torch.Tensor, c: SupStrongConfig, num_classes: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole pipeline, in nnU-Net's order: spatial, inverted gamma, gamma, mirroring."""
-    image, label = spatial_augment(image, label, c)
+    image, label = spatial_augment(image, label, c, num_classes)
     image = gamma_augment(image, c.p_gamma_inverted, c.gamma, invert=True)
     image = gamma_augment(image, c.p_gamma, c.gamma, invert=False)
     if c.mirror:
@@ -149,9 +155,9 @@ class SupStrong(Method):
     config_class = SupStrongConfig
     config: SupStrongConfig
 
-    def __init__(self, config: SupStrongConfig, in_channels: int) -> None:
-        super().__init__(config, in_channels)
-        self.net = build_model("unet", in_channels=in_channels, width=config.width)
+    def __init__(self, config: SupStrongConfig, in_channels: int, num_classes: int = 2, spatial_dims: int = 2) -> None:
+        super().__init__(config, in_channels, num_classes, spatial_dims)
+        self.net = self.build_net("unet")
 
     def configure_optimizers(self, train: TrainSpec, steps_per_epoch: int) -> list[OptimizerSetup]:
         """``train.optimizer`` with nnU-Net's poly schedule (power 0.9, no warm-up) over the
@@ -161,11 +167,11 @@ class SupStrong(Method):
         return [OptimizerSetup(optimizer, build_scheduler(optimizer, schedule, train.epochs, steps_per_epoch))]
 
     def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
-        """BCE + soft Dice on the augmented labelled slices; unlabelled ones are ignored."""
+        """CE + soft Dice on the augmented labelled slices; unlabelled ones are ignored."""
         if not batch.n_labelled:
             return no_loss(batch.image)
-        image, label = nnunet_augment(batch.image[batch.lab], batch.label[batch.lab], self.config)
+        image, label = nnunet_augment(batch.image[batch.lab], batch.label[batch.lab], self.config, self.num_classes)
         logits = self.net(image)[0]
-        bce = F.binary_cross_entropy_with_logits(logits, label)
-        dice = soft_dice_loss(torch.sigmoid(logits), label)
+        bce = cross_entropy(logits, label)
+        dice = dice_loss(probabilities(logits), label)
         return {"bce": bce, "dice": dice, "loss": bce + dice}

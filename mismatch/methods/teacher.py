@@ -13,7 +13,6 @@ import torch
 
 from mismatch.config import MethodConfig
 from mismatch.methods.base import Method
-from mismatch.models import build_model
 
 
 class TeacherStudent(Method):
@@ -24,9 +23,9 @@ class TeacherStudent(Method):
     calls :meth:`ema_update` itself.
     """
 
-    def __init__(self, config: MethodConfig, in_channels: int) -> None:
-        super().__init__(config, in_channels)
-        self.student = build_model("unet", in_channels=in_channels, width=config.width)
+    def __init__(self, config: MethodConfig, in_channels: int, num_classes: int = 2, spatial_dims: int = 2) -> None:
+        super().__init__(config, in_channels, num_classes, spatial_dims)
+        self.student = self.build_net("unet")
         self.teacher = copy.deepcopy(self.student)
         for p in self.teacher.parameters():
             p.requires_grad_(False)

@@ -9,6 +9,12 @@ from ``threshold_start`` (0.75) to 1 of ln 2. The consistency weight ramps up as
 Teacher's. The U-Net has no dropout layer, so the method applies ``dropout2d`` to the
 bottleneck features between ``net.encoder`` and ``net.decoders[0]`` (training only: test-time
 prediction is the plain network), for student and teacher alike as the authors' V-Net does.
+
+With C > 2 classes the supervised loss is ``0.5 (CE + Dice)`` (categorical cross-entropy,
+multi-class soft Dice), the entropy is that of the class distribution and the consistency the
+MSE of the class probabilities over the kept pixels and the classes; the threshold keeps its
+ln 2 scale, as SSL4MIS's multi-class (ACDC) UA-MT does. In 3D the bottleneck dropout is
+``dropout3d``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mismatch.losses import soft_dice_loss
+from mismatch.losses import cross_entropy, dice_loss, entropy, probabilities
 from mismatch.methods.base import Batch
 from mismatch.methods.configs.ua_mt import UAMTConfig
 from mismatch.methods.mean_teacher import sigmoid_rampup
@@ -45,15 +51,19 @@ def certainty_mask(entropy: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``sum(mask (s - t)^2) / (sum(mask) + 1e-16)``: the mean squared difference over the
-    kept pixels (for two classes the authors' softmax MSE over both channels is this value)."""
+    kept pixels (for two classes the authors' softmax MSE over both channels is this value).
+    A (B, 1, ...) mask is broadcast over C class channels, so the mean also runs over classes
+    (the authors' ``sum(mask * mse) / (C sum(mask))``)."""
+    mask = mask.expand_as(student)
     return torch.sum(mask * (student - teacher) ** 2) / (torch.sum(mask) + 1e-16)
 
 
 def supervised_terms(logits: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``{"bce": 0.5 BCE, "dice": 0.5 soft Dice}`` on logits: the authors' (and SSL4MIS's)
-    supervised loss ``0.5 (CE + Dice)``, its two halves logged apart."""
-    bce = F.binary_cross_entropy_with_logits(logits, label)
-    return {"bce": 0.5 * bce, "dice": 0.5 * soft_dice_loss(torch.sigmoid(logits), label)}
+    """``{"bce": 0.5 CE, "dice": 0.5 soft Dice}`` on logits: the authors' (and SSL4MIS's)
+    supervised loss ``0.5 (CE + Dice)``, its two halves logged apart (binary cross-entropy for
+    one channel, categorical for C; the key stays ``bce``)."""
+    bce = cross_entropy(logits, label)
+    return {"bce": 0.5 * bce, "dice": 0.5 * dice_loss(probabilities(logits), label)}
 
 
 class UAMT(TeacherStudent):
@@ -82,15 +92,17 @@ class UAMT(TeacherStudent):
     def _logits(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         """One pass with dropout on the bottleneck features (when training)."""
         features = net.encoder(x)
-        features[-1] = F.dropout2d(features[-1], self.config.dropout, training=self.training)
+        drop = F.dropout3d if features[-1].ndim == 5 else F.dropout2d
+        features[-1] = drop(features[-1], self.config.dropout, training=self.training)
         return net.decoders[0](features)
 
     @torch.no_grad()
     def teacher_entropy(self, image: torch.Tensor) -> torch.Tensor:
-        """Entropy (B, 1, H, W) of the mean of T noisy, dropped-out teacher probabilities (one batched pass)."""
+        """Entropy (B, 1, *spatial) of the mean of T noisy, dropped-out teacher probabilities (one batched pass)."""
         t = self.config.passes
-        probs = torch.sigmoid(self._logits(self.teacher, self._noisy(image.repeat(t, 1, 1, 1))))
-        return binary_entropy(probs.view(t, *image.shape[:1], *probs.shape[1:]).mean(dim=0))
+        repeated = image.repeat(t, *([1] * (image.ndim - 1)))
+        probs = probabilities(self._logits(self.teacher, self._noisy(repeated)))
+        return entropy(probs.view(t, *image.shape[:1], *probs.shape[1:]).mean(dim=0), EPS)
 
     def training_step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         """0.5 (BCE + Dice) on labelled slices; masked, ramped MSE to the teacher on unlabelled ones."""
@@ -102,9 +114,9 @@ class UAMT(TeacherStudent):
         if batch.n_unlabelled:
             image = batch.image[unl]
             with torch.no_grad():
-                target = torch.sigmoid(self._logits(self.teacher, self._noisy(image)))
+                target = probabilities(self._logits(self.teacher, self._noisy(image)))
                 mask = certainty_mask(self.teacher_entropy(image), self.threshold(epoch))
-            consistency = masked_mse(torch.sigmoid(logits[unl]), target, mask)
+            consistency = masked_mse(probabilities(logits[unl]), target, mask)
             losses["consistency"] = self.consistency_weight(epoch) * consistency
             losses["certain_fraction"] = mask.mean().detach()
         losses["loss"] = sum(v for k, v in losses.items() if k != "certain_fraction")

@@ -15,7 +15,9 @@ from them, each by the soft Dice over the confident pixels (UniMatch's Dice with
 
 Loss ``(sup + alpha * (0.25 s1 + 0.25 s2 + 0.5 fp)) / 2`` with ``sup = (BCE + Dice) / 2`` on the
 labelled slices (UniMatch's ``(CE + Dice) / 2``). With ``schedule: poly`` the learning rate
-follows UniMatch's ``lr (1 - t / T) ** 0.9`` per optimiser step.
+follows UniMatch's ``lr (1 - t / T) ** 0.9`` per optimiser step. With C > 2 classes (ACDC,
+UniMatch's own medical setting) pseudo-labels are the argmax with the largest class
+probability as the confidence, and the losses are the categorical CE and multi-class Dice.
 """
 
 from __future__ import annotations
@@ -24,13 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from mismatch.config import ScheduleSpec, TrainSpec
-from mismatch.losses import soft_dice_loss
+from mismatch.losses import cross_entropy, dice_loss, probabilities
 from mismatch.methods.augment import colour_jitter, gaussian_blur
 from mismatch.methods.base import Batch, Method
 from mismatch.methods.configs.unimatch import UniMatchConfig
 from mismatch.methods.fixmatch import pseudo_labels
 from mismatch.methods.mixing import cutmix_boxes, masked_dice_loss, paste
-from mismatch.models import build_model
 from mismatch.optim import OptimizerSetup, build_optimizer, build_scheduler
 
 #: UniMatch's schedule: ``lr (1 - t / T) ** 0.9`` over every optimiser step.
@@ -43,9 +44,9 @@ class UniMatch(Method):
     config_class = UniMatchConfig
     config: UniMatchConfig
 
-    def __init__(self, config: UniMatchConfig, in_channels: int) -> None:
-        super().__init__(config, in_channels)
-        self.net = build_model("unet", in_channels=in_channels, width=config.width)
+    def __init__(self, config: UniMatchConfig, in_channels: int, num_classes: int = 2, spatial_dims: int = 2) -> None:
+        super().__init__(config, in_channels, num_classes, spatial_dims)
+        self.net = self.build_net("unet")
 
     def strong_view(self, image: torch.Tensor) -> torch.Tensor:
         """Photometric strong view: jitter (probability ``jitter_p``), then blur (``blur_p``)."""
@@ -80,14 +81,14 @@ class UniMatch(Method):
         if batch.n_labelled:
             x, y = logits[lab], batch.label[lab]
             # UniMatch's (CE + Dice) / 2, halved again by its total: each term weighs 1/4
-            losses["dice"] = soft_dice_loss(torch.sigmoid(x), y) / 4
-            losses["bce"] = F.binary_cross_entropy_with_logits(x, y) / 4
+            losses["dice"] = dice_loss(probabilities(x), y) / 4
+            losses["bce"] = cross_entropy(x, y) / 4
         if batch.n_unlabelled:
             image = batch.image[unl]
-            label, conf = pseudo_labels(torch.sigmoid(logits[unl]).detach(), cfg.threshold)
+            label, conf = pseudo_labels(probabilities(logits[unl]).detach(), cfg.threshold)
             s1, s2, box1, box2 = self.strong_views(image, image.roll(1, 0))
-            strong = torch.sigmoid(self.net(torch.cat([s1, s2]))[0]).chunk(2)
-            fp = torch.sigmoid(self.perturbed_logits([z[unl] for z in features]))
+            strong = probabilities(self.net(torch.cat([s1, s2]))[0]).chunk(2)
+            fp = probabilities(self.perturbed_logits([z[unl] for z in features]))
             w = cfg.alpha / 2
             for name, prob, box in (("strong1", strong[0], box1), ("strong2", strong[1], box2)):
                 target, mask = paste(label, label.roll(1, 0), 1 - box), paste(conf, conf.roll(1, 0), 1 - box)

@@ -25,6 +25,8 @@ class BCPConfig(MethodConfig):
     """
 
     implementation: ClassVar[str] = "mismatch.methods.bcp:BCP"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)
+    """2D only: the copy-paste mask is one (H, W) box per step, written for slices."""
     reference: ClassVar[str] = "Bai et al. 2023, Bidirectional copy-paste for semi-supervised medical image segmentation (CVPR)"
     summary: ClassVar[str] = "Dice + BCE on copy-paste mixes of labelled and unlabelled slices (teacher pseudo-labels)"
     search_space: ClassVar[dict[str, Dimension]] = {

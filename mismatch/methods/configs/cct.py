@@ -24,6 +24,8 @@ class CCTConfig(MethodConfig):
     """
 
     implementation: ClassVar[str] = "mismatch.methods.cct:CCT"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)
+    """2D only: the feature-drop and object/context-masking perturbations are written for 2D feature maps."""
     reference: ClassVar[str] = (
         "Ouali et al. 2020, Semi-supervised semantic segmentation with cross-consistency training (CVPR)"
     )

@@ -22,6 +22,8 @@ class CPSConfig(MethodConfig):
     """
 
     implementation: ClassVar[str] = "mismatch.methods.cps:CPS"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)
+    """2D only for now: its loss is dimension-free, but no 3D configuration of it (two 3D networks) is tested or tuned here."""
     reference: ClassVar[str] = (
         "Chen et al. 2021, Semi-supervised semantic segmentation with cross pseudo supervision (CVPR); "
         "medical setting: SSL4MIS"

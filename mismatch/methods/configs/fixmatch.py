@@ -24,6 +24,8 @@ class FixMatchConfig(MethodConfig):
     """Settings of FixMatch. ``alpha`` is lambda_u; ``ra_*`` configure the strong view."""
 
     implementation: ClassVar[str] = "mismatch.methods.fixmatch:FixMatch"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)
+    """2D only: RandAugment's rotations, translations and photometric operations are written for slices."""
     reference: ClassVar[str] = "Sohn et al. 2020, FixMatch (NeurIPS); strong view: RandAugment, Cubuk et al. 2020"
     summary: ClassVar[str] = "masked BCE between the strong view and the weak view's confident pseudo-label"
     search_space: ClassVar[dict[str, Dimension]] = {

@@ -16,6 +16,8 @@ class MeanTeacherConfig(MethodConfig):
     """Settings of Mean Teacher. ``alpha`` is the consistency weight after the ramp-up."""
 
     implementation: ClassVar[str] = "mismatch.methods.mean_teacher:MeanTeacher"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)
+    """2D slices and 3D patches (Gaussian noise only)."""
     reference: ClassVar[str] = "Tarvainen and Valpola 2017, Mean teachers are better role models (NeurIPS)"
     summary: ClassVar[str] = "MSE between student and teacher probabilities"
     search_space: ClassVar[dict[str, Dimension]] = {

@@ -20,6 +20,8 @@ class MisMatchConfig(NetworkChoice):
     """
 
     implementation: ClassVar[str] = "mismatch.methods.mismatch:MisMatch"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)
+    """2D slices and 3D patches (the 3D two-decoder networks ``mm3d*``)."""
     reference: ClassVar[str] = (
         "Xu et al. 2021, MisMatch: learning to change predictive confidences with attention (IEEE TMI)"
     )

@@ -17,6 +17,8 @@ class MorphConfig(NetworkChoice):
     have two standard (plain-block) decoders: the morphology replaces the attention."""
 
     implementation: ClassVar[str] = "mismatch.methods.morph:Morph"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)
+    """2D only: the erosion and dilation are 2D max-pools of the decoder features."""
     reference: ClassVar[str] = "Xu et al. 2021 (MisMatch), Morph baseline: erosion and dilation of decoder features"
     summary: ClassVar[str] = "symmetric MSE between the eroding and the dilating decoder"
     search_space: ClassVar[dict[str, Dimension]] = {

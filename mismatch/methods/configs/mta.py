@@ -23,6 +23,8 @@ class MTAConfig(MethodConfig):
     """
 
     implementation: ClassVar[str] = "mismatch.methods.mta:MTA"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)
+    """2D only: the reconstruction decoder is a 2D decoder (Conv2d, bilinear upsampling)."""
     reference: ClassVar[str] = (
         "Chen et al. 2019, Multi-task attention-based semi-supervised learning for medical image segmentation (MICCAI)"
     )

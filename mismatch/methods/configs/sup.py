@@ -15,6 +15,8 @@ class Sup1Config(MethodConfig):
     """Settings of Sup1: a U-Net trained on labelled slices with flips and Gaussian noise."""
 
     implementation: ClassVar[str] = "mismatch.methods.sup:Sup1"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)
+    """2D slices and 3D patches (flips over every spatial axis, Gaussian noise)."""
     uses_unlabelled: ClassVar[bool] = False
     reference: ClassVar[str] = "Ronneberger et al. 2015, U-Net (MICCAI); Sup1 of Xu et al. 2021 (MisMatch)"
     summary: ClassVar[str] = "nothing (labelled slices only)"
@@ -30,6 +32,8 @@ class Sup2Config(NetworkChoice):
     """Settings of Sup2: a two-decoder network (any MisMatch variant) trained like Sup1."""
 
     implementation: ClassVar[str] = "mismatch.methods.sup:Sup2"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)
+    """2D slices and 3D patches (flips over every spatial axis, Gaussian noise)."""
     uses_unlabelled: ClassVar[bool] = False
     reference: ClassVar[str] = "Xu et al. 2021 (MisMatch), Sup2: the MisMatch network without unlabelled data"
     summary: ClassVar[str] = "nothing (labelled slices only)"

@@ -29,6 +29,8 @@ class SupStrongConfig(MethodConfig):
     """
 
     implementation: ClassVar[str] = "mismatch.methods.sup_strong:SupStrong"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)
+    """2D only: nnU-Net's spatial transform here (rotation, scaling, elastic field) is written for slices."""
     uses_unlabelled: ClassVar[bool] = False
     reference: ClassVar[str] = (
         "Isensee et al. 2024, nnU-Net Revisited (MICCAI); augmentation: Isensee et al. 2021, nnU-Net (Nat. Methods)"

@@ -20,6 +20,8 @@ class UAMTConfig(MethodConfig):
     """
 
     implementation: ClassVar[str] = "mismatch.methods.ua_mt:UAMT"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)
+    """2D slices and 3D patches (its authors' own setting is the 3D Left Atrium)."""
     reference: ClassVar[str] = (
         "Yu et al. 2019, Uncertainty-aware self-ensembling model for semi-supervised 3D left atrium "
         "segmentation (MICCAI); code: github.com/yulequan/UA-MT, SSL4MIS"

@@ -26,6 +26,8 @@ class UniMatchConfig(MethodConfig):
     """
 
     implementation: ClassVar[str] = "mismatch.methods.unimatch:UniMatch"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)
+    """2D only: the colour jitter, blur and CutMix boxes of its strong views are written for slices."""
     reference: ClassVar[str] = (
         "Yang et al. 2023, Revisiting weak-to-strong consistency in semi-supervised semantic segmentation (CVPR)"
     )
