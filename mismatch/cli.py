@@ -245,12 +245,14 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """List the registered networks with their parameter counts."""
-    from mismatch.models import build_model, list_models
+    """List the registered networks with their dims, width and parameter counts."""
+    from mismatch.models import build_model, list_models, network_card
 
     for name in list_models():
-        net = build_model(name, in_channels=args.in_channels, width=args.width)
-        print(f"{name:8s} {sum(p.numel() for p in net.parameters()):>12,d}")
+        card = network_card(name)
+        width = args.width or card.default_width
+        net = build_model(name, in_channels=args.in_channels, width=width)
+        print(f"{name:8s} {card.spatial_dims}D  w={width:<3d} {sum(p.numel() for p in net.parameters()):>12,d}")
     return 0
 
 
@@ -313,7 +315,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def _add_methods(sub: argparse._SubParsersAction) -> None:
     p = _verb(sub, "methods", "list registered methods, their references and parameter counts",
               "  mismatch methods\n  mismatch methods --width 32 --in-channels 3")
-    p.add_argument("--width", type=int, default=24, help="channels of the first level (default: 24)")
+    p.add_argument("--width", type=int, help="channels of the first level (default: each network's own, "
+                                             "24 in 2D, 16 in 3D)")
     p.add_argument("--in-channels", type=int, default=1, help="input channels (default: 1)")
     p.set_defaults(func=cmd_methods)
 
@@ -567,7 +570,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = _verb(sub, "models", "list registered networks and their parameter counts",
               "  mismatch models\n  mismatch models --width 32")
-    p.add_argument("--width", type=int, default=24, help="channels of the first level (default: 24)")
+    p.add_argument("--width", type=int, help="channels of the first level (default: each network's own, "
+                                             "24 in 2D, 16 in 3D)")
     p.add_argument("--in-channels", type=int, default=1, help="input channels (default: 1)")
     p.set_defaults(func=cmd_models)
 
