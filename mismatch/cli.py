@@ -128,6 +128,10 @@ def _print_epoch(report: Any) -> None:
 
 ERF_UNITS = ("radius and rms_radius in pixels (from the centre pixel); area: pixels in the disc; "
              "edge_mass: share of the ERF on the outermost pixel ring (not small: raise --size)")
+ERF_UNITS_3D = ("3D blocks: radius and rms_radius in voxels (from the centre voxel); area: voxels in the sphere; "
+                "edge_mass: share of the ERF on the outermost voxel shell (not small: raise --size)")
+# Probe settings by dims (channels, size, inits, inputs): 3D probes cost about size times more.
+ERF_DEFAULTS = {2: (24, 33, 8, 8), 3: (16, 25, 4, 4)}
 
 
 def cmd_erf(args: argparse.Namespace) -> int:
@@ -136,16 +140,20 @@ def cmd_erf(args: argparse.Namespace) -> int:
 
     from mismatch.models.erf import format_erf_table, measure_erf
 
+    defaults = ERF_DEFAULTS[args.dims]
+    channels, size, inits, inputs = (given if given is not None else default for given, default in
+                                     zip((args.channels, args.size, args.inits, args.inputs), defaults))
     probes = [(depth, branch) for depth in args.depths for branch in args.branches]
     rows = []
     for i, (depth, branch) in enumerate(probes):
         start = time.perf_counter()
-        rows.append(measure_erf(branch, depth=depth, channels=args.channels, size=args.size, n_inits=args.inits,
-                                n_inputs=args.inputs, seed=args.seed, norm_stats=args.norm_stats))
+        rows.append(measure_erf(branch, depth=depth, channels=channels, size=size, n_inits=inits,
+                                n_inputs=inputs, seed=args.seed, norm_stats=args.norm_stats,
+                                spatial_dims=args.dims))
         print(f"[{i + 1}/{len(probes)}] {branch} at depth {depth}: {time.perf_counter() - start:.1f} s",
               file=sys.stderr, flush=True)
     print(format_erf_table(rows))
-    print(ERF_UNITS)
+    print(ERF_UNITS if args.dims == 2 else ERF_UNITS_3D)
     return 0
 
 
@@ -492,15 +500,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_erf(sub: argparse._SubParsersAction) -> None:
     p = _verb(sub, "erf", "measure effective receptive fields (Luo et al. 2016) of the block branches",
-              "  mismatch erf\n  mismatch erf --branches pasb nasb --depths 0 8 --size 49 --inits 4")
+              "  mismatch erf\n  mismatch erf --branches pasb nasb --depths 0 8 --size 49 --inits 4\n"
+              "  mismatch erf --dims 3    # the 3D blocks of unet3d / mm3d (about 40 s)")
     p.add_argument("--branches", nargs="+", default=["main", "pasb", "nasb"],
                    help="main | pasb | nasb (side branches) | plain | pasb-block | nasb-block")
     p.add_argument("--depths", type=int, nargs="+", default=[0, 4, 8],
                    help="plain 3x3 conv layers before the branch (the paper's n)")
-    p.add_argument("--channels", type=int, default=24, help="channels of every layer (default: 24)")
-    p.add_argument("--size", type=int, default=33, help="probe image size (odd: a true centre pixel)")
-    p.add_argument("--inits", type=int, default=8, help="random initialisations")
-    p.add_argument("--inputs", type=int, default=8, help="random inputs per initialisation")
+    p.add_argument("--dims", type=int, choices=[2, 3], default=2,
+                   help="2: the 2D blocks (default); 3: the 3D blocks on a size^3 volume")
+    p.add_argument("--channels", type=int, help="channels of every layer (default: 24 in 2D, 16 in 3D)")
+    p.add_argument("--size", type=int, help="probe image size (odd: a true centre pixel; default: 33 in 2D, 25 in 3D)")
+    p.add_argument("--inits", type=int, help="random initialisations (default: 8 in 2D, 4 in 3D)")
+    p.add_argument("--inputs", type=int, help="random inputs per initialisation (default: 8 in 2D, 4 in 3D)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--norm-stats", choices=["frozen", "live"], default="frozen",
                    help="treat InstanceNorm statistics as constants in the backward pass (see docs/models.md)")
