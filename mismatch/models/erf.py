@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from mismatch.models.blocks import NASB, PASB, ConvNormAct, PlainBlock
-from mismatch.models.blocks3d import NASB3d, PASB3d, ConvNormAct3d, PlainBlock3d
+from mismatch.models.blocks3d import ConvNormAct3d, NASB3d, PASB3d, PlainBlock3d
 
 BlockFactory = Callable[[int], nn.Module]
 
