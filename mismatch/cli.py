@@ -160,13 +160,16 @@ def cmd_erf(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     """Write a synthetic phantom dataset in the MSD / nnU-Net raw layout (or an h5 benchmark layout)."""
     from mismatch.data import write_synthetic_dataset
+    from mismatch.data.synth import synth_defaults
 
+    cases, size, slices = synth_defaults(args.kind)
+    cases = cases if args.cases is None else args.cases
     out = write_synthetic_dataset(
-        args.out, args.kind, cases=args.cases, size=tuple(args.size), slices=args.slices, seed=args.seed,
-        overwrite=args.overwrite,
+        args.out, args.kind, cases=cases, size=size if args.size is None else tuple(args.size),
+        slices=slices if args.slices is None else args.slices, seed=args.seed, overwrite=args.overwrite,
     )
-    what = f"patients ({2 * args.cases} volumes)" if args.kind == "acdc-h5" else "cases"
-    print(f"wrote {args.cases} {args.kind} {what} to {out}")
+    what = f"patients ({2 * cases} volumes)" if args.kind == "acdc-h5" else "cases"
+    print(f"wrote {cases} {args.kind} {what} to {out}")
     return 0
 
 
@@ -564,15 +567,18 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s = _verb(data_sub, "synth", "write a synthetic phantom dataset (MSD layout, or the LA / ACDC h5 layouts)",
               "  mismatch data synth vessels data/vessels\n"
               "  mismatch data synth tumours data/tumours --cases 20 --size 96 96 --slices 32\n"
-              "  mismatch data synth la2018-h5 data/la --cases 10   # then: mismatch data check la2018-h5 data/la")
-    s.add_argument("kind", choices=["vessels", "tumours", "la2018-h5", "acdc-h5"],
-                   help="phantom: thin vessels or round tumours (MSD layout), an LA-like atrium (la2018-h5 "
-                        "layout) or a three-class ACDC-like heart (acdc-h5 layout)")
+              "  mismatch data synth la2018-h5 data/la --cases 10   # then: mismatch data check la2018-h5 data/la\n"
+              "  mismatch data synth organs3d data/organs3d         # 3D, three classes: 12 cases of 48x64x64")
+    s.add_argument("kind", choices=["vessels", "tumours", "organs3d", "la2018-h5", "acdc-h5"],
+                   help="phantom: thin vessels or round tumours (MSD layout), 3D kidneys with three nested "
+                        "classes (organs3d, MSD layout), an LA-like atrium (la2018-h5 layout) or a "
+                        "three-class ACDC-like heart (acdc-h5 layout)")
     s.add_argument("out", help="output folder (a dataset in the MSD layout, or in the layout the kind names)")
-    s.add_argument("--cases", type=int, default=10, help="number of cases, patients for acdc-h5 (default: 10)")
-    s.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
+    s.add_argument("--cases", type=int,
+                   help="number of cases, patients for acdc-h5 (default: 10; organs3d: 12)")
+    s.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="slice height and width in pixels (default: 64 64)")
-    s.add_argument("--slices", type=int, default=24, help="slices per case (default: 24)")
+    s.add_argument("--slices", type=int, help="slices per case (default: 24; organs3d: 48)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     s.set_defaults(func=cmd_synth)
