@@ -128,6 +128,10 @@ def _print_epoch(report: Any) -> None:
 
 ERF_UNITS = ("radius and rms_radius in pixels (from the centre pixel); area: pixels in the disc; "
              "edge_mass: share of the ERF on the outermost pixel ring (not small: raise --size)")
+ERF_UNITS_3D = ("3D blocks: radius and rms_radius in voxels (from the centre voxel); area: voxels in the sphere; "
+                "edge_mass: share of the ERF on the outermost voxel shell (not small: raise --size)")
+# Probe settings by dims (channels, size, inits, inputs): 3D probes cost about size times more.
+ERF_DEFAULTS = {2: (24, 33, 8, 8), 3: (16, 25, 4, 4)}
 
 
 def cmd_erf(args: argparse.Namespace) -> int:
@@ -136,29 +140,36 @@ def cmd_erf(args: argparse.Namespace) -> int:
 
     from mismatch.models.erf import format_erf_table, measure_erf
 
+    defaults = ERF_DEFAULTS[args.dims]
+    channels, size, inits, inputs = (given if given is not None else default for given, default in
+                                     zip((args.channels, args.size, args.inits, args.inputs), defaults))
     probes = [(depth, branch) for depth in args.depths for branch in args.branches]
     rows = []
     for i, (depth, branch) in enumerate(probes):
         start = time.perf_counter()
-        rows.append(measure_erf(branch, depth=depth, channels=args.channels, size=args.size, n_inits=args.inits,
-                                n_inputs=args.inputs, seed=args.seed, norm_stats=args.norm_stats))
+        rows.append(measure_erf(branch, depth=depth, channels=channels, size=size, n_inits=inits,
+                                n_inputs=inputs, seed=args.seed, norm_stats=args.norm_stats,
+                                spatial_dims=args.dims))
         print(f"[{i + 1}/{len(probes)}] {branch} at depth {depth}: {time.perf_counter() - start:.1f} s",
               file=sys.stderr, flush=True)
     print(format_erf_table(rows))
-    print(ERF_UNITS)
+    print(ERF_UNITS if args.dims == 2 else ERF_UNITS_3D)
     return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """Write a synthetic phantom dataset in the MSD / nnU-Net raw layout (or an h5 benchmark layout)."""
     from mismatch.data import write_synthetic_dataset
+    from mismatch.data.synth import synth_defaults
 
+    cases, size, slices = synth_defaults(args.kind)
+    cases = cases if args.cases is None else args.cases
     out = write_synthetic_dataset(
-        args.out, args.kind, cases=args.cases, size=tuple(args.size), slices=args.slices, seed=args.seed,
-        overwrite=args.overwrite,
+        args.out, args.kind, cases=cases, size=size if args.size is None else tuple(args.size),
+        slices=slices if args.slices is None else args.slices, seed=args.seed, overwrite=args.overwrite,
     )
-    what = f"patients ({2 * args.cases} volumes)" if args.kind == "acdc-h5" else "cases"
-    print(f"wrote {args.cases} {args.kind} {what} to {out}")
+    what = f"patients ({2 * cases} volumes)" if args.kind == "acdc-h5" else "cases"
+    print(f"wrote {cases} {args.kind} {what} to {out}")
     return 0
 
 
@@ -245,12 +256,14 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """List the registered networks with their parameter counts."""
-    from mismatch.models import build_model, list_models
+    """List the registered networks with their dims, width and parameter counts."""
+    from mismatch.models import build_model, list_models, network_card
 
     for name in list_models():
-        net = build_model(name, in_channels=args.in_channels, width=args.width)
-        print(f"{name:8s} {sum(p.numel() for p in net.parameters()):>12,d}")
+        card = network_card(name)
+        width = args.width or card.default_width
+        net = build_model(name, in_channels=args.in_channels, width=width)
+        print(f"{name:8s} {card.spatial_dims}D  w={width:<3d} {sum(p.numel() for p in net.parameters()):>12,d}")
     return 0
 
 
@@ -313,7 +326,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def _add_methods(sub: argparse._SubParsersAction) -> None:
     p = _verb(sub, "methods", "list registered methods, their references and parameter counts",
               "  mismatch methods\n  mismatch methods --width 32 --in-channels 3")
-    p.add_argument("--width", type=int, default=24, help="channels of the first level (default: 24)")
+    p.add_argument("--width", type=int, help="channels of the first level (default: each network's own, "
+                                             "24 in 2D, 16 in 3D)")
     p.add_argument("--in-channels", type=int, default=1, help="input channels (default: 1)")
     p.set_defaults(func=cmd_methods)
 
@@ -489,15 +503,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_erf(sub: argparse._SubParsersAction) -> None:
     p = _verb(sub, "erf", "measure effective receptive fields (Luo et al. 2016) of the block branches",
-              "  mismatch erf\n  mismatch erf --branches pasb nasb --depths 0 8 --size 49 --inits 4")
+              "  mismatch erf\n  mismatch erf --branches pasb nasb --depths 0 8 --size 49 --inits 4\n"
+              "  mismatch erf --dims 3    # the 3D blocks of unet3d / mm3d (about 40 s)")
     p.add_argument("--branches", nargs="+", default=["main", "pasb", "nasb"],
                    help="main | pasb | nasb (side branches) | plain | pasb-block | nasb-block")
     p.add_argument("--depths", type=int, nargs="+", default=[0, 4, 8],
                    help="plain 3x3 conv layers before the branch (the paper's n)")
-    p.add_argument("--channels", type=int, default=24, help="channels of every layer (default: 24)")
-    p.add_argument("--size", type=int, default=33, help="probe image size (odd: a true centre pixel)")
-    p.add_argument("--inits", type=int, default=8, help="random initialisations")
-    p.add_argument("--inputs", type=int, default=8, help="random inputs per initialisation")
+    p.add_argument("--dims", type=int, choices=[2, 3], default=2,
+                   help="2: the 2D blocks (default); 3: the 3D blocks on a size^3 volume")
+    p.add_argument("--channels", type=int, help="channels of every layer (default: 24 in 2D, 16 in 3D)")
+    p.add_argument("--size", type=int, help="probe image size (odd: a true centre pixel; default: 33 in 2D, 25 in 3D)")
+    p.add_argument("--inits", type=int, help="random initialisations (default: 8 in 2D, 4 in 3D)")
+    p.add_argument("--inputs", type=int, help="random inputs per initialisation (default: 8 in 2D, 4 in 3D)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--norm-stats", choices=["frozen", "live"], default="frozen",
                    help="treat InstanceNorm statistics as constants in the backward pass (see docs/models.md)")
@@ -550,15 +567,18 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s = _verb(data_sub, "synth", "write a synthetic phantom dataset (MSD layout, or the LA / ACDC h5 layouts)",
               "  mismatch data synth vessels data/vessels\n"
               "  mismatch data synth tumours data/tumours --cases 20 --size 96 96 --slices 32\n"
-              "  mismatch data synth la2018-h5 data/la --cases 10   # then: mismatch data check la2018-h5 data/la")
-    s.add_argument("kind", choices=["vessels", "tumours", "la2018-h5", "acdc-h5"],
-                   help="phantom: thin vessels or round tumours (MSD layout), an LA-like atrium (la2018-h5 "
-                        "layout) or a three-class ACDC-like heart (acdc-h5 layout)")
+              "  mismatch data synth la2018-h5 data/la --cases 10   # then: mismatch data check la2018-h5 data/la\n"
+              "  mismatch data synth organs3d data/organs3d         # 3D, three classes: 12 cases of 48x64x64")
+    s.add_argument("kind", choices=["vessels", "tumours", "organs3d", "la2018-h5", "acdc-h5"],
+                   help="phantom: thin vessels or round tumours (MSD layout), 3D kidneys with three nested "
+                        "classes (organs3d, MSD layout), an LA-like atrium (la2018-h5 layout) or a "
+                        "three-class ACDC-like heart (acdc-h5 layout)")
     s.add_argument("out", help="output folder (a dataset in the MSD layout, or in the layout the kind names)")
-    s.add_argument("--cases", type=int, default=10, help="number of cases, patients for acdc-h5 (default: 10)")
-    s.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
+    s.add_argument("--cases", type=int,
+                   help="number of cases, patients for acdc-h5 (default: 10; organs3d: 12)")
+    s.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="slice height and width in pixels (default: 64 64)")
-    s.add_argument("--slices", type=int, default=24, help="slices per case (default: 24)")
+    s.add_argument("--slices", type=int, help="slices per case (default: 24; organs3d: 48)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     s.set_defaults(func=cmd_synth)
@@ -567,7 +587,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = _verb(sub, "models", "list registered networks and their parameter counts",
               "  mismatch models\n  mismatch models --width 32")
-    p.add_argument("--width", type=int, default=24, help="channels of the first level (default: 24)")
+    p.add_argument("--width", type=int, help="channels of the first level (default: each network's own, "
+                                             "24 in 2D, 16 in 3D)")
     p.add_argument("--in-channels", type=int, default=1, help="input channels (default: 1)")
     p.set_defaults(func=cmd_models)
 

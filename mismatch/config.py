@@ -62,7 +62,7 @@ class StrictModel(BaseModel):
 class SynthSpec(StrictModel):
     """A synthetic phantom dataset generated on the fly (deterministic from ``seed``)."""
 
-    kind: Literal["vessels", "tumours"] = "vessels"
+    kind: Literal["vessels", "tumours", "organs3d"] = "vessels"
     cases: int = Field(10, ge=1)
     size: tuple[Annotated[int, Field(ge=16)], Annotated[int, Field(ge=16)]] = (64, 64)
     slices: int = Field(24, ge=1)

@@ -2,8 +2,9 @@
 
 Each table sits between ``<!-- registry-table: KIND -->`` and ``<!-- /registry-table -->``
 in a Markdown file of ``docs/``; ``--write`` rewrites them, ``--check`` (the default) exits
-with status 1 and names the files whose tables are out of date. The method and network
-tables build every network at width 24 to count parameters, so this imports torch.
+with status 1 and names the files whose tables are out of date. The method table
+builds every method at width 24 and the network table every network at its default width to
+count parameters, so this imports torch.
 """
 
 from __future__ import annotations
@@ -48,17 +49,20 @@ def methods_table() -> str:
 
 
 def networks_table() -> str:
-    """Every registered network: decoders, block kinds, extra kwargs, parameters at width 24."""
+    """Every registered network: dims, decoders, block kinds, extra kwargs, parameters at its
+    default width (24 in 2D, 16 in 3D)."""
     from mismatch.models import build_model
     from mismatch.models.catalog import NETWORKS
 
     rows = []
     for name, card in NETWORKS.items():
-        params = sum(p.numel() for p in build_model(name, in_channels=1, width=24).parameters())
-        rows.append([f"`{name}`", card.description, str(card.decoders), ", ".join(card.decoder_blocks) or "-",
-                     ", ".join(f"`{a}`" for a in card.accepts) or "-", f"{params:,}"])
-    return _table(["name", "network", "decoders", "decoder blocks", "extra kwargs",
-                   "parameters (w=24, 1 channel)"], rows)
+        net = build_model(name, in_channels=1, width=card.default_width)
+        params = sum(p.numel() for p in net.parameters())
+        rows.append([f"`{name}`", card.description, f"{card.spatial_dims}D", str(card.decoders),
+                     ", ".join(card.decoder_blocks) or "-", ", ".join(f"`{a}`" for a in card.accepts) or "-",
+                     str(card.default_width), f"{params:,}"])
+    return _table(["name", "network", "dims", "decoders", "decoder blocks", "extra kwargs", "width",
+                   "parameters (1 channel)"], rows)
 
 
 def _value(value: Any) -> str:

@@ -157,3 +157,23 @@ def test_erf_shows_progress_and_units(capsys):
     table, units = captured.out.strip().rsplit("\n", 1)
     assert len(table.split("\n")) == 2 + 2  # header, rule, one row per probe
     assert "in pixels" in units and "edge_mass" in units
+
+
+def test_erf_on_3d_blocks(capsys):
+    argv = ["erf", "--dims", "3", "--branches", "nasb", "--depths", "0", "--channels", "2", "--size", "7",
+            "--inits", "1", "--inputs", "1"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("[1/1] nasb at depth 0")
+    table, units = captured.out.strip().rsplit("\n", 1)
+    assert len(table.split("\n")) == 3 and "nasb" in table
+    assert "in voxels" in units and "sphere" in units
+
+
+def test_models_lists_dims_default_width_and_counts(capsys):
+    assert main(["models"]) == 0
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.strip().split("\n")}
+    assert lines["mm"] == ["2D", "w=24", "2,681,132"]
+    assert lines["mm3d"] == ["3D", "w=16", "14,215,178"] and lines["unet3d"] == ["3D", "w=16", "10,026,849"]
+    assert main(["models", "--width", "8"]) == 0
+    assert all("w=8" in line for line in capsys.readouterr().out.strip().split("\n"))

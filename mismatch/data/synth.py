@@ -9,6 +9,11 @@ Two kinds in the MSD layout:
 - ``tumours``: MR-like brain with four modalities (t1, t1ce, t2, flair), an irregular
   tumour with MSD BrainTumour labels (1 edema, 2 non-enhancing, 3 enhancing), per-modality
   contrast, a smooth bias field and noise; background outside the brain is exactly 0.
+- ``organs3d``: a 3D multi-class phantom for the 3D networks: an MR-like abdomen with two
+  kidneys made of nested wobbly ellipsoids (1 cortex, 2 medulla, 3 pelvis), an unlabelled
+  liver-like organ and a spine as distractors, a smooth intensity field per tissue, a bias
+  field and noise. Default 12 cases of 48 x 64 x 64 voxels of 3 x 3 x 4 mm (each side
+  divisible by 16, so a whole volume is a valid 3D patch).
 
 And two in the HDF5 layouts of :mod:`mismatch.data.h5layouts` (``mismatch data synth
 la2018-h5|acdc-h5``), so tests and users need no download:
@@ -65,6 +70,9 @@ class PhantomKind:
     slice_factor: Callable[[tuple[int, int], int], float]
     generate: Callable[[np.random.Generator, tuple[int, int], int], tuple[np.ndarray, np.ndarray]]
     description: str
+    default_cases: int = 10
+    default_size: tuple[int, int] = (64, 64)
+    default_slices: int = 24
 
 
 def make_phantom(
@@ -94,16 +102,27 @@ def phantom_kind(kind: str) -> PhantomKind:
     return kinds[kind]
 
 
+def synth_defaults(kind: str) -> tuple[int, tuple[int, int], int]:
+    """``(cases, (H, W), slices)`` that ``mismatch data synth KIND`` writes when not told."""
+    if kind in H5_PHANTOMS:
+        return 10, (64, 64), 24
+    spec = phantom_kind(kind)
+    return spec.default_cases, spec.default_size, spec.default_slices
+
+
 def write_synthetic_dataset(
     out_dir: str | Path,
     kind: str,
     cases: int,
-    size: tuple[int, int] = (64, 64),
-    slices: int = 24,
+    size: tuple[int, int] | None = None,
+    slices: int | None = None,
     seed: int = 0,
     overwrite: bool = False,
 ) -> Path:
     """Write a phantom dataset in the MSD layout to ``out_dir`` and return its path.
+
+    ``size`` and ``slices`` default to the kind's own (:func:`synth_defaults`: 64 x 64 x 24
+    for most kinds, 64 x 64 x 48 for ``organs3d``).
 
     Written atomically: the cases go to a temporary sibling folder that is renamed to
     ``out_dir`` at the end, so a crash never leaves a half-written dataset. A non-empty
@@ -111,6 +130,9 @@ def write_synthetic_dataset(
     ``FileExistsError``) unless ``overwrite`` is true. This is ``mismatch data synth``.
     """
     out = Path(out_dir).expanduser().absolute()
+    _, default_size, default_slices = synth_defaults(kind)
+    size = default_size if size is None else size
+    slices = default_slices if slices is None else slices
     if kind in H5_PHANTOMS:
         min_cases = H5_PHANTOMS[kind][1]
         if cases < min_cases:
@@ -477,6 +499,63 @@ def _ventricles(z, y, x, centre, radii) -> np.ndarray:
     return mask
 
 
+# ----------------------------------------------------------------------------- organs3d
+
+# Relative MR intensity of each tissue; scaled by _MR_SCALE and stored as int16.
+_ORGAN_TISSUE = {
+    "outside": 0.0, "body": 0.55, "liver": 0.42, "spine": 0.18,
+    "cortex": 0.80, "medulla": 0.58, "pelvis": 1.35,  # labels 1, 2, 3
+}
+
+
+def _organs(rng: np.random.Generator, size: tuple[int, int], slices: int):
+    """MR-like abdomen with two nested-ellipsoid kidneys: image (1, S, H, W), label (S, H, W) in 0..3."""
+    shape = (slices, *size)
+    z, y, x = _grid(shape)
+    body = ((y - 0.5) / 0.40) ** 2 + ((x - 0.5) / 0.46) ** 2 * (1 + 0.03 * _smooth_field(rng, shape, max_freq=2)) <= 1
+    tissue = np.where(body, 1, 0)  # indices into _ORGAN_TISSUE's order
+    liver_centre = np.array([0.45, 0.40, 0.32]) + rng.uniform(-0.03, 0.03, size=3)
+    liver = _ellipsoid_radius(z, y, x, liver_centre, np.array([0.30, 0.17, 0.20]) * rng.uniform(0.9, 1.1, 3)) < 1
+    tissue[liver & body] = 2
+    tissue[np.broadcast_to(((y - 0.72) / 0.06) ** 2 + ((x - 0.5) / 0.06) ** 2 <= 1, shape)] = 3  # spine
+    label = np.zeros(shape, dtype=np.uint8)
+    for side in (-1, 1):
+        label = np.maximum(label, _kidney(rng, shape, side))
+    tissue[label > 0] = 3 + label[label > 0]
+    table = np.array(list(_ORGAN_TISSUE.values()), dtype=np.float32)
+    value = np.zeros(shape, dtype=np.float32)
+    for index in range(1, len(table)):  # a smooth intensity field per tissue (its texture)
+        mask = tissue == index
+        value[mask] = table[index] * (1 + 0.06 * _smooth_field(rng, shape, waves=6, max_freq=3.0)[mask])
+    value *= 1 + 0.2 * _smooth_field(rng, shape, waves=4, max_freq=0.8)  # coil bias field
+    value = (value + rng.normal(0, 0.03, size=shape)) * _MR_SCALE
+    return np.clip(value, 0, None)[None].astype(np.float32), label
+
+
+def _kidney(rng: np.random.Generator, shape: tuple[int, int, int], side: int) -> np.ndarray:
+    """One kidney: cortex (1) around medulla (2) around the pelvis (3), nested wobbly ellipsoids.
+
+    The pelvis sits towards the hilum (the midline side), as in a real kidney.
+    """
+    z, y, x = _grid(shape)
+    centre = np.array([0.5, 0.62, 0.5 + side * 0.21]) + rng.uniform(-0.03, 0.03, size=3)
+    radii = np.array([0.24, 0.12, 0.10]) * rng.uniform(0.9, 1.1, size=3)
+    label = np.zeros(shape, dtype=np.uint8)
+    inside = np.ones(shape, dtype=bool)
+    for value, extent, shift in ((1, 1.0, 0.0), (2, 0.72, 0.0), (3, 0.42, 0.25)):
+        hilum = centre - np.array([0.0, 0.0, side * shift * radii[2]])
+        r = _ellipsoid_radius(z, y, x, hilum, radii * extent)
+        factor = np.clip(1 + 0.08 * _smooth_field(rng, shape, max_freq=3.0), 0.8, 1.2)
+        inside &= r < factor  # each region lies inside the previous one
+        label[inside] = value
+    return label
+
+
+def _organs_slice_factor(size: tuple[int, int], slices: int) -> float:
+    """Slice thickness over pixel spacing such that the volume is as deep as it is wide."""
+    return max(size) / slices
+
+
 def _phantom_kinds() -> dict[str, PhantomKind]:
     return {
         "vessels": PhantomKind(
@@ -498,6 +577,18 @@ def _phantom_kinds() -> dict[str, PhantomKind]:
             slice_factor=_brain_slice_factor,
             generate=_tumours,
             description="synthetic MR brain with a tumour (MSD BrainTumour labels)",
+        ),
+        "organs3d": PhantomKind(
+            name="organs3d",
+            channel_names=("MR",),
+            labels={"background": 0, "cortex": 1, "medulla": 2, "pelvis": 3},
+            image_dtype=np.int16,
+            field_of_view_mm=192.0,
+            slice_factor=_organs_slice_factor,
+            generate=_organs,
+            description="synthetic 3D MR abdomen with two kidneys of three nested classes",
+            default_cases=12,
+            default_slices=48,
         ),
     }
 

@@ -24,7 +24,9 @@ class NetworkCard:
     ``factory`` is a ``"module:function"`` string (imported on first build) or the callable.
     ``decoders``, ``spatial_dims`` and ``decoder_blocks`` (each decoder's block kind) are its
     capabilities; ``accepts`` names the extra keyword arguments its factory takes (e.g.
-    ``negative_sigmoid``).
+    ``negative_sigmoid``). ``default_width`` is the width the network is designed for (24 for
+    the 2D networks as in the paper, 16 for the 3D ones as V-Net); ``mismatch models`` lists
+    parameter counts at it.
     """
 
     name: str
@@ -34,6 +36,7 @@ class NetworkCard:
     accepts: tuple[str, ...] = ()
     decoder_blocks: tuple[str, ...] = ()
     description: str = field(default="", compare=False)
+    default_width: int = 24
 
     def capabilities(self) -> dict[str, Any]:
         """What the network provides, as a method's ``requires`` names it."""
@@ -67,5 +70,23 @@ for _card in (
     NetworkCard("mm-a", f"{_NETS}:mm_a", 2, decoder_blocks=("plain", "plain"), description="ablation MM-a"),
     NetworkCard("mm-b", f"{_NETS}:mm_b", 2, accepts=_SIGMOID, decoder_blocks=("plain", "nasb"), description="ablation MM-b"),
     NetworkCard("mm-c", f"{_NETS}:mm_c", 2, decoder_blocks=("plain", "pasb"), description="ablation MM-c"),
+):
+    register_card(_card)
+
+# 3D twins (spatial_dims=3): same decoders, decoder blocks and extra kwargs as the 2D cards, so
+# a method asking for {"decoders": 2} gets them; the 2D -> 3D name rule is unet -> unet3d,
+# mm -> mm3d, mm-x -> mm3d-x. Width 16 by default (V-Net's, see docs/models.md).
+_NETS3D = "mismatch.models.networks3d"
+for _card in (
+    NetworkCard("unet3d", f"{_NETS3D}:unet3d", 1, 3, decoder_blocks=("unet",), default_width=16,
+                description="3D U-Net (Sup1, baselines' backbone, 3D)"),
+    NetworkCard("mm3d", f"{_NETS3D}:mm3d", 2, 3, accepts=_SIGMOID, decoder_blocks=("pasb", "nasb"),
+                default_width=16, description="3D MisMatch"),
+    NetworkCard("mm3d-a", f"{_NETS3D}:mm3d_a", 2, 3, decoder_blocks=("plain", "plain"), default_width=16,
+                description="3D ablation MM-a"),
+    NetworkCard("mm3d-b", f"{_NETS3D}:mm3d_b", 2, 3, accepts=_SIGMOID, decoder_blocks=("plain", "nasb"),
+                default_width=16, description="3D ablation MM-b"),
+    NetworkCard("mm3d-c", f"{_NETS3D}:mm3d_c", 2, 3, decoder_blocks=("plain", "pasb"), default_width=16,
+                description="3D ablation MM-c"),
 ):
     register_card(_card)

@@ -19,6 +19,10 @@ The named branches are built from the real blocks of :mod:`mismatch.models.block
 (the side branches ``PASB(c).side`` / ``NASB(c).side``, without the PASB sigmoid), and the
 whole blocks ``plain``, ``pasb-block``, ``nasb-block``. Any ``factory(channels) -> nn.Module``
 that keeps the spatial size can be measured too.
+
+``spatial_dims=3`` measures the same named branches of the 3D blocks of
+:mod:`mismatch.models.blocks3d` on ``(S, S, S)`` volumes (``3x3x3`` context layers); the
+summaries are then spheres (``area``: voxels in the sphere, ``edge_mass``: the outer shell).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 from torch import nn
 
 from mismatch.models.blocks import NASB, PASB, ConvNormAct, PlainBlock
+from mismatch.models.blocks3d import ConvNormAct3d, NASB3d, PASB3d, PlainBlock3d
 
 BlockFactory = Callable[[int], nn.Module]
 
@@ -59,21 +64,46 @@ BRANCHES: dict[str, BlockFactory] = {
     "nasb-block": NASB,
 }
 
+
+def _main_branch_3d(channels: int) -> nn.Module:
+    return PASB3d(channels).main
+
+
+def _pasb_side_3d(channels: int) -> nn.Module:
+    return PASB3d(channels).side
+
+
+def _nasb_side_3d(channels: int) -> nn.Module:
+    return NASB3d(channels).side
+
+
+#: The same branch names on the 3D blocks (``spatial_dims=3``).
+BRANCHES_3D: dict[str, BlockFactory] = {
+    "main": _main_branch_3d,
+    "pasb": _pasb_side_3d,
+    "nasb": _nasb_side_3d,
+    "plain": PlainBlock3d,
+    "pasb-block": PASB3d,
+    "nasb-block": NASB3d,
+}
+
 #: Recommended defaults for ``mismatch erf`` (9 rows, about 3 s on 2 idle CPU cores).
 DEFAULT_BRANCHES: tuple[str, ...] = ("main", "pasb", "nasb")
 DEFAULT_DEPTHS: tuple[int, ...] = (0, 4, 8)
 
 
 def _frozen_norm_hook(
-    module: nn.InstanceNorm2d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+    module: nn.InstanceNorm2d | nn.InstanceNorm3d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
 ) -> torch.Tensor:
-    """Recompute InstanceNorm with detached per-image statistics (same forward value)."""
+    """Recompute InstanceNorm (2D or 3D) with detached per-image statistics (same forward value)."""
     (x,) = inputs
-    mean = x.mean(dim=(2, 3), keepdim=True).detach()
-    var = x.var(dim=(2, 3), unbiased=False, keepdim=True).detach()
+    spatial = tuple(range(2, x.ndim))
+    mean = x.mean(dim=spatial, keepdim=True).detach()
+    var = x.var(dim=spatial, unbiased=False, keepdim=True).detach()
     y = (x - mean) / torch.sqrt(var + module.eps)
     if module.affine:
-        y = y * module.weight[None, :, None, None] + module.bias[None, :, None, None]
+        shape = (1, -1) + (1,) * len(spatial)
+        y = y * module.weight.view(shape) + module.bias.view(shape)
     return y
 
 
@@ -84,7 +114,7 @@ def _norm_stats(model: nn.Module, mode: str) -> Iterator[None]:
     handles = []
     if mode == "frozen":
         for module in model.modules():
-            if isinstance(module, nn.InstanceNorm2d):
+            if isinstance(module, (nn.InstanceNorm2d, nn.InstanceNorm3d)):
                 handles.append(module.register_forward_hook(_frozen_norm_hook))
     try:
         yield
@@ -93,52 +123,62 @@ def _norm_stats(model: nn.Module, mode: str) -> Iterator[None]:
             handle.remove()
 
 
-def _resolve(branch: str | BlockFactory) -> tuple[str, BlockFactory]:
+def _resolve(branch: str | BlockFactory, spatial_dims: int = 2) -> tuple[str, BlockFactory]:
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
     if callable(branch):
         return getattr(branch, "__name__", type(branch).__name__), branch
-    if branch not in BRANCHES:
-        raise KeyError(f"unknown ERF branch {branch!r}; known: {sorted(BRANCHES)}")
-    return branch, BRANCHES[branch]
+    branches = BRANCHES if spatial_dims == 2 else BRANCHES_3D
+    if branch not in branches:
+        raise KeyError(f"unknown ERF branch {branch!r}; known: {sorted(branches)}")
+    return branch, branches[branch]
 
 
 def build_probe(
-    factory: BlockFactory, channels: int, depth: int = 0, repeats: int = 1
+    factory: BlockFactory, channels: int, depth: int = 0, repeats: int = 1, spatial_dims: int = 2
 ) -> nn.Module:
-    """``depth`` plain 3x3 conv+IN+ReLU layers, then ``repeats`` stacked ``factory(channels)``.
+    """``depth`` plain 3x3 (3x3x3 with ``spatial_dims=3``) conv+IN+ReLU layers, then
+    ``repeats`` stacked ``factory(channels)``.
 
     The preceding layers put the branch in context: the paper's ERF argument is about a branch
     whose input is the output of an n-th layer.
     """
-    layers = [ConvNormAct(channels, channels) for _ in range(depth)]
+    context = ConvNormAct if spatial_dims == 2 else ConvNormAct3d
+    layers = [context(channels, channels) for _ in range(depth)]
     layers += [factory(channels) for _ in range(repeats)]
     return nn.Sequential(*layers)
 
 
 def _gradient_map(model: nn.Module, inputs: torch.Tensor, norm_stats: str) -> torch.Tensor:
-    """Mean |d(centre output, summed over channels) / d input|, shape (S, S)."""
-    x = inputs.clone().requires_grad_(True)  # (N, C, S, S)
+    """Mean |d(centre output, summed over channels) / d input|, shape (S, S) or (S, S, S)."""
+    x = inputs.clone().requires_grad_(True)  # (N, C, S, S) or (N, C, S, S, S)
     with _norm_stats(model, norm_stats):
-        out = model(x)  # (N, C', S, S); images are independent, so one backward serves all
-    if out.shape[-2:] != x.shape[-2:]:
+        out = model(x)  # (N, C', *spatial); images are independent, so one backward serves all
+    if out.shape[2:] != x.shape[2:]:
         raise ValueError(
             f"module must keep the spatial size: input {tuple(x.shape)}, output {tuple(out.shape)}"
         )
-    centre = x.shape[-1] // 2
-    out[:, :, centre, centre].sum().backward()
-    return x.grad.abs().sum(dim=1).mean(dim=0)  # (S, S)
+    centre = (x.shape[-1] // 2,) * (x.ndim - 2)
+    out[(slice(None), slice(None), *centre)].sum().backward()
+    return x.grad.abs().sum(dim=1).mean(dim=0)  # (*spatial)
 
 
 def summarise_map(erf: np.ndarray, shares: Sequence[float] = (0.5, 0.9)) -> dict[str, float]:
     """Disc radius and area holding each share of the mass, RMS radius and edge mass.
 
-    ``erf`` is a non-negative ``(S, S)`` map centred at ``(S // 2, S // 2)``. Keys:
-    ``r50``, ``area50`` (pixels in the disc), ... per share, ``rms_radius``, and ``edge_mass``
-    (the mass on the outermost pixel ring: if it is not small, the image is too small).
+    ``erf`` is a non-negative ``(S, S)`` map centred at ``(S // 2, S // 2)``, or an
+    ``(S, S, S)`` volume (spheres then, areas in voxels). Keys: ``r50``, ``area50`` (pixels
+    in the disc), ... per share, ``rms_radius``, and ``edge_mass`` (the mass on the outermost
+    pixel ring or voxel shell: if it is not small, the image is too small).
     """
     size = erf.shape[-1]
     mass = erf / erf.sum()
     coords = np.arange(size) - size // 2
-    dist = np.hypot(coords[:, None], coords[None, :]).ravel()
+    if erf.ndim == 2:
+        dist = np.hypot(coords[:, None], coords[None, :]).ravel()
+    else:
+        grids = np.meshgrid(*([coords] * erf.ndim), indexing="ij")
+        dist = np.sqrt(sum(g.astype(np.float64) ** 2 for g in grids)).ravel()
     order = np.argsort(dist, kind="stable")
     radii, first = np.unique(dist[order], return_index=True)
     cum = np.cumsum(mass.ravel()[order])
@@ -152,7 +192,7 @@ def summarise_map(erf: np.ndarray, shares: Sequence[float] = (0.5, 0.9)) -> dict
         summary[f"area{key}"] = int(last[k] + 1)
     summary["rms_radius"] = float(math.sqrt((mass.ravel() * dist**2).sum()))
     border = np.ones_like(mass, dtype=bool)
-    border[1:-1, 1:-1] = False
+    border[(slice(1, -1),) * mass.ndim] = False
     summary["edge_mass"] = float(mass[border].sum())
     return summary
 
@@ -169,24 +209,27 @@ def measure_erf(
     shares: Sequence[float] = (0.5, 0.9),
     norm_stats: str = "frozen",
     return_map: bool = False,
+    spatial_dims: int = 2,
 ) -> dict[str, Any]:
     """Measure the ERF of a named branch (see :data:`BRANCHES`) or of ``factory(channels)``.
 
     The probe is :func:`build_probe` (``depth`` plain conv layers, then ``repeats`` copies of the
     branch) on ``(n_inputs, channels, size, size)`` standard-normal inputs; use an odd ``size``
-    so that the centre pixel is exact. The probe runs in training mode with all images in one
+    so that the centre pixel is exact. ``spatial_dims=3`` measures the 3D blocks on
+    ``(n_inputs, channels, size, size, size)`` volumes. The probe runs in training mode with all images in one
     batch, so a factory's module must not couple images (no train-mode BatchNorm).
     Deterministic for a given ``seed``; the global RNG is left untouched. Returns a row:
     ``branch``, ``depth``, ``repeats``, the settings, the :func:`summarise_map` figures and,
-    with ``return_map``, the normalised ``(S, S)`` map as a numpy array.
+    with ``return_map``, the normalised ``(S, S)`` (or ``(S, S, S)``) map as a numpy array.
     """
-    name, factory = _resolve(branch)
-    total = torch.zeros(size, size, dtype=torch.float64)
+    name, factory = _resolve(branch, spatial_dims)
+    spatial = (size,) * spatial_dims
+    total = torch.zeros(spatial, dtype=torch.float64)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for _ in range(n_inits):
-            model = build_probe(factory, channels, depth, repeats)
-            inputs = torch.randn(n_inputs, channels, size, size)
+            model = build_probe(factory, channels, depth, repeats, spatial_dims)
+            inputs = torch.randn(n_inputs, channels, *spatial)
             total += _gradient_map(model, inputs, norm_stats).double()
     erf = (total / total.sum()).numpy()
     row: dict[str, Any] = {
@@ -199,6 +242,7 @@ def measure_erf(
         "n_inputs": n_inputs,
         "seed": seed,
         "norm_stats": norm_stats,
+        "spatial_dims": spatial_dims,
     }
     row.update(summarise_map(erf, shares))
     if return_map:

@@ -88,3 +88,43 @@ def test_unknown_branch_and_table() -> None:
     table = format_erf_table([row])
     assert "radius@50%" in table and "area@90%" in table and "plain" in table
     assert format_erf_table([]) == "(no rows)"
+
+
+# ----------------------------------------------------------------------------- 3D blocks
+
+FAST_3D = dict(channels=8, size=15, n_inits=2, n_inputs=2, seed=0, spatial_dims=3)
+
+
+def test_3d_block_ordering_on_a_small_volume() -> None:
+    rows = {b: measure_erf(b, **FAST_3D, return_map=True) for b in ("main", "pasb", "nasb")}
+    pasb, main, nasb = rows["pasb"], rows["main"], rows["nasb"]
+    assert pasb["rms_radius"] > main["rms_radius"] > nasb["rms_radius"]
+    assert pasb["r90"] > main["r90"] > nasb["r90"]
+    for row in rows.values():
+        assert row["spatial_dims"] == 3 and row["map"].shape == (15, 15, 15)
+        assert np.isclose(row["map"].sum(), 1.0) and row["edge_mass"] < 1e-3
+    # The main branch is two 3x3x3 convs: nothing reaches beyond the centred 5x5x5 cube.
+    assert main["map"][5:10, 5:10, 5:10].sum() == pytest.approx(1.0)
+    # PASB's dilation 5 reaches 5 voxels out along an axis (a 9x9x9 support, dilated 5).
+    assert pasb["map"][7, 7, 2] > 0 and pasb["map"][7, 7, 12] > 0
+
+
+def test_3d_branches_are_the_3d_blocks() -> None:
+    from mismatch.models.blocks3d import NASBSide3d, PASBSide3d
+    from mismatch.models.erf import BRANCHES_3D
+
+    assert isinstance(BRANCHES_3D["pasb"](16), PASBSide3d)
+    assert isinstance(BRANCHES_3D["nasb"](16), NASBSide3d)
+    with pytest.raises(ValueError, match="spatial_dims"):
+        measure_erf("main", spatial_dims=4)
+
+
+def test_summarise_map_on_a_known_volume() -> None:
+    cube = np.zeros((5, 5, 5))
+    cube[2, 2, 2] = 1.0
+    cube[1, 2, 2] = cube[3, 2, 2] = cube[2, 1, 2] = cube[2, 3, 2] = cube[2, 2, 1] = cube[2, 2, 3] = 1.0
+    s = summarise_map(cube, shares=(0.1, 0.9))
+    assert (s["r10"], s["area10"], s["r90"], s["area90"]) == (0.0, 1, 1.0, 7)
+    assert s["rms_radius"] == pytest.approx(np.sqrt(6 / 7)) and s["edge_mass"] == 0.0
+    cube[0, 0, 0] = 7.0  # a corner of the outer shell: half the mass
+    assert summarise_map(cube)["edge_mass"] == pytest.approx(0.5)
