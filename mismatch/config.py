@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -99,18 +100,15 @@ _DATA_PRESETS: dict[str, dict[str, Any]] = {
     },
     # The 2018 Left Atrium benchmark as UA-MT distributes it (la2018-h5): the volumes are
     # already z-scored by UA-MT's preprocessing (`normalise: none`), label 1 is the atrium,
-    # every slice is kept. TODO(issue 15, lead): add "spatial_dims": 3 and
-    # "patch_size": [80, 112, 112] (D, H, W) once DataSpec has them (helper D).
+    # every slice is kept; 3D trials on UA-MT's 112 x 112 x 80 patch (D, H, W here).
     "la2018": {
         "layout": "la2018-h5", "foreground_labels": [1], "clip": None, "normalise": "none",
-        "min_foreground": 0, "crop": "none", "context_slices": 1,
+        "min_foreground": 0, "crop": "none", "context_slices": 1, "spatial_dims": 3, "patch_size": [80, 112, 112],
     },
     # ACDC as SSL4MIS distributes it (acdc-h5): min-max normalised volumes (`normalise: none`),
-    # every slice, full slices padded. TODO(issue 15, lead): replace the placeholder
-    # "foreground_labels": [3] (LV only, binary) with "classes": [1, 2, 3] (RV, Myo, LV) once
-    # DataSpec has classes (helper B); tests/data/test_benchmark_presets.py checks it then.
+    # every slice, full slices padded; the three foreground classes RV, Myo, LV (C = 4).
     "acdc": {
-        "layout": "acdc-h5", "foreground_labels": [3], "clip": None, "normalise": "none", "min_foreground": 0,
+        "layout": "acdc-h5", "classes": [1, 2, 3], "clip": None, "normalise": "none", "min_foreground": 0,
         "crop": "none", "context_slices": 1,
     },
 }
@@ -253,6 +251,10 @@ class DataSpec(StrictModel):
             raise ValueError("spatial_dims: 3 needs patch_size (D, H, W), e.g. [80, 112, 112]")
         if any(n % 16 for n in self.patch_size):
             raise ValueError(f"each patch_size entry must be divisible by 16 (four poolings), got {list(self.patch_size)}")
+        if math.prod(n // 16 for n in self.patch_size) < 2:
+            # InstanceNorm cannot normalise the one voxel a 16 x 16 x 16 patch leaves at the bottleneck
+            raise ValueError(f"patch_size {list(self.patch_size)} leaves one voxel after four poolings; make at least "
+                             "one entry 32 or more")
         if self.prepared is not None:
             raise ValueError("spatial_dims: 3 reads whole volumes from root or synthetic, not a prepared slice cache")
         if self.crop != "none" or self.context_slices != 1:

@@ -243,7 +243,10 @@ def trial_identity(spec: TrialSpec, *, model: str, alpha: float, unlabelled_slic
 def identity_columns(spec: TrialSpec, method: Method, data: TrialData) -> dict[str, Any]:
     """The identity of a trial that ran: its network, alpha and pool size as built and used."""
     unlabelled = len(data.unlabelled.images) if method.uses_unlabelled else 0
-    labelled = len(set(zip(data.labelled.case_ids, data.labelled.slice_index.tolist(), strict=True)))
+    if data.spatial_dims == 3:  # whole labelled volumes: their slices (depth before padding)
+        labelled = sum(int(shape[0]) for shape in data.labelled.shapes)
+    else:
+        labelled = len(set(zip(data.labelled.case_ids, data.labelled.slice_index.tolist(), strict=True)))
     return trial_identity(spec, model=method.model_name, alpha=method.alpha, unlabelled_slices=unlabelled,
                           dataset_fingerprint=data.data_fingerprint, labelled_slices=labelled)
 

@@ -1,14 +1,9 @@
 """3D trials end to end: patch batches under both stream protocols (seeded, so a resumed trial
-sees the same patches) and one tiny 3D trial through `mismatch train`.
-
-Until the real 3D pieces land (helper C's ``unet3d``, helper A's ``build_method(...,
-spatial_dims=3)``), :func:`real_or_test_3d` registers a tiny test network and routes Sup1's
-``unet`` to it; with the real pieces present it patches nothing, so the same test runs them.
-"""
+sees the same patches) and one tiny 3D trial through `mismatch train` (the real ``unet3d`` at
+width 4, Sup1's ``unet`` mapped to it by the 2D -> 3D name rule)."""
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import numpy as np
@@ -21,9 +16,9 @@ from mismatch.config import TrainSpec, load_trial_spec
 from mismatch.data import load_trial_data
 from mismatch.data.volumes3d import VolumeWindow
 from mismatch.train import epoch_batches, steps_per_epoch
-from tests.volumes3d_helpers import SPACING, register_tiny3d, write_volume_dataset
+from tests.volumes3d_helpers import SPACING, write_volume_dataset
 
-PATCH = [16, 16, 16]
+PATCH = [16, 32, 16]  # four poolings leave 1 x 2 x 1 voxels (16^3 would leave one)
 
 
 @pytest.fixture(scope="module")
@@ -37,24 +32,9 @@ def _spec_dict(root, **train) -> dict:
         "data": {"root": str(root), "spatial_dims": 3, "patch_size": PATCH, "patch_foreground": 0.5,
                  "sw_overlap": 0.25, "sw_mode": "gaussian"},
         "protocol": {"labelled_cases": 2, "unlabelled_cases": 2, "validation_cases": 1, "test_cases": 1},
-        "method": {"name": "sup1", "width": 4, "flip": False},  # flips of 5D batches are helper A's (3D methods)
+        "method": {"name": "sup1", "width": 4},
         "train": {"epochs": 2, "snapshot_k": 2, "batch_size": 2, "device": "cpu", "prediction_maps": 2, **train},
     }
-
-
-@pytest.fixture
-def real_or_test_3d(monkeypatch):
-    """Route the 2D pieces that do not know 3D yet to test stand-ins (nothing once they do)."""
-    import mismatch.methods.sup as sup
-    import mismatch.train as train
-    from mismatch.models import build_model, list_models
-
-    if "unet3d" not in list_models():
-        name = register_tiny3d()
-        monkeypatch.setattr(sup, "build_model", lambda model, **kw: build_model(name if model == "unet" else model, **kw))
-    if "spatial_dims" not in inspect.signature(train.build_method).parameters:
-        real = train.build_method
-        monkeypatch.setattr(train, "build_method", lambda config, in_channels, spatial_dims=2: real(config, in_channels))
 
 
 # ----------------------------------------------------------------------------- patch batches
@@ -64,9 +44,9 @@ def test_paper_stream_is_one_patch_per_labelled_and_unlabelled_volume(vol_root):
     spec = load_trial_spec(_spec_dict(vol_root, batch_size=3))
     data = load_trial_data(spec.data, spec.protocol)
     batches = list(epoch_batches(data, 0, spec.train, use_unlabelled=True))
-    assert [b.image.shape for b in batches] == [(3, 1, 16, 16, 16), (1, 1, 16, 16, 16)]  # 4 volumes, batch 3
+    assert [b.image.shape for b in batches] == [(3, 1, 16, 32, 16), (1, 1, 16, 32, 16)]  # 4 volumes, batch 3
     assert sum(b.n_labelled for b in batches) == 2 and sum(b.n_unlabelled for b in batches) == 2
-    assert all(b.label.shape == (len(b.image), 1, 16, 16, 16) and not b.label[b.unl].any() for b in batches)
+    assert all(b.label.shape == (len(b.image), 1, 16, 32, 16) and not b.label[b.unl].any() for b in batches)
     assert len(batches) == steps_per_epoch(data, spec.train, True)
     assert len(list(epoch_batches(data, 0, spec.train, use_unlabelled=False))) == 1  # sup: labelled volumes only
 
@@ -104,7 +84,7 @@ def test_labelled_patches_are_centred_on_foreground_at_the_configured_rate(vol_r
 # ----------------------------------------------------------------------------- end to end
 
 
-def test_a_resumed_3d_trial_gives_the_rows_of_an_uninterrupted_one(tmp_path, vol_root, real_or_test_3d,
+def test_a_resumed_3d_trial_gives_the_rows_of_an_uninterrupted_one(tmp_path, vol_root,
                                                                       interrupt_after_first_epoch):
     from mismatch.train import run_trial
 
@@ -117,7 +97,7 @@ def test_a_resumed_3d_trial_gives_the_rows_of_an_uninterrupted_one(tmp_path, vol
     pd.testing.assert_frame_equal(resumed.images, whole.images)
 
 
-def test_tiny_3d_trial_through_mismatch_train(tmp_path, vol_root, real_or_test_3d, capsys):
+def test_tiny_3d_trial_through_mismatch_train(tmp_path, vol_root, capsys):
     from mismatch.cli import main
     from mismatch.study.store import read_table
 

@@ -1,8 +1,5 @@
-"""Test helpers for 3D trials: a small MSD-layout volume dataset and tiny 3D networks.
-
-Until the real ``unet3d`` (and the methods' 3D support) land, a test registers
-:func:`tiny3d` as a network card itself (:func:`register_tiny3d`).
-"""
+"""Test helpers for 3D trials: a small MSD-layout volume dataset and a tiny 3D network (the
+sliding-window tests' model)."""
 
 from __future__ import annotations
 
@@ -14,7 +11,6 @@ from torch import nn
 
 from mismatch.data.msd import write_case, write_dataset_json
 
-TINY3D = "tiny3d-test"
 SPACING = (2.0, 0.75, 0.5)  # mm along (S, H, W): anisotropic, so a swapped axis shows
 
 
@@ -60,16 +56,3 @@ class Tiny3D(nn.Module):
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(torch.stack(self(x))).mean(dim=0)
 
-
-def tiny3d(in_channels: int = 1, width: int = 4, **kwargs: object) -> Tiny3D:
-    """Factory of the test network card."""
-    return Tiny3D(in_channels, width, **kwargs)
-
-
-def register_tiny3d() -> str:
-    """Register :func:`tiny3d` as :data:`TINY3D` once (a 3D card); returns its name."""
-    from mismatch.models import list_models, register_model
-
-    if TINY3D not in list_models():
-        register_model(TINY3D, spatial_dims=3, description="test-only tiny 3D network")(tiny3d)
-    return TINY3D

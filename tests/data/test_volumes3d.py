@@ -13,7 +13,7 @@ from mismatch.data.preprocess import zscore
 from mismatch.data.volumes3d import VolumeSet, crop_patch, pad_to_patch, patch_start, sample_patches
 from tests.volumes3d_helpers import SPACING, write_volume_dataset
 
-PATCH = [16, 16, 16]
+PATCH = [16, 32, 16]  # four poolings leave 1 x 2 x 1 voxels
 PROTOCOL = ProtocolSpec(labelled_cases=1, unlabelled_cases=2, validation_cases=1, test_cases=1)
 
 
@@ -66,7 +66,7 @@ def test_2d_trial_ids_do_not_see_the_3d_fields_and_3d_ones_do(tiny_dict):
 
 def test_msd_volumes_per_role_normalised_per_case_and_padded_for_training(vol_root):
     data = load_trial_data(_spec(vol_root), PROTOCOL)
-    assert data.spatial_dims == 3 and data.window.size == (16, 16, 16) and data.in_channels == 1
+    assert data.spatial_dims == 3 and data.window.size == (16, 32, 16) and data.in_channels == 1
     assert {r: len(getattr(data, r)) for r in ("labelled", "unlabelled", "validation", "test")} == {
         "labelled": 1, "unlabelled": 2, "validation": 1, "test": 1}
     assert data.splits["labelled"] == ["vol_000"]  # fold 0 labels the first case, a whole case
@@ -91,10 +91,11 @@ def test_a_volume_smaller_than_the_patch_is_padded_at_the_end_with_its_minimum_a
     data = load_trial_data(_spec(vol_root), protocol)
     assert data.splits["labelled"] == ["vol_001"]  # the (12, 24, 14) case
     image, label = data.labelled.images[0], data.labelled.labels[0]
-    assert image.shape == (1, 16, 24, 16) and data.labelled.shapes[0] == (12, 24, 14)
-    body = image[0, :12, :, :14]
-    assert (image[0, 12:] == body.min()).all() and (image[0, :, :, 14:] == body.min()).all()
-    assert not label[12:].any() and not label[:, :, 14:].any() and label[:12, :, :14].any()
+    assert image.shape == (1, 16, 32, 16) and data.labelled.shapes[0] == (12, 24, 14)
+    body = image[0, :12, :24, :14]
+    assert (image[0, 12:] == body.min()).all() and (image[0, :, 24:] == body.min()).all()
+    assert (image[0, :, :, 14:] == body.min()).all()
+    assert not label[12:].any() and not label[:, 24:].any() and not label[:, :, 14:].any() and label[:12, :24, :14].any()
 
 
 def test_pad_to_patch_leaves_a_large_enough_volume_alone():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mismatch.config import METHODS, DataSpec, SpecError, load_trial_spec
+from mismatch.config import METHODS, SpecError, load_trial_spec
 from mismatch.losses import probabilities
 from mismatch.methods import Batch, build_method
 from mismatch.methods.base import network_for_dims
@@ -110,13 +110,16 @@ def _tiny_net3d(decoders: int):
 
 @pytest.fixture
 def tiny_3d_networks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``unet3d`` and ``mm3d`` as tiny 3D networks, unless real ones are registered."""
-    monkeypatch.setattr(registry.NETWORKS, "_entries", dict(registry.NETWORKS._entries))
+    """``unet3d`` and ``mm3d`` replaced by tiny 3D networks for this test (the real ones are
+    pinned in tests/models/test_networks3d.py; a step of theirs costs seconds on CPU)."""
+    entries = dict(registry.NETWORKS._entries)
     cards = {"unet3d": dict(decoders=1, decoder_blocks=("unet",)),
              "mm3d": dict(decoders=2, decoder_blocks=("pasb", "nasb"), accepts=("negative_sigmoid",))}
+    for name in cards:
+        entries.pop(name)
+    monkeypatch.setattr(registry.NETWORKS, "_entries", entries)
     for name, card in cards.items():
-        if name not in registry.list_models():
-            registry.register_model(name, spatial_dims=3, **card)(_tiny_net3d(card["decoders"]))
+        registry.register_model(name, spatial_dims=3, **card)(_tiny_net3d(card["decoders"]))
 
 
 @pytest.mark.parametrize("classes", [2, C])
@@ -125,7 +128,7 @@ def test_3d_methods_train_and_predict_on_tiny_patches(name: str, classes: int, t
     torch.manual_seed(0)
     method = build_method(spec_for(name).method, in_channels=1, num_classes=classes, spatial_dims=3)
     assert method.spatial_dims == 3 and method.model_name in ("unet3d", "mm3d")
-    batch = multiclass_batch([True, False], classes, spatial=(16, 16, 16))
+    batch = multiclass_batch([True, False], classes, spatial=(16, 32, 16))
     check_step_and_prediction(method, batch, classes)
 
 
@@ -169,11 +172,7 @@ def test_config_metadata_lists_the_five_3d_methods() -> None:
 
 
 def _three_d_spec(name: str, monkeypatch: pytest.MonkeyPatch):
-    data: dict = {"synthetic": {}}
-    if "spatial_dims" in DataSpec.model_fields:  # the data side has the field (issue 15's DataSpec)
-        data["spatial_dims"] = 3
-    else:  # this branch alone: the check reads getattr(spec.data, "spatial_dims", 2)
-        monkeypatch.setattr(DataSpec, "spatial_dims", 3, raising=False)
+    data: dict = {"synthetic": {}, "spatial_dims": 3, "patch_size": [16, 32, 16]}
     return load_trial_spec({"data": data, "method": {"name": name, "width": 4}})
 
 
