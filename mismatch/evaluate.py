@@ -30,7 +30,8 @@ from mismatch.evaluate_volumes import (
     predict_test_volumes,
     time_volume_inference,
     validate_volumes,
-    volume_case_rows,
+    volume_case_tables,
+    volume_class_rows,
     volume_image_rows,
     volume_prediction_maps,
 )
@@ -361,6 +362,7 @@ def evaluate_volume_trial(spec: TrialSpec, method: Method, data: TrialData, stat
     probs, decoders = predict_test_volumes(ensemble, data.test, data.window, device)
     ident = identity_columns(spec, method, data)
     images = volume_image_rows(ident, data.test, probs, spec.data.min_foreground)
+    cases, case_classes = volume_case_tables(ident, data.test, probs, spec.train.nsd_tolerance_mm, data.class_names)
     run = {
         "splits_json": json.dumps(data.splits, sort_keys=True),
         "infer_time_per_image_s": time_volume_inference(method, data.test, data.window, device),
@@ -376,5 +378,6 @@ def evaluate_volume_trial(spec: TrialSpec, method: Method, data: TrialData, stat
         predictions=volume_prediction_maps(data.test, probs, spec.data.min_foreground, spec.train.prediction_maps),
         splits=all_fold_splits(spec, data),
         decoders=rows.decoder_rows(ident, method.decoder_names(), decoders),
-        cases=volume_case_rows(ident, data.test, probs, spec.train.nsd_tolerance_mm),
+        cases=cases,
+        classes=volume_class_rows(ident, data.test, probs, spec.data.min_foreground, data.class_names, case_classes),
     )

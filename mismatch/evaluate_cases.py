@@ -83,7 +83,7 @@ def case_metrics(volume: CaseVolume, tolerance_mm: float, lib: str) -> dict[str,
         **surface_metrics(pred, volume.truth, volume.spacing, tolerance_mm),
         "nsd_tolerance_mm": float(tolerance_mm),
         "fg_voxels": counts["tp"] + counts["fn"], "pred_voxels": counts["tp"] + counts["fp"],
-        **_geometry_values(volume, lib),
+        **geometry_values(volume, lib),
     }
 
 
@@ -112,7 +112,8 @@ def multiclass_case_metrics(case_id: str, pred: np.ndarray, truth: np.ndarray, n
     return row, per_class
 
 
-def _geometry_values(volume: CaseVolume, lib: str) -> dict[str, Any]:
+def geometry_values(volume: CaseVolume, lib: str) -> dict[str, Any]:
+    """The CASE_GEOMETRY and CASE_LIB values of a case row."""
     return {"spacing_z_mm": volume.spacing[0], "spacing_y_mm": volume.spacing[1], "spacing_x_mm": volume.spacing[2],
             "n_slices": len(volume.slice_index), "missing_slices": volume.missing_slices,
             "surface_metrics_lib": lib}
@@ -149,7 +150,7 @@ def case_tables(ident: dict[str, Any], slices: SliceSet, prob: np.ndarray, geome
     for volume, pred in class_volumes(slices, prob, geometry, crop_size):
         row, per_class = multiclass_case_metrics(volume.case_id, pred, volume.truth, prob.shape[1], volume.spacing,
                                                  tolerance_mm)
-        cases.append({**row, **_geometry_values(volume, lib)})
+        cases.append({**row, **geometry_values(volume, lib)})
         key = rows.case_class_key(volume.case_id)
         records += [rows.class_record("case", key, class_names, c) for c in per_class]
     return rows.case_rows(ident, cases), records

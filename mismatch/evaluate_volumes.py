@@ -36,7 +36,7 @@ import torch
 from mismatch import results
 from mismatch.data.reassemble import CaseVolume
 from mismatch.data.volumes3d import VolumeSet, VolumeWindow
-from mismatch.evaluate_cases import case_metrics, surface_metrics_lib
+from mismatch.evaluate_cases import case_metrics, geometry_values, multiclass_case_metrics, surface_metrics_lib
 from mismatch.methods import Method
 from mismatch.results import rows
 from mismatch.results.schema import VAL_PREFIX
@@ -142,34 +142,71 @@ def qualifying_slices(label: np.ndarray, min_foreground: int) -> np.ndarray:
     return np.flatnonzero(label.reshape(label.shape[0], -1).astype(bool).sum(axis=1) > min_foreground)
 
 
-def volume_image_rows(ident: dict[str, Any], volumes: VolumeSet, probs: Sequence[np.ndarray],
-                      min_foreground: int) -> pd.DataFrame:
-    """The images table of a 3D trial: one row per qualifying slice of each predicted volume."""
+def _image_slices(volumes: VolumeSet, probs: Sequence[np.ndarray],
+                  min_foreground: int) -> tuple[list[tuple[str, int, str]], list[np.ndarray], list[np.ndarray]]:
+    """Keys, probabilities and labels of the qualifying slices (along D) of each test volume."""
     keys, prob, label = [], [], []
     for case_id, p, y in zip(volumes.case_ids, probs, volumes.labels):
         for d in qualifying_slices(y, min_foreground):
             keys.append((case_id, int(d), VOLUME_PATCH))
             prob.append(p[..., d, :, :])
             label.append(y[d])
-    return rows.image_rows(ident, keys, prob, label)
+    return keys, prob, label
 
 
-def volume_case_rows(ident: dict[str, Any], volumes: VolumeSet, probs: Sequence[np.ndarray],
-                     tolerance_mm: float) -> pd.DataFrame | None:
-    """The cases table of a 3D trial: one row per whole test volume (None if none)."""
+def volume_image_rows(ident: dict[str, Any], volumes: VolumeSet, probs: Sequence[np.ndarray],
+                      min_foreground: int) -> pd.DataFrame:
+    """The images table of a 3D trial: one row per qualifying slice of each predicted volume."""
+    return rows.image_rows(ident, *_image_slices(volumes, probs, min_foreground))
+
+
+def _multiclass(prob: np.ndarray, label: np.ndarray) -> bool:
+    """Whether ``prob`` holds class probabilities (C, D, H, W) of a C > 2 task."""
+    return prob.ndim == label.ndim + 1
+
+
+def volume_case_tables(ident: dict[str, Any], volumes: VolumeSet, probs: Sequence[np.ndarray], tolerance_mm: float,
+                       class_names: Sequence[str] = ("foreground",)) -> tuple[pd.DataFrame | None, list[dict[str, Any]]]:
+    """The cases table of a 3D trial, one row per whole test volume (None if none), and for a
+    C > 2 task the case-level records of the classes table (each row then holds the means over
+    the foreground classes, as a 2D trial's)."""
     lib = surface_metrics_lib()
-    cases = []
+    cases, records = [], []
     for case_id, p, y, spacing in zip(volumes.case_ids, probs, volumes.labels, volumes.spacing):
         volume = CaseVolume(case_id, truth=y, prob=p, slice_index=np.arange(y.shape[0]), spacing=spacing)
-        cases.append(case_metrics(volume, tolerance_mm, lib))
-    return rows.case_rows(ident, cases)
+        if not _multiclass(p, y):
+            cases.append(case_metrics(volume, tolerance_mm, lib))
+            continue
+        row, per_class = multiclass_case_metrics(case_id, results.class_prediction(p), y, p.shape[0], spacing,
+                                                 tolerance_mm)
+        cases.append({**row, **geometry_values(volume, lib)})
+        records += [rows.class_record("case", rows.case_class_key(case_id), class_names, c) for c in per_class]
+    return rows.case_rows(ident, cases), records
+
+
+def volume_class_rows(ident: dict[str, Any], volumes: VolumeSet, probs: Sequence[np.ndarray], min_foreground: int,
+                      class_names: Sequence[str], case_records: list[dict[str, Any]]) -> pd.DataFrame | None:
+    """The classes table of a C > 2 3D trial: the image-level records of the slices of
+    :func:`volume_image_rows`, then ``case_records``; None when binary."""
+    if not probs or not _multiclass(probs[0], volumes.labels[0]):
+        return None
+    keys, prob, label = _image_slices(volumes, probs, min_foreground)
+    return rows.class_rows(ident, rows.image_class_records(keys, prob, label, class_names) + case_records)
 
 
 def decoder_totals(per_decoder: Sequence[np.ndarray], label: np.ndarray) -> list[dict[str, Any]]:
-    """Each decoder's calibration sums over one volume (reliability bins, foreground probability)."""
+    """Each decoder's calibration sums over one volume: reliability bins (top-label bins for
+    C > 2) and the probability of the true class on foreground voxels."""
     fg = label.astype(bool)
-    return [{**results.reliability_bins(p, label), "fg_prob_sum": float(p[fg].sum()), "fg_pixels": int(fg.sum())}
-            for p in per_decoder]
+    out = []
+    for p in per_decoder:
+        if _multiclass(p, label):
+            bins = results.top_label_bins(p, label)
+            true_prob = np.take_along_axis(p, label.astype(np.int64)[None], axis=0)[0]
+        else:
+            bins, true_prob = results.reliability_bins(p, label), p
+        out.append({**bins, "fg_prob_sum": float(true_prob[fg].sum()), "fg_pixels": int(fg.sum())})
+    return out
 
 
 def volume_prediction_maps(volumes: VolumeSet, probs: Sequence[np.ndarray], min_foreground: int,
@@ -190,6 +227,8 @@ def volume_prediction_maps(volumes: VolumeSet, probs: Sequence[np.ndarray], min_
         return out
 
     picks = [keys[i] for i in chosen]
+    # C > 2: the probability of any foreground class (1 - background), as the 2D maps
+    fg = [1.0 - p[0] if _multiclass(p, y) else p for p, y in zip(probs, volumes.labels)]
     return {
         "case_ids": np.array([volumes.case_ids[v] for v, _ in picks]),
         "slice_index": np.array([d for _, d in picks], dtype=np.int64),
@@ -197,7 +236,7 @@ def volume_prediction_maps(volumes: VolumeSet, probs: Sequence[np.ndarray], min_
         "image": np.stack([plane(volumes.images[v][0, d], float(volumes.images[v][0].min())) for v, d in picks])
         .astype(np.float16),
         "label": np.stack([plane(volumes.labels[v][d], 0) for v, d in picks]).astype(np.uint8),
-        "prob": np.stack([plane(np.round(probs[v][d] * 255), 0) for v, d in picks]).astype(np.uint8),
+        "prob": np.stack([plane(np.round(fg[v][d] * 255), 0) for v, d in picks]).astype(np.uint8),
     }
 
 

@@ -16,7 +16,7 @@ from mismatch.evaluate_volumes import (
     predict_test_volumes,
     predict_volume,
     validate_volumes,
-    volume_case_rows,
+    volume_case_tables,
     volume_image_rows,
     volume_prediction_maps,
 )
@@ -117,7 +117,8 @@ def test_test_volumes_give_one_case_row_each_and_a_row_per_qualifying_slice(tiny
     assert images[["case_id", "slice_index"]].values.tolist() == [[c, d] for c in "ab" for d in range(4, 10)]
     assert (images["patch"] == VOLUME_PATCH).all() and (images["fg_pixels"] == 42).all()
     assert volume_image_rows(ident, volumes, probs, min_foreground=42).empty  # > 42 voxels: none qualifies
-    cases = volume_case_rows(ident, volumes, probs, tolerance_mm=1.0)
+    cases, class_records = volume_case_tables(ident, volumes, probs, tolerance_mm=1.0)
+    assert class_records == []  # binary: no classes table
     assert cases["case_id"].tolist() == ["a", "b"] and (cases["fg_voxels"] == 252).all()
     assert cases["spacing_z_mm"].tolist() == [2.0, 2.0] and cases["n_slices"].tolist() == [16, 20]
     assert ((cases["dice"] >= 0) & (cases["dice"] <= 1)).all()

@@ -128,3 +128,35 @@ def test_tiny_3d_trial_through_mismatch_train(tmp_path, vol_root, capsys):
     assert set(images["case_id"]) == set(test_cases) and images["slice_index"].between(0, 15).all()
     assert (images["fg_pixels"] > 0).all()
     assert (out / "tiny3d" / "predictions" / f"{trial_id}.npz").exists()
+
+
+def test_tiny_3d_multiclass_trial_through_mismatch_train(tmp_path, capsys):
+    """The organs3d phantom (three nested classes) as a 4-class 3D MisMatch trial: case rows hold
+    the means over the foreground classes of the classes table's case rows."""
+    from mismatch.cli import main
+    from mismatch.study.store import read_table
+
+    data = tmp_path / "organs3d"
+    assert main(["data", "synth", "organs3d", str(data), "--cases", "5", "--size", "32", "32", "--slices", "16"]) == 0
+    spec = {"study": "organs", "data": {"root": str(data), "classes": [1, 2, 3], "spatial_dims": 3, "patch_size": PATCH},
+            "protocol": {"labelled_cases": 2, "unlabelled_cases": 1, "validation_cases": 1, "test_cases": 1},
+            "method": {"name": "mismatch", "model": "mm3d", "width": 4},
+            "train": {"epochs": 1, "batch_size": 1, "device": "cpu", "prediction_maps": 1}}
+    spec_file = tmp_path / "organs.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "runs"
+    assert main(["train", str(spec_file), "--out", str(out)]) == 0, capsys.readouterr().err
+
+    trial = read_table(str(out), "organs", "trials").iloc[0]
+    assert trial["status"] == "completed" and trial["model"] == "mm3d"
+    classes = read_table(str(out), "organs", "classes")
+    case_classes = classes[classes["level"] == "case"]
+    assert case_classes["class_index"].tolist() == [1, 2, 3]
+    assert case_classes["class_name"].tolist() == ["cortex", "medulla", "pelvis"]
+    cases = read_table(str(out), "organs", "cases")
+    assert len(cases) == 1 and cases["dice"].iloc[0] == pytest.approx(case_classes["dice"].mean())
+    images = read_table(str(out), "organs", "images")
+    image_classes = classes[classes["level"] == "image"]
+    assert len(image_classes) == 3 * len(images) > 0
+    decoders = read_table(str(out), "organs", "decoders")
+    assert len(decoders) == 2 and decoders["ece"].between(0, 1).all()
