@@ -369,6 +369,9 @@ class MethodConfig(StrictModel):
     ``uses_unlabelled``, ``reference``, ``summary`` (what the unlabelled slices train, for
     the docs) and ``requires``: the capabilities a network must provide (e.g.
     ``{"decoders": 2}``), checked against the network registry when ``model`` is a field.
+    ``fusable``: whether trials of the method may train fused (several trials as one model,
+    :mod:`mismatch.fusion`); built-in methods that cannot are listed, with the reason, in
+    :data:`mismatch.fusion.support.NOT_FUSABLE`.
     """
 
     implementation: ClassVar[str | type | None] = None
@@ -376,6 +379,7 @@ class MethodConfig(StrictModel):
     reference: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     requires: ClassVar[dict[str, Any]] = {}
+    fusable: ClassVar[bool] = True
     #: Settings added after trials were stored, dropped from the trial id at these values so
     #: stored trials keep their ids (e.g. MTA's ``training: joint``).
     identity_defaults: ClassVar[dict[str, Any]] = {}
