@@ -134,7 +134,6 @@ def main() -> None:
     if args.solo_worker:
         print(json.dumps({"step_s": solo_step_time(args, device)}))
         return
-    solo = solo_step_time(args, device) if separate == "sequential" else None
     print(f"device {args.device}, {args.size}x{args.size}, mm width {args.width}, batch 1+1, median of {args.steps} steps, "
           f"separate = {separate}, torch threads {torch.get_num_threads()}")
     header = f"{'K':>3} {'fused ms/member-step':>21} {'separate ms/member-step':>24} {'speed-up':>8} " \
@@ -143,7 +142,8 @@ def main() -> None:
     for k in args.ks:
         fused, mb = fused_step_time(k, args, device)
         per_fused = fused / k
-        per_separate = solo if separate == "sequential" else separate_processes_time(k, args) / k
+        # measured next to each fused K (a loaded machine's speed drifts): side by side
+        per_separate = solo_step_time(args, device) if separate == "sequential" else separate_processes_time(k, args) / k
         rate = lambda s: 3600 / (s * args.trial_steps)  # noqa: E731
         kind = "" if device.type == "cuda" else " state"
         print(f"{k:>3} {per_fused * 1e3:>21.2f} {per_separate * 1e3:>24.2f} {per_separate / per_fused:>8.2f} "

@@ -216,7 +216,7 @@ class _FusedRun:
         values = {n: s.tolist() for n, s in sums.items()}
         for k in live:
             if self.members[k].error is None:
-                means[k] = {n: values[n][k] / counts[n][k] for n in sums if counts[n][k]}
+                means[k] = {n: values[n][k] / int(counts[n][k]) for n in sums if counts[n][k]}  # Python floats: checkpoints
         return means
 
     def _step(self, batches: dict[int, Batch], epoch: int, sums: dict[str, torch.Tensor], counts: dict[str, np.ndarray],
