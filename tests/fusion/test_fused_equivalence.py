@@ -77,3 +77,26 @@ def test_a_killed_group_resumes_every_member_with_the_same_rows(tiny_dict, tmp_p
         assert a.trial["optimizer_steps"] == b.trial["optimizer_steps"]
         np.testing.assert_array_equal(a.images["iou"], b.images["iou"])
         np.testing.assert_array_equal(a.epochs["loss_loss"], b.epochs["loss_loss"])
+
+
+def test_a_member_with_a_non_finite_loss_fails_alone(tiny_dict, monkeypatch):
+    from mismatch.methods.mismatch import MisMatch
+    from mismatch.train import NonFiniteLossError
+
+    original = MisMatch.training_step
+
+    def poisoned(self, batch, epoch):  # NaN consistency for the member with alpha 0.01 only
+        losses = original(self, batch, epoch)
+        bad = torch.as_tensor(self.config.alpha) == torch.tensor(0.01)
+        factor = torch.where(bad, torch.tensor(float("nan")), torch.tensor(1.0))  # a constant: no NaN gradient elsewhere
+        losses["consistency"] = losses["consistency"] * factor
+        losses["loss"] = losses["dice"] + losses["consistency"]
+        return losses
+
+    monkeypatch.setattr(MisMatch, "training_step", poisoned)
+    specs = _specs(tiny_dict)[:2]
+    fused = train_fused(specs)
+    with pytest.raises(NonFiniteLossError) as alone:
+        run_trial(specs[1])
+    assert isinstance(fused[1], NonFiniteLossError) and str(fused[1]) == str(alone.value)
+    assert fused[0].trial["optimizer_steps"] == 4 and np.isfinite(fused[0].trial["final_loss"])
