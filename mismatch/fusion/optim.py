@@ -31,10 +31,17 @@ class AdamSettings:
     decoupled: bool = False  # AdamW
 
 
-def _column(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """Per-member host scalars as a (G, 1, ..., 1) tensor that broadcasts over ``like`` (G, ...)."""
-    shape = (len(values),) + (1,) * (like.ndim - 1)
-    return torch.tensor(values, dtype=like.dtype).reshape(shape).to(like.device, non_blocking=True)
+def _column(values: np.ndarray, like: torch.Tensor, cache: dict[Any, torch.Tensor]) -> torch.Tensor:
+    """Per-member host scalars as a (G, 1, ..., 1) tensor that broadcasts over ``like`` (G, ...).
+
+    ``cache`` (one per optimiser step) reuses a column: tensors usually share their members'
+    step counts and learning rates, so a step copies a few columns to the device, not one per tensor.
+    """
+    key = (values.tobytes(), len(values), like.ndim, like.dtype, like.device)
+    if key not in cache:
+        shape = (len(values),) + (1,) * (like.ndim - 1)
+        cache[key] = torch.tensor(values, dtype=like.dtype).reshape(shape).to(like.device, non_blocking=True)
+    return cache[key]
 
 
 class MaskedAdam:
@@ -52,13 +59,15 @@ class MaskedAdam:
     def step(self, grads: dict[str, torch.Tensor], members: dict[str, np.ndarray], lrs: dict[str, np.ndarray]) -> None:
         """Step tensor ``name`` for the members ``members[name]`` (indices) with gradient
         ``grads[name]`` (K, ...) at learning rates ``lrs[name]`` (K,); nothing else changes."""
+        cache: dict[Any, torch.Tensor] = {}
         for name, grad in grads.items():
             idx = members.get(name)
             if idx is None or len(idx) == 0:
                 continue
-            self._step_tensor(name, grad, idx, lrs[name][idx])
+            self._step_tensor(name, grad, idx, lrs[name][idx], cache)
 
-    def _step_tensor(self, name: str, grad: torch.Tensor, idx: np.ndarray, lr: np.ndarray) -> None:
+    def _step_tensor(self, name: str, grad: torch.Tensor, idx: np.ndarray, lr: np.ndarray,
+                     cache: dict[Any, torch.Tensor]) -> None:
         s = self.settings
         beta1, beta2 = s.betas
         param, exp_avg, exp_avg_sq = self.params[name], self.exp_avg[name], self.exp_avg_sq[name]
@@ -72,16 +81,16 @@ class MaskedAdam:
         step = self.steps[name][idx].astype(np.float64)
         if s.weight_decay != 0:
             if s.decoupled:
-                p.mul_(_column(1 - lr * s.weight_decay, p))
+                p.mul_(_column(1 - lr * s.weight_decay, p, cache))
             else:
                 g = g.add(p, alpha=s.weight_decay)
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         step_size = lr / (1 - beta1**step)
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-        denom = (v.sqrt() / _column(bias_correction2_sqrt, v)).add_(s.eps)
+        denom = (v.sqrt() / _column(bias_correction2_sqrt, v, cache)).add_(s.eps)
         # torch: param.addcdiv_(exp_avg, denom, value=-step_size), i.e. param + (value * exp_avg) / denom
-        p.add_(_column(-step_size, p) * m / denom)
+        p.add_(_column(-step_size, p, cache) * m / denom)
         if not everyone:
             param.index_copy_(0, rows, p)
             exp_avg.index_copy_(0, rows, m)

@@ -52,14 +52,16 @@ def test_groups_hold_at_most_k_compatible_trials_in_order(two_stream, tiny_dict)
     assert plan_groups(specs, 1) == [[i] for i in range(len(specs))]
 
 
-def test_masked_adam_equals_torch_adam_bit_for_bit_and_leaves_idle_members_untouched():
+@pytest.mark.parametrize(("optimizer", "weight_decay"), [("adam", 0.0), ("adam", 0.01), ("adamw", 0.01)])
+def test_masked_adam_equals_torch_adam_bit_for_bit_and_leaves_idle_members_untouched(optimizer, weight_decay):
     torch.manual_seed(0)
     lrs = np.array([1e-3, 2e-3, 5e-4])
     start = torch.randn(3, 4, 5)
     solo = [torch.nn.Parameter(start[k].clone()) for k in range(3)]
-    torch_adams = [torch.optim.Adam([p], lr=lr) for p, lr in zip(solo, lrs)]
+    torch_class = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+    torch_adams = [torch_class([p], lr=lr, weight_decay=weight_decay) for p, lr in zip(solo, lrs)]
     stacked = start.clone()
-    adam = MaskedAdam({"w": stacked}, AdamSettings())
+    adam = MaskedAdam({"w": stacked}, AdamSettings(weight_decay=weight_decay, decoupled=optimizer == "adamw"))
     for t in range(12):
         grad = torch.randn(3, 4, 5)
         active = np.array([0, 2]) if t % 3 == 0 else np.arange(3)  # member 1 idles every third step
