@@ -21,8 +21,8 @@ Equivalence to training each trial alone (:func:`mismatch.train.run_trial`): the
 arithmetic is the same up to floating-point reordering (grouped vs plain convolutions), and
 the optimiser is bit-identical to torch's Adam for given gradients. Methods whose steps
 draw random numbers would draw them from one generator under vmap (``randomness="different"``):
-such methods could only be statistically equivalent; the fusable built-in method (MisMatch)
-draws none, so it is equivalent up to reordering (tests/fusion/test_fused_equivalence.py).
+such methods could only be statistically equivalent; the fusable built-in methods (MisMatch, CPS)
+draw none, so they are equivalent up to reordering (tests/fusion/test_fused_equivalence.py).
 """
 
 from __future__ import annotations

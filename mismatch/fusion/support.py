@@ -24,6 +24,8 @@ MEMBER_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 _PYTHON_RANDOM = "draws random numbers on the host (float(torch.rand(())) decides augmentations), which vmap cannot batch"
+_SHARED_RANDOM = ("runs under vmap, but its random draws would come from one generator for all members, so its rows "
+                  "would equal its trial alone only statistically; it trains alone so that rows stay reproducible")
 _EMA = "updates an EMA teacher in after_step, in place, outside the fused step"
 
 #: Built-in methods that train one trial per process, and why (checked by the fusion tests).
@@ -34,13 +36,12 @@ NOT_FUSABLE: dict[str, str] = {
     "mean-teacher": _EMA,
     "ua-mt": _EMA,
     "bcp": f"{_EMA}; copy-paste boxes {_PYTHON_RANDOM}",
-    "cps": "not yet verified under vmap (two networks, hard pseudo-labels)",
     "fixmatch": f"strong augmentation {_PYTHON_RANDOM}",
     "unimatch": f"strong augmentation {_PYTHON_RANDOM}",
     "mta": "alternates segmentation and reconstruction steps with a Python counter on the module, which a "
            "masked (idle) member must not advance",
-    "morph": "Gaussian input noise would draw from one generator under vmap; not yet verified",
-    "cct": "spatial dropout and feature noise draw from one generator under vmap: not yet verified",
+    "morph": f"Gaussian input noise: {_SHARED_RANDOM}",
+    "cct": f"spatial dropout and feature noise: {_SHARED_RANDOM}",
 }
 
 

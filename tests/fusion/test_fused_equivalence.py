@@ -61,6 +61,15 @@ def test_fused_members_get_the_rows_of_their_trials_alone(tiny_dict, native_kern
     assert [m.trial["optimizer_steps"] for m in fused] == [4, 3, 2]  # stream lengths of the three pools
 
 
+def test_cps_members_get_the_rows_of_their_trials_alone(tiny_dict, native_kernels):
+    specs = [spec.model_copy(update={"method": load_trial_spec(tiny_dict(method={"name": "cps", "width": 4})).method})
+             for spec in _specs(tiny_dict)[:2]]
+    for spec, member in zip(specs, train_fused(specs)):
+        solo = run_trial(spec)
+        assert member.trial["trial_id"] == solo.trial["trial_id"]
+        np.testing.assert_allclose(member.images["iou"], solo.images["iou"], atol=IOU_TOL, rtol=0)
+
+
 def test_a_killed_group_resumes_every_member_with_the_same_rows(tiny_dict, tmp_path):
     specs = _specs(tiny_dict, epochs=2)[:2]
     whole = train_fused(specs)
