@@ -463,6 +463,9 @@ class MethodConfig(StrictModel):
     ``{"decoders": 2}``), checked against the network registry when ``model`` is a field, and
     ``spatial_dims``: the image dimensions the method supports (2D slices only by default; a
     trial on 3D data refuses a method without 3 here).
+    ``fusable``: whether trials of the method may train fused (several trials as one model,
+    :mod:`mismatch.fusion`); built-in methods that cannot are listed, with the reason, in
+    :data:`mismatch.fusion.support.NOT_FUSABLE`.
     """
 
     implementation: ClassVar[str | type | None] = None
@@ -471,6 +474,7 @@ class MethodConfig(StrictModel):
     summary: ClassVar[str] = ""
     requires: ClassVar[dict[str, Any]] = {}
     spatial_dims: ClassVar[tuple[int, ...]] = (2,)
+    fusable: ClassVar[bool] = True
     #: Settings added after trials were stored, dropped from the trial id at these values so
     #: stored trials keep their ids (e.g. MTA's ``training: joint``).
     identity_defaults: ClassVar[dict[str, Any]] = {}

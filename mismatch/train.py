@@ -42,8 +42,8 @@ from mismatch.runtime import seed_everything, select_device
 
 __all__ = [
     "NON_FINITE_ERRORS", "EpochReport", "NonFiniteLossError", "NonFiniteProbabilityError", "NonFiniteVolumeError",
-    "TrainState", "TrialResult", "epoch_batches", "failed_trial_row", "fit", "run_trial", "steps_per_epoch",
-    "stream_batches", "train_epoch", "two_stream_batches",
+    "TrainState", "TrialResult", "epoch_batches", "failed_trial_row", "fit", "run_trial", "snapshot_epochs",
+    "steps_per_epoch", "stream_batches", "train_epoch", "two_stream_batches",
 ]
 
 Budget = Literal["paper", "steps"]
@@ -265,7 +265,8 @@ def build_optimization(method: Method, spec: TrialSpec, data: TrialData, device:
     return Optimization(method.configure_optimizers(spec.train, steps), spec.train, device)
 
 
-def _snapshot_epochs(spec: TrialSpec) -> int:
+def snapshot_epochs(spec: TrialSpec) -> int:
+    """How many of the last epochs keep a snapshot for the test-time ensemble."""
     return 1 if spec.train.snapshot == "final" else min(spec.train.snapshot_k, spec.train.epochs)
 
 
@@ -323,7 +324,7 @@ def fit(
     n_labelled = len(data.labelled.images)
     state = load_checkpoint(ckpt, method, optim, n_labelled) if ckpt and ckpt.exists() else TrainState()
     state.resumed_from_epoch = state.epoch
-    keep_from = spec.train.epochs - _snapshot_epochs(spec)
+    keep_from = spec.train.epochs - snapshot_epochs(spec)
     while state.epoch < spec.train.epochs:
         start = time.perf_counter()
         losses = train_epoch(method, optim, data, state, spec, device)
