@@ -354,6 +354,9 @@ class TrainSpec(StrictModel):
     schedule: ScheduleSpec = Field(default_factory=lambda: ScheduleSpec())
     clip_grad_norm: float | None = Field(None, gt=0)
     precision: Literal["none", "bf16", "fp16"] = "none"
+    # Where the GPU hot path keeps a 2D trial's slices (mismatch.train.device_slices); the rows
+    # are the same either way, so it is not part of the trial's identity.
+    data_on_device: Literal["auto", "on", "off"] = "auto"
     check_every: int = Field(DEFAULT_CHECK_EVERY, ge=1)
     snapshot: Literal["last-k", "final"] = "last-k"
     snapshot_k: int = Field(10, ge=1)
@@ -396,7 +399,7 @@ class TrainSpec(StrictModel):
         ``nsd_tolerance_mm`` and the stream protocol at their defaults, so specs written before
         they existed keep their trial ids (``streaming`` with ``paper`` is today's loop)."""
         data = self.model_dump(mode="json")
-        for key in ("prediction_maps", "device", "check_every"):
+        for key in ("prediction_maps", "device", "check_every", "data_on_device"):
             data.pop(key)
         defaults = TrainSpec().model_dump(mode="json")
         for key in ("momentum", "nesterov", "schedule", "clip_grad_norm", "precision", "nsd_tolerance_mm", "stream",

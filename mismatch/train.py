@@ -122,6 +122,64 @@ def _batch(data: TrialData, lab_idx: np.ndarray, unl_idx: np.ndarray) -> Batch:
     return _as_batch(data.labelled.images[lab_idx], data.labelled.labels[lab_idx], data.unlabelled.images[unl_idx])
 
 
+class DeviceSlices:
+    """A 2D trial's labelled and unlabelled slices as tensors, for a GPU hot path without a
+    host-side batch per step: on the device when they fit (a batch is then indexed there),
+    else in pinned host memory (a batch is gathered there and copied without blocking).
+
+    A batch holds exactly the values of :func:`_batch`'s, so trials give the same rows either way
+    (``train.data_on_device``; tests/test_device_slices.py compares them).
+    """
+
+    def __init__(self, data: TrialData, device: torch.device, on_device: bool) -> None:
+        self.device, self.on_device = device, on_device
+        pin = device.type == "cuda" and not on_device
+
+        def put(array: np.ndarray) -> torch.Tensor:
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+            return tensor.to(device) if on_device else (tensor.pin_memory() if pin else tensor)
+
+        self.lab_images, self.lab_labels = put(data.labelled.images), put(data.labelled.labels)
+        self.unl_images = put(data.unlabelled.images)
+        self.home = device if on_device else torch.device("cpu")
+
+    def _index(self, idx: np.ndarray) -> torch.Tensor:
+        # A pinned index copies without blocking the host (no synchronisation per step).
+        index = torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64))
+        if self.home.type == "cuda":
+            return index.pin_memory().to(self.home, non_blocking=True)
+        return index
+
+    def batch(self, lab_idx: np.ndarray, unl_idx: np.ndarray) -> Batch:
+        """:func:`_batch` of these indices, built on the device (or copied to it without blocking)."""
+        lab, unl = self._index(lab_idx), self._index(unl_idx)
+        images = torch.cat([self.lab_images.index_select(0, lab), self.unl_images.index_select(0, unl)])
+        labels = self.lab_labels.index_select(0, lab)
+        labels = torch.cat([labels, labels.new_zeros((len(unl_idx), *labels.shape[1:]))])[:, None].float()
+        mask = torch.arange(len(images), device=self.home) < len(lab_idx)
+        if not self.on_device and self.device.type == "cuda":
+            images, labels, mask = (t.pin_memory().to(self.device, non_blocking=True) for t in (images, labels, mask))
+        return Batch(image=images, label=labels, labelled=mask, n_labelled=len(lab_idx))
+
+
+#: Largest share of the device's free memory a trial's slices may take to stay resident there.
+RESIDENT_SHARE = 0.25
+
+
+def device_slices(data: TrialData, device: torch.device, mode: str = "auto") -> DeviceSlices | None:
+    """The slices of a 2D trial for ``train.data_on_device``: ``auto`` keeps them on a CUDA device
+    when they take at most :data:`RESIDENT_SHARE` of its free memory (else pinned host memory),
+    and leaves CPU trials to the NumPy path; ``on`` puts them on the device (on a CPU: as tensors,
+    which tests use); ``off`` (and 3D trials, which sample patches on the host) is the NumPy path."""
+    if data.spatial_dims == 3 or mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "on":
+        return DeviceSlices(data, device, on_device=True)
+    need = sum(a.nbytes for a in (data.labelled.images, data.labelled.labels, data.unlabelled.images))
+    free, _ = torch.cuda.mem_get_info(device)
+    return DeviceSlices(data, device, on_device=need <= RESIDENT_SHARE * free)
+
+
 def _patch_batch(data: TrialData, rng: np.random.Generator, lab_idx: np.ndarray, unl_idx: np.ndarray) -> Batch:
     """3D: one patch of each labelled volume ``lab_idx`` (centred on foreground with the
     spec's probability), then one uniform patch of each unlabelled volume ``unl_idx``."""
@@ -132,17 +190,20 @@ def _patch_batch(data: TrialData, rng: np.random.Generator, lab_idx: np.ndarray,
     return _as_batch(lab_images, lab_labels, unl_images)
 
 
-def _batch_maker(data: TrialData, seed: int, epoch: int) -> BatchMaker:
+def _batch_maker(data: TrialData, seed: int, epoch: int, slices: DeviceSlices | None = None) -> BatchMaker:
     """What turns a step's sample indices into a batch: the slices themselves (2D), or one
     patch per volume (3D), drawn from ``default_rng([seed, epoch, PATCH_STREAM])`` in stream
     order, so a trial resumed at an epoch boundary sees the same patches."""
+    if slices is not None:
+        return slices.batch
     if data.spatial_dims != 3:
         return partial(_batch, data)
     return partial(_patch_batch, data, np.random.default_rng([seed, epoch, PATCH_STREAM]))
 
 
 def stream_batches(
-    data: TrialData, epoch: int, seed: int, batch_size: int, use_unlabelled: bool = True, budget: Budget = "paper"
+    data: TrialData, epoch: int, seed: int, batch_size: int, use_unlabelled: bool = True, budget: Budget = "paper",
+    slices: DeviceSlices | None = None,
 ) -> Iterator[Batch]:
     """The streaming protocol: every labelled and unlabelled slice once, in one shuffled order.
 
@@ -153,7 +214,7 @@ def stream_batches(
     """
     n_lab = len(data.labelled.images)
     n_unl = len(data.unlabelled.images)
-    make = _batch_maker(data, seed, epoch)
+    make = _batch_maker(data, seed, epoch, slices)
     if not use_unlabelled and budget == "steps":
         order = _labelled_cycle(n_lab, n_lab + n_unl, seed, epoch)
         for start in range(0, len(order), batch_size):
@@ -167,7 +228,8 @@ def stream_batches(
 
 
 def two_stream_batches(
-    data: TrialData, epoch: int, seed: int, batch_size: int, use_unlabelled: bool = True
+    data: TrialData, epoch: int, seed: int, batch_size: int, use_unlabelled: bool = True,
+    slices: DeviceSlices | None = None,
 ) -> Iterator[Batch]:
     """The two-stream protocol: every step ``batch_size`` labelled slices (cycled, reshuffled
     each pass) and, for semi-supervised methods, ``batch_size`` unlabelled slices.
@@ -179,7 +241,7 @@ def two_stream_batches(
     n_steps = two_stream_steps(data, batch_size)
     labelled = _labelled_cycle(len(data.labelled.images), n_steps * batch_size, seed, epoch)
     unlabelled = np.random.default_rng([seed, epoch]).permutation(len(data.unlabelled.images))
-    make = _batch_maker(data, seed, epoch)
+    make = _batch_maker(data, seed, epoch, slices)
     for step in range(n_steps):
         lab_idx = labelled[step * batch_size : (step + 1) * batch_size]
         unl_idx = unlabelled[step * batch_size : (step + 1) * batch_size] if use_unlabelled else unlabelled[:0]
@@ -193,11 +255,13 @@ def two_stream_steps(data: TrialData, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
-def epoch_batches(data: TrialData, epoch: int, train: TrainSpec, use_unlabelled: bool = True) -> Iterator[Batch]:
-    """One epoch's batches under the spec's stream protocol (``train.stream``, ``train.budget``)."""
+def epoch_batches(data: TrialData, epoch: int, train: TrainSpec, use_unlabelled: bool = True,
+                  slices: DeviceSlices | None = None) -> Iterator[Batch]:
+    """One epoch's batches under the spec's stream protocol (``train.stream``, ``train.budget``),
+    built from ``slices`` (:func:`device_slices`) when given."""
     if train.stream == "two-stream":
-        return two_stream_batches(data, epoch, train.seed, train.batch_size, use_unlabelled)
-    return stream_batches(data, epoch, train.seed, train.batch_size, use_unlabelled, train.budget)
+        return two_stream_batches(data, epoch, train.seed, train.batch_size, use_unlabelled, slices)
+    return stream_batches(data, epoch, train.seed, train.batch_size, use_unlabelled, train.budget, slices)
 
 
 def steps_per_epoch(data: TrialData, train: TrainSpec | int, use_unlabelled: bool = True) -> int:
@@ -229,7 +293,8 @@ def _check_finite(sums: dict[str, torch.Tensor], first: int, last: int, epoch: i
 
 
 def train_epoch(
-    method: Method, optim: Optimization, data: TrialData, state: TrainState, spec: TrialSpec, device: torch.device
+    method: Method, optim: Optimization, data: TrialData, state: TrainState, spec: TrialSpec, device: torch.device,
+    slices: DeviceSlices | None = None,
 ) -> dict[str, float]:
     """One pass over the stream; returns the mean of every loss term over the steps it appeared in.
 
@@ -240,7 +305,7 @@ def train_epoch(
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     unchecked = state.step  # first step whose losses no check has seen
-    stream = epoch_batches(data, state.epoch, spec.train, method.uses_unlabelled)
+    stream = epoch_batches(data, state.epoch, spec.train, method.uses_unlabelled, slices)
     for index, batch in enumerate(stream, start=1):
         with optim.autocast():
             losses = method.training_step(batch.to(device), state.epoch)
@@ -320,6 +385,7 @@ def fit(
 ) -> TrainState:
     """Train for ``spec.train.epochs`` epochs, keeping the last K snapshots' weights."""
     optim = build_optimization(method, spec, data, device)
+    slices = device_slices(data, device, spec.train.data_on_device)
     ckpt = checkpoint_dir / "trial.pt" if checkpoint_dir else None
     n_labelled = len(data.labelled.images)
     state = load_checkpoint(ckpt, method, optim, n_labelled) if ckpt and ckpt.exists() else TrainState()
@@ -327,7 +393,7 @@ def fit(
     keep_from = spec.train.epochs - snapshot_epochs(spec)
     while state.epoch < spec.train.epochs:
         start = time.perf_counter()
-        losses = train_epoch(method, optim, data, state, spec, device)
+        losses = train_epoch(method, optim, data, state, spec, device, slices)
         val = validate(method, data, device)
         elapsed = time.perf_counter() - start
         state.train_time_s += elapsed
