@@ -7,11 +7,12 @@ from typing import Any
 from mismatch.methods.registry import build_method, list_methods, method_config_class
 
 
-def describe_methods(width: int = 24, in_channels: int = 1) -> list[dict[str, Any]]:
-    """One dict per registered method, built with its default settings at ``width``.
+def describe_methods(width: int | None = 24, in_channels: int = 1) -> list[dict[str, Any]]:
+    """One dict per registered method, built with its default settings at ``width`` (None: each
+    method's default width).
 
     Keys: ``name``, ``reference``, ``model`` (the results' ``model`` column),
-    ``uses_unlabelled``, ``params`` (parameters that run at test time, the per-trial row's
+    ``uses_unlabelled``, ``dims`` (the spatial dims it trains on), ``params`` (parameters that run at test time, the per-trial row's
     ``params``) and ``train_params`` (every parameter the method holds while training,
     e.g. with CCT's auxiliary decoders or the mean teacher's EMA copy).
     """
@@ -19,7 +20,7 @@ def describe_methods(width: int = 24, in_channels: int = 1) -> list[dict[str, An
     for name in list_methods():
         config_class = method_config_class(name)
         settings: dict[str, Any] = {"name": name}
-        if "width" in config_class.model_fields:
+        if width is not None and "width" in config_class.model_fields:
             settings["width"] = width
         method = build_method(config_class.model_validate(settings), in_channels)
         rows.append(
@@ -28,6 +29,7 @@ def describe_methods(width: int = 24, in_channels: int = 1) -> list[dict[str, An
                 "reference": method.reference,
                 "model": method.model_name,
                 "uses_unlabelled": method.uses_unlabelled,
+                "dims": "/".join(f"{d}D" for d in config_class.spatial_dims),
                 "params": method.inference_parameters(),
                 "train_params": sum(p.numel() for p in method.parameters()),
             }
@@ -37,7 +39,8 @@ def describe_methods(width: int = 24, in_channels: int = 1) -> list[dict[str, An
 
 def format_methods(rows: list[dict[str, Any]]) -> str:
     """The rows of :func:`describe_methods` as an aligned text table."""
-    lines = [f"{'method':13s} {'model':6s} {'params':>10s} {'train':>10s}  reference"]
+    lines = [f"{'method':13s} {'model':6s} {'dims':6s} {'params':>10s} {'train':>10s}  reference"]
     for r in rows:
-        lines.append(f"{r['name']:13s} {r['model']:6s} {r['params']:>10,d} {r['train_params']:>10,d}  {r['reference']}")
+        lines.append(f"{r['name']:13s} {r['model']:6s} {r['dims']:6s} {r['params']:>10,d} {r['train_params']:>10,d}  "
+                     f"{r['reference']}")
     return "\n".join(lines)

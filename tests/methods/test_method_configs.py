@@ -42,5 +42,14 @@ def test_describe_methods_at_width_24():
     assert rows["cct"]["train_params"] == 1_879_777 + 3 * 560_665  # three auxiliary decoders
     assert rows["mean-teacher"]["train_params"] == 2 * 1_879_777
     assert not rows["sup1"]["uses_unlabelled"] and rows["fixmatch"]["uses_unlabelled"]
+    assert rows["mismatch"]["dims"] == "2D/3D" and rows["unimatch"]["dims"] == "2D"
     text = format_methods(list(rows.values()))
     assert "mean-teacher" in text and "1,879,777" in text
+
+
+def test_mismatch_methods_without_width_builds_each_at_its_default(capsys):
+    from mismatch.cli import main
+
+    assert main(["methods"]) == 0  # --width unset: each method's own default (it was a crash)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["method", "model", "dims"] and len(lines) == 1 + len(list_methods())
