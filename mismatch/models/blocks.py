@@ -16,6 +16,11 @@ from torch import nn
 
 BLOCK_KINDS: tuple[str, ...] = ("plain", "pasb", "nasb")
 
+#: Convolution and instance norm by spatial dims: every block takes ``dims`` (2, or 3 for the
+#: volumetric twins of :mod:`mismatch.models.blocks3d`), so both share one definition.
+CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
+NORM: dict[int, type[nn.Module]] = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
+
 
 class ConvNormAct(nn.Sequential):
     """One ``k x k`` conv (no bias) + ``InstanceNorm2d(affine=True)`` + ReLU.
@@ -31,14 +36,15 @@ class ConvNormAct(nn.Sequential):
         kernel_size: int = 3,
         stride: int = 1,
         dilation: int = 1,
+        dims: int = 2,
     ) -> None:
         padding = dilation * (kernel_size // 2)
         super().__init__(
             OrderedDict(
-                conv=nn.Conv2d(
+                conv=CONV[dims](
                     in_channels, out_channels, kernel_size, stride, padding, dilation, bias=False
                 ),
-                norm=nn.InstanceNorm2d(out_channels, affine=True),
+                norm=NORM[dims](out_channels, affine=True),
                 act=nn.ReLU(inplace=True),
             )
         )
@@ -52,10 +58,10 @@ class DoubleConv(nn.Sequential):
     and NASB (two 3x3 conv+IN+ReLU).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dims: int = 2) -> None:
         super().__init__(
-            ConvNormAct(in_channels, out_channels, stride=stride),
-            ConvNormAct(out_channels, out_channels),
+            ConvNormAct(in_channels, out_channels, stride=stride, dims=dims),
+            ConvNormAct(out_channels, out_channels, dims=dims),
         )
 
 
@@ -70,9 +76,9 @@ class PlainBlock(nn.Module):
     ``side`` is ``None``; ``main`` is the single conv block.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, dims: int = 2) -> None:
         super().__init__()
-        self.main = ConvNormAct(channels, channels)
+        self.main = ConvNormAct(channels, channels, dims=dims)
         self.side: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,13 +92,13 @@ class PASBSide(nn.Sequential):
     paper's K' = 9) + IN + ReLU, 1x1 conv ``c/8 -> c``. Its output is the attention logit.
     """
 
-    def __init__(self, channels: int, dilation: int = 5) -> None:
+    def __init__(self, channels: int, dilation: int = 5, dims: int = 2) -> None:
         reduced = side_channels(channels)
         super().__init__(
             OrderedDict(
-                reduce=nn.Conv2d(channels, reduced, 1, bias=False),
-                dilated=ConvNormAct(reduced, reduced, dilation=dilation),
-                expand=nn.Conv2d(reduced, channels, 1, bias=False),
+                reduce=CONV[dims](channels, reduced, 1, bias=False),
+                dilated=ConvNormAct(reduced, reduced, dilation=dilation, dims=dims),
+                expand=CONV[dims](reduced, channels, 1, bias=False),
             )
         )
 
@@ -104,13 +110,13 @@ class NASBSide(nn.Module):
     ``1x1(d)`` (``c/8 -> c``). The skips restrict the growth of the effective receptive field.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, dims: int = 2) -> None:
         super().__init__()
         reduced = side_channels(channels)
-        self.reduce = nn.Conv2d(channels, reduced, 1, bias=False)
-        self.conv1 = ConvNormAct(reduced, reduced)
-        self.conv2 = ConvNormAct(reduced, reduced)
-        self.expand = nn.Conv2d(reduced, channels, 1, bias=False)
+        self.reduce = CONV[dims](channels, reduced, 1, bias=False)
+        self.conv1 = ConvNormAct(reduced, reduced, dims=dims)
+        self.conv2 = ConvNormAct(reduced, reduced, dims=dims)
+        self.expand = CONV[dims](reduced, channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.reduce(x)
@@ -126,10 +132,10 @@ class PASB(nn.Module):
     dilated conv whose larger effective receptive field raises the confidence of ``f``.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, dims: int = 2) -> None:
         super().__init__()
-        self.main = DoubleConv(channels, channels)
-        self.side = PASBSide(channels)
+        self.main = DoubleConv(channels, channels, dims=dims)
+        self.side = PASBSide(channels, dims=dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         main = self.main(x)
@@ -145,10 +151,10 @@ class NASB(nn.Module):
     [0, 1] mask the paper's text suggests.
     """
 
-    def __init__(self, channels: int, negative_sigmoid: bool = False) -> None:
+    def __init__(self, channels: int, negative_sigmoid: bool = False, dims: int = 2) -> None:
         super().__init__()
-        self.main = DoubleConv(channels, channels)
-        self.side = NASBSide(channels)
+        self.main = DoubleConv(channels, channels, dims=dims)
+        self.side = NASBSide(channels, dims=dims)
         self.negative_sigmoid = negative_sigmoid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,15 +168,15 @@ class NASB(nn.Module):
         return f"negative_sigmoid={self.negative_sigmoid}"
 
 
-def make_block(kind: str, channels: int, negative_sigmoid: bool = False) -> nn.Module:
+def make_block(kind: str, channels: int, negative_sigmoid: bool = False, dims: int = 2) -> nn.Module:
     """Build a decoder block by kind: ``"plain"``, ``"pasb"`` or ``"nasb"``.
 
     ``negative_sigmoid`` only affects ``"nasb"``. Raises ``ValueError`` on an unknown kind.
     """
     if kind == "plain":
-        return PlainBlock(channels)
+        return PlainBlock(channels, dims)
     if kind == "pasb":
-        return PASB(channels)
+        return PASB(channels, dims)
     if kind == "nasb":
-        return NASB(channels, negative_sigmoid=negative_sigmoid)
+        return NASB(channels, negative_sigmoid=negative_sigmoid, dims=dims)
     raise ValueError(f"unknown block kind {kind!r}; expected one of {list(BLOCK_KINDS)}")

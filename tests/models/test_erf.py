@@ -110,11 +110,14 @@ def test_3d_block_ordering_on_a_small_volume() -> None:
 
 
 def test_3d_branches_are_the_3d_blocks() -> None:
-    from mismatch.models.blocks3d import NASBSide3d, PASBSide3d
+    from torch import nn
+
+    from mismatch.models.blocks import NASBSide, PASBSide
     from mismatch.models.erf import BRANCHES_3D
 
-    assert isinstance(BRANCHES_3D["pasb"](16), PASBSide3d)
-    assert isinstance(BRANCHES_3D["nasb"](16), NASBSide3d)
+    pasb, nasb = BRANCHES_3D["pasb"](16), BRANCHES_3D["nasb"](16)
+    assert isinstance(pasb, PASBSide) and isinstance(pasb.dilated.conv, nn.Conv3d)
+    assert isinstance(nasb, NASBSide) and isinstance(nasb.conv1.conv, nn.Conv3d)
     with pytest.raises(ValueError, match="spatial_dims"):
         measure_erf("main", spatial_dims=4)
 
