@@ -10,9 +10,7 @@ identity skips. The attention arithmetic is the 2D one (``sigmoid(side) * main +
 
 from __future__ import annotations
 
-from torch import nn
-
-from mismatch.models.blocks import NASB, PASB, ConvNormAct, DoubleConv, PlainBlock, make_block
+from mismatch.models.blocks import NASB, PASB, ConvNormAct, DoubleConv, PlainBlock
 
 
 class ConvNormAct3d(ConvNormAct):
@@ -50,14 +48,3 @@ class NASB3d(NASB):
 
     def __init__(self, channels: int, negative_sigmoid: bool = False) -> None:
         super().__init__(channels, negative_sigmoid, dims=3)
-
-
-def make_block3d(kind: str, channels: int, negative_sigmoid: bool = False) -> nn.Module:
-    """Build a 3D decoder block by kind: ``"plain"``, ``"pasb"`` or ``"nasb"``."""
-    if kind == "plain":
-        return PlainBlock3d(channels)
-    if kind == "pasb":
-        return PASB3d(channels)
-    if kind == "nasb":
-        return NASB3d(channels, negative_sigmoid=negative_sigmoid)
-    return make_block(kind, channels, dims=3)  # the one unknown-kind error

@@ -17,28 +17,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mismatch.models.blocks import ConvNormAct, DoubleConv, make_block
+from mismatch.models.blocks import CONV, ConvNormAct, DoubleConv, make_block
 
 FeatureTransform = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
-    """Bilinear x2 upsampling with ``align_corners=True``, as in the authors' code."""
-    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+    """Bilinear (trilinear for volumes) x2 upsampling with ``align_corners=True``, as in the
+    authors' code."""
+    mode = "trilinear" if x.ndim == 5 else "bilinear"
+    return F.interpolate(x, scale_factor=2.0, mode=mode, align_corners=True)
 
 
-def _check_features(features: Sequence[torch.Tensor]) -> None:
-    if len(features) != 5:
+#: Downsampling levels of the 2D encoder (the 3D one has one more, as V-Net).
+LEVELS_2D = 3
+
+
+def stage_channels(width: int, levels: int = LEVELS_2D) -> tuple[list[int], list[int]]:
+    """Per decoder stage, deep to shallow: the ``cat(y, skip)`` channels and the output channels
+    (2D, 3 levels: ``16w, 8w, 4w, 2w`` -> ``4w, 2w, w, w``)."""
+    skips = [width * 2**i for i in reversed(range(levels + 1))]  # [8w, 4w, 2w, w] in 2D
+    return [2 * c for c in skips], [c // 2 for c in skips[:-1]] + [width]
+
+
+def _check_features(features: Sequence[torch.Tensor], levels: int) -> None:
+    if len(features) != levels + 2:
+        names = ", ".join(f"x{i}" for i in range(levels + 1))
         raise ValueError(
-            f"expected the encoder's 5 features [x0, x1, x2, x3, bridge], got {len(features)}"
+            f"expected the encoder's {levels + 2} features [{names}, bridge], got {len(features)}"
         )
 
 
-class _FourStageDecoder(nn.Module):
-    """Shared plumbing: ``stages`` (4 modules), ``head`` (1x1 conv with bias), the hook."""
+class _StageDecoder(nn.Module):
+    """Shared plumbing: ``stages`` (``levels + 1`` modules, deep to shallow), ``head`` (1x1
+    conv with bias), the stage hook; 2D or 3D by the modules it holds."""
 
     stages: nn.ModuleList
-    head: nn.Conv2d
+    head: nn.Module
+    levels: int = LEVELS_2D
 
     def _run_stage(self, index: int, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -48,13 +64,13 @@ class _FourStageDecoder(nn.Module):
         features: Sequence[torch.Tensor],
         feature_transform: FeatureTransform | None = None,
     ) -> list[torch.Tensor]:
-        """Run the four stages and return their outputs (after ``feature_transform``).
+        """Run the stages and return their outputs (after ``feature_transform``).
 
-        The last entry, ``(B, w, H, W)``, is what the 1x1 output conv ``head`` reads.
+        The last entry, ``(B, w, *spatial)``, is what the 1x1 output conv ``head`` reads.
         """
-        _check_features(features)
-        skips = list(features[3::-1])  # [x3, x2, x1, x0], deep to shallow
-        y = features[4]
+        _check_features(features, self.levels)
+        skips = list(features[self.levels :: -1])  # [x3, x2, x1, x0] in 2D, deep to shallow
+        y = features[-1]
         outputs = []
         for index, skip in enumerate(skips):
             y = self._run_stage(index, y, skip)
@@ -68,11 +84,11 @@ class _FourStageDecoder(nn.Module):
         features: Sequence[torch.Tensor],
         feature_transform: FeatureTransform | None = None,
     ) -> torch.Tensor:
-        """Decode ``[x0, x1, x2, x3, bridge]`` to logits ``(B, out_channels, H, W)``."""
+        """Decode ``[x0, x1, x2, x3, bridge]`` (3D: ``x0..x4``) to logits ``(B, out_channels, *spatial)``."""
         return self.head(self.forward_stages(features, feature_transform)[-1])
 
 
-class AttentionDecoder(_FourStageDecoder):
+class AttentionDecoder(_StageDecoder):
     """MisMatch's decoder layout, with a block kind: ``"plain"``, ``"pasb"`` or ``"nasb"``.
 
     Stage ``i`` (deep to shallow, skips ``x3, x2, x1, x0``): ``y = cat(y, skip)`` at the same
@@ -80,23 +96,22 @@ class AttentionDecoder(_FourStageDecoder):
     the stage width (``4w, 2w, w, w``), then the block. A 1x1 conv (with bias) gives the logit.
     The bridge is concatenated with ``x3`` directly at H/8 (the authors' code crops a 2x zoom of
     the bridge instead, a defect not reproduced here). ``negative_sigmoid`` is passed to NASB;
-    ``out_channels`` is the number of logits per pixel.
+    ``out_channels`` is the number of logits per pixel. ``dims`` and ``levels`` give the 3D
+    twin (:class:`mismatch.models.networks3d.AttentionDecoder3d`: 3, 4).
     """
 
     def __init__(
-        self, width: int = 24, block: str = "plain", negative_sigmoid: bool = False, out_channels: int = 1
+        self, width: int = 24, block: str = "plain", negative_sigmoid: bool = False, out_channels: int = 1,
+        dims: int = 2, levels: int = LEVELS_2D,
     ) -> None:
         super().__init__()
-        self.width = width
-        self.block = block
-        w = width
-        in_channels = [16 * w, 8 * w, 4 * w, 2 * w]  # cat(y, skip) per stage
-        stage_channels = [4 * w, 2 * w, w, w]
-        self.smooths = nn.ModuleList(ConvNormAct(i, o) for i, o in zip(in_channels, stage_channels))
+        self.width, self.block, self.levels = width, block, levels
+        cat_channels, out = stage_channels(width, levels)
+        self.smooths = nn.ModuleList(ConvNormAct(i, o, dims=dims) for i, o in zip(cat_channels, out))
         self.stages = nn.ModuleList(
-            make_block(block, o, negative_sigmoid=negative_sigmoid) for o in stage_channels
+            make_block(block, o, negative_sigmoid=negative_sigmoid, dims=dims) for o in out
         )
-        self.head = nn.Conv2d(w, out_channels, kernel_size=1)
+        self.head = CONV[dims](width, out_channels, kernel_size=1)
 
     def _run_stage(self, index: int, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         y = torch.cat([y, skip], dim=1)
@@ -105,23 +120,22 @@ class AttentionDecoder(_FourStageDecoder):
         return self.stages[index](self.smooths[index](y))
 
 
-class UNetDecoder(_FourStageDecoder):
+class UNetDecoder(_StageDecoder):
     """Plain U-Net decoder: ``cat(up(y), skip)`` then a double conv, deep to shallow.
 
     Stage 0 concatenates the bridge with ``x3`` at H/8 (no upsample); stages 1..3 upsample
     ``y`` x2 (bilinear, ``align_corners=True``) and concatenate the skip. Double convs
     ``16w -> 4w``, ``8w -> 2w``, ``4w -> w``, ``2w -> w`` (U-Net order: convolve at the lower
     resolution, then upsample), then a 1x1 conv (with bias) to ``out_channels`` logits.
+    ``dims`` and ``levels`` give the 3D twin (:class:`mismatch.models.networks3d.UNetDecoder3d`).
     """
 
-    def __init__(self, width: int = 24, out_channels: int = 1) -> None:
+    def __init__(self, width: int = 24, out_channels: int = 1, dims: int = 2, levels: int = LEVELS_2D) -> None:
         super().__init__()
-        self.width = width
-        w = width
-        in_channels = [16 * w, 8 * w, 4 * w, 2 * w]
-        stage_channels = [4 * w, 2 * w, w, w]
-        self.stages = nn.ModuleList(DoubleConv(i, o) for i, o in zip(in_channels, stage_channels))
-        self.head = nn.Conv2d(w, out_channels, kernel_size=1)
+        self.width, self.levels = width, levels
+        cat_channels, out = stage_channels(width, levels)
+        self.stages = nn.ModuleList(DoubleConv(i, o, dims=dims) for i, o in zip(cat_channels, out))
+        self.head = CONV[dims](width, out_channels, kernel_size=1)
 
     def _run_stage(self, index: int, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         if index > 0:

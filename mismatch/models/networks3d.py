@@ -15,13 +15,13 @@ Output convention (issue 15 contract): ``out_channels=1`` is one foreground logi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mismatch.models.blocks3d import ConvNormAct3d, DoubleConv3d, make_block3d
+from mismatch.models.blocks3d import ConvNormAct3d, DoubleConv3d
+from mismatch.models.decoders import AttentionDecoder, UNetDecoder
 from mismatch.models.networks import EncoderDecoderNet
 
 #: Stride-2 stages of the 3D encoder: D, H and W must be multiples of ``2 ** LEVELS_3D``.
@@ -29,8 +29,6 @@ LEVELS_3D = 4
 SIZE_DIVISOR_3D = 2**LEVELS_3D
 #: Default first-level width of the 3D networks (V-Net's 16).
 DEFAULT_WIDTH_3D = 16
-
-FeatureTransform = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 def check_input_3d(x: torch.Tensor, in_channels: int) -> None:
@@ -45,11 +43,6 @@ def check_input_3d(x: torch.Tensor, in_channels: int) -> None:
             f"3D patch size must be divisible by {SIZE_DIVISOR_3D} in D, H and W ({LEVELS_3D} "
             f"stride-2 stages), got input of shape {tuple(x.shape)}"
         )
-
-
-def upsample2x_3d(x: torch.Tensor) -> torch.Tensor:
-    """Trilinear x2 upsampling with ``align_corners=True`` (the 2D code's bilinear, in 3D)."""
-    return F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=True)
 
 
 class Encoder3d(nn.Module):
@@ -81,45 +74,9 @@ class Encoder3d(nn.Module):
         return [*features, self.bridge(features[-1])]
 
 
-def _stage_channels(width: int) -> tuple[list[int], list[int]]:
-    """Per decoder stage, deep to shallow: ``cat(y, skip)`` channels and output channels."""
-    skips = [width * 2**i for i in reversed(range(LEVELS_3D + 1))]  # [16w, 8w, 4w, 2w, w]
-    return [2 * c for c in skips], [c // 2 for c in skips[:-1]] + [width]
-
-
-class _StageDecoder3d(nn.Module):
-    """Shared plumbing of the 3D decoders: ``stages``, the 1x1x1 ``head``, the stage hook."""
-
-    stages: nn.ModuleList
-    head: nn.Conv3d
-
-    def _run_stage(self, index: int, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward_stages(
-        self, features: Sequence[torch.Tensor], feature_transform: FeatureTransform | None = None
-    ) -> list[torch.Tensor]:
-        """Run the five stages on ``[x0, ..., x4, bridge]``; return their (transformed) outputs."""
-        if len(features) != LEVELS_3D + 2:
-            raise ValueError(f"expected the 3D encoder's {LEVELS_3D + 2} features, got {len(features)}")
-        y = features[-1]
-        outputs = []
-        for index, skip in enumerate(features[LEVELS_3D::-1]):  # x4 .. x0, deep to shallow
-            y = self._run_stage(index, y, skip)
-            if feature_transform is not None:
-                y = feature_transform(index, y)
-            outputs.append(y)
-        return outputs
-
-    def forward(
-        self, features: Sequence[torch.Tensor], feature_transform: FeatureTransform | None = None
-    ) -> torch.Tensor:
-        """Decode the encoder's features to logits ``(B, out_channels, D, H, W)``."""
-        return self.head(self.forward_stages(features, feature_transform)[-1])
-
-
-class AttentionDecoder3d(_StageDecoder3d):
-    """MisMatch's decoder in 3D with a block kind (``"plain"``, ``"pasb"``, ``"nasb"``).
+class AttentionDecoder3d(AttentionDecoder):
+    """MisMatch's decoder in 3D with a block kind (``"plain"``, ``"pasb"``, ``"nasb"``): the 2D
+    :class:`~mismatch.models.decoders.AttentionDecoder` with ``dims=3`` and one more level.
 
     Stage ``i``: ``cat(y, skip)``, trilinear x2 upsample (not in the last stage), a smooth
     3x3x3 conv+IN+ReLU to the stage width, the block; a 1x1x1 conv (bias) gives the logits.
@@ -129,38 +86,16 @@ class AttentionDecoder3d(_StageDecoder3d):
         self, width: int = DEFAULT_WIDTH_3D, block: str = "plain", negative_sigmoid: bool = False,
         out_channels: int = 1,
     ) -> None:
-        super().__init__()
-        self.width = width
-        self.block = block
-        cat_channels, stage_channels = _stage_channels(width)
-        self.smooths = nn.ModuleList(ConvNormAct3d(i, o) for i, o in zip(cat_channels, stage_channels))
-        self.stages = nn.ModuleList(
-            make_block3d(block, o, negative_sigmoid=negative_sigmoid) for o in stage_channels
-        )
-        self.head = nn.Conv3d(width, out_channels, kernel_size=1)
-
-    def _run_stage(self, index: int, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        y = torch.cat([y, skip], dim=1)
-        if index < len(self.stages) - 1:
-            y = upsample2x_3d(y)
-        return self.stages[index](self.smooths[index](y))
+        super().__init__(width, block, negative_sigmoid, out_channels, dims=3, levels=LEVELS_3D)
 
 
-class UNetDecoder3d(_StageDecoder3d):
+class UNetDecoder3d(UNetDecoder):
     """3D U-Net decoder: stage 0 ``DoubleConv(cat(bridge, x4))`` at 1/16, then
-    ``DoubleConv(cat(up(y), skip))``; a 1x1x1 conv (bias) gives the logits."""
+    ``DoubleConv(cat(up(y), skip))``; a 1x1x1 conv (bias) gives the logits (the 2D
+    :class:`~mismatch.models.decoders.UNetDecoder` with ``dims=3`` and one more level)."""
 
     def __init__(self, width: int = DEFAULT_WIDTH_3D, out_channels: int = 1) -> None:
-        super().__init__()
-        self.width = width
-        cat_channels, stage_channels = _stage_channels(width)
-        self.stages = nn.ModuleList(DoubleConv3d(i, o) for i, o in zip(cat_channels, stage_channels))
-        self.head = nn.Conv3d(width, out_channels, kernel_size=1)
-
-    def _run_stage(self, index: int, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        if index > 0:
-            y = upsample2x_3d(y)
-        return self.stages[index](torch.cat([y, skip], dim=1))
+        super().__init__(width, out_channels, dims=3, levels=LEVELS_3D)
 
 
 class EncoderDecoderNet3d(EncoderDecoderNet):

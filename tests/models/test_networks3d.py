@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mismatch.models import build_model, list_models, network_card
-from mismatch.models.blocks3d import NASB3d, PASB3d, PlainBlock3d
+from mismatch.models.blocks3d import PASB3d
 from mismatch.models.networks3d import Encoder3d, check_input_3d
 
 NAMES_3D = ["mm3d", "mm3d-a", "mm3d-b", "mm3d-c", "unet3d"]
@@ -113,14 +113,19 @@ def test_encoder_feature_shapes() -> None:
 
 
 def test_decoder_stage_widths_and_blocks() -> None:
-    expected = {"mm3d": (PASB3d, NASB3d), "mm3d-a": (PlainBlock3d, PlainBlock3d),
-                "mm3d-b": (PlainBlock3d, NASB3d), "mm3d-c": (PlainBlock3d, PASB3d)}
+    from torch import nn
+
+    from mismatch.models.blocks import NASB, PASB, PlainBlock
+
+    expected = {"mm3d": (PASB, NASB), "mm3d-a": (PlainBlock, PlainBlock),
+                "mm3d-b": (PlainBlock, NASB), "mm3d-c": (PlainBlock, PASB)}
     for name, kinds in expected.items():
         model = build_model(name, **TINY)
         for decoder, kind in zip(model.decoders, kinds):
-            assert all(type(stage) is kind for stage in decoder.stages), name
-            assert [s.main[0].out_channels if kind is PlainBlock3d else s.main[0].conv.out_channels
-                    for s in decoder.stages] == [32, 16, 8, 4, 4]
+            assert all(type(stage) is kind for stage in decoder.stages), name  # the 2D blocks, built in 3D
+            convs = [s.main if kind is PlainBlock else s.main[0] for s in decoder.stages]
+            assert all(isinstance(c.conv, nn.Conv3d) for c in convs), name
+            assert [c.conv.out_channels for c in convs] == [32, 16, 8, 4, 4]
         assert model.decoders[0].head is not model.decoders[1].head
 
 
