@@ -233,10 +233,13 @@ def group_fn(config: dict[str, Any], storage: str, threads: int, tracking: Track
     def on_epoch_end(k: int, report: Any) -> None:
         metrics = {**report.val, **{f"loss_{name}": v for name, v in report.losses.items()}}
         trackers[k].log_epoch(report.epoch, {**metrics, "time_s": report.time_s})
-        if pushed[0] != report.epoch:  # the group's checkpoint is written once per epoch, before these calls
+        # The group's checkpoint is written once per epoch, before these calls; the first member's
+        # report carries the group's epoch (one progress line per group epoch), the others ``member_epoch``.
+        first = pushed[0] != report.epoch
+        if first:
             ckpt.push()
             pushed[0] = report.epoch
-        tune.report({"epoch": report.epoch + 1, "member": k, **metrics})
+        tune.report({"epoch" if first else "member_epoch": report.epoch + 1, "member": k, **metrics})
 
     try:
         outcomes = train_fused(specs, on_epoch_end=on_epoch_end, checkpoint_dir=Path(local))

@@ -5,6 +5,7 @@ The Ray tests drive `mismatch study run` in a subprocess as tests/study/test_stu
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import yaml
 
 from mismatch.results.rows import fill_trial_defaults
 from mismatch.study.progress import ProgressTracker, group_labels
-from mismatch.study.runner import group_id, plan_units, unit_config
+from mismatch.study.runner import AUTO_FUSE_CPU, fuse_size, group_id, plan_units, unit_config
 from mismatch.study.spec import load_study, parse_fuse
 from mismatch.study.status import study_status
 from mismatch.study.store import read_table, write_group_members, write_trial
@@ -76,6 +77,18 @@ def test_plan_fuses_compatible_trials_and_leaves_the_rest_alone(tmp_path):
     assert unit_config(units[2]) == {"id": units[2][0].trial_id(), "spec": json.loads(units[2][0].model_dump_json())}
     assert [u[0].method.name for u in units[1:]] == ["mismatch", "sup1", "sup1"]
     assert [len(u) for u in plan_units(specs, 1)] == [1] * 6  # fuse 1: today's one trial per Tune trial
+
+
+def test_fuse_auto_without_a_cuda_device_takes_the_cpu_default(tmp_path):
+    study = load_study(_write(tmp_path / "s.yaml", {**STUDY, "resources": {"cpu": 1, "fuse": "auto"}}), None,
+                       str(tmp_path / "r"))
+    specs = [s.model_copy(update={"train": s.train.model_copy(update={"device": "cpu"})}) for s in study.trials()]
+    out = io.StringIO()
+    assert fuse_size(study.file.resources.fuse, specs, "s", out) == AUTO_FUSE_CPU == 4
+    assert out.getvalue() == "[s] fuse auto: K = 4 (no CUDA device: the CPU default)\n"
+    assert fuse_size(2, specs, "s", out) == 2 and out.getvalue().count("\n") == 1
+    sup = [s for s in specs if s.method.name == "sup1"]
+    assert fuse_size("auto", sup, "s", io.StringIO()) == 1  # nothing to fuse
 
 
 def test_old_trials_rows_read_with_fusion_defaults(tmp_path):
