@@ -349,11 +349,22 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 
     try:
         outcome = run_study(study, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed,
-                            wait_resources_s=args.wait_resources, stale_lock_s=args.stale_lock_after)
+                            wait_resources_s=args.wait_resources, stale_lock_s=args.stale_lock_after,
+                            fuse=args.fuse)
     except (LockHeld, ResourceError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 130 if outcome.unfinished else 1 if outcome.failed or outcome.failed_before else 0
+
+
+def _fuse_arg(text: str) -> int | str:
+    """``--fuse K|auto`` (argparse turns the ValueError's message into a usage error)."""
+    from mismatch.study.spec import parse_fuse
+
+    try:
+        return parse_fuse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def cmd_study_status(args: argparse.Namespace) -> int:
@@ -460,6 +471,9 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
             s.add_argument("--wait-resources", type=float, default=300, metavar="SECONDS",
                            help="with --address: how long to wait for a node that fits one trial's "
                                 "'resources' (an autoscaler may add one) before failing (default: 300)")
+            s.add_argument("--fuse", type=_fuse_arg, default=None, metavar="K|auto",
+                           help="train up to K compatible trials as one fused group (one Ray trial), "
+                                "overriding the file's resources.fuse; auto: K from memory (default: the file's, 1)")
             s.add_argument("--stale-lock-after", type=float, default=300, metavar="SECONDS",
                            help="take over another driver's lock on this study after this long without "
                                 "its heartbeat (default: 300; a dead pid on this host at once)")

@@ -25,6 +25,7 @@ from mismatch.results.schema import (
     LOSS_PREFIX,
     SCHEMA_VERSION,
     SURFACE_METRICS,
+    TRIAL_DEFAULTS,
     TRIAL_RESULT,
     TRIAL_RUN,
 )
@@ -148,3 +149,23 @@ def failed_trial_row(ident: Mapping[str, Any], error: BaseException, *, stream: 
     return {**ident, "status": FAILED, "error": f"{type(error).__name__}: {error}", "stream": stream,
             "budget": budget, "spec_json": spec_json, "code_version": code_version, "torch_version": torch_version,
             "started_at": started_at, "finished_at": finished_at}
+
+
+def fusion_columns(group: str = "", size: int = 1) -> dict[str, Any]:
+    """The trials columns of fusion: a trial's fused group and its size (``""``, 1: alone)."""
+    return {"fuse_group": group, "fuse_size": int(size)}
+
+
+def fill_trial_defaults(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Trials rows with the optional columns (:data:`TRIAL_DEFAULTS`) filled where a row, or
+    every row (a store written before them), lacks them; only ``columns`` when given."""
+    for name, default in TRIAL_DEFAULTS.items():
+        if columns is not None and name not in columns:
+            continue
+        if name not in frame:
+            frame[name] = [default] * len(frame)
+        else:
+            frame[name] = frame[name].where(frame[name].notna(), default)
+        if name == "fuse_size" and len(frame):
+            frame[name] = frame[name].astype("int64")
+    return frame

@@ -82,7 +82,12 @@ TRIAL_STORE = ("splits_file",)
 """Added by the store when it writes the row (``splits/<sha>.json``)."""
 TRIAL_NODE = ("ray_node_id", "node_ip")
 """Added by a study run (absent for ``mismatch train``)."""
-TRIAL_COLUMNS = (*IDENTITY, *TRIAL_RESULT, *TRIAL_RUN, *TIMES, *TRIAL_STORE, *TRIAL_NODE)
+TRIAL_FUSION = ("fuse_group", "fuse_size")
+"""Added by a study run: the fused group the trial trained in (``""`` alone) and the group's
+size (1 alone). Rows written before fusion lack them; readers fill :data:`TRIAL_DEFAULTS`."""
+TRIAL_DEFAULTS = {"fuse_group": "", "fuse_size": 1}
+"""The value of an optional trials column in a row that lacks it."""
+TRIAL_COLUMNS = (*IDENTITY, *TRIAL_RESULT, *TRIAL_RUN, *TIMES, *TRIAL_STORE, *TRIAL_NODE, *TRIAL_FUSION)
 
 # epochs/: one row per epoch
 LOSS_PREFIX = "loss_"

@@ -74,8 +74,26 @@ def trial_labels(specs: Iterable[Any]) -> dict[str, TrialLabel]:
     return labels
 
 
+def group_labels(groups: Iterable[dict[str, Any]]) -> dict[str, TrialLabel]:
+    """Labels of fused groups (Tune configs' ``trial`` with ``members``) by group id:
+    ``mismatch[fused x3]``."""
+    return {g["id"]: _group_label(g) for g in groups}
+
+
+def _group_label(group: dict[str, Any]) -> TrialLabel:
+    first = label_from_config({"trial": group["members"][0]})
+    return TrialLabel(first.method, f"fused x{len(group['members'])}", epochs=first.epochs)
+
+
+def members_of(config: dict[str, Any]) -> int:
+    """How many study trials a Tune trial trains: a fused group's members, else 1."""
+    return len((config.get("trial") or {}).get("members") or [None])
+
+
 def label_from_config(config: dict[str, Any]) -> TrialLabel:
     """A label from a study trial's Tune config (a trial :func:`trial_labels` did not name)."""
+    if "members" in (config.get("trial") or {}):
+        return _group_label(config["trial"])
     spec = (config.get("trial") or {}).get("spec") or {}
     method = spec.get("method") or {}
     protocol, train = spec.get("protocol") or {}, spec.get("train") or {}
@@ -202,18 +220,24 @@ class ProgressTracker:
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         view, wall = self._finish(trial, trials)
-        if (getattr(trial, "last_result", None) or {}).get("status_failed"):
-            self.failed += 1
-            error = str((trial.last_result or {}).get("error", "?")).strip().splitlines() or ["?"]
-            self.event(f"failed {view.label.text()}: {error[0][:200]}")
+        result = getattr(trial, "last_result", None) or {}
+        # counts are of study trials: a fused group reports how many of its members failed
+        members = int(result.get("members", 1))
+        failed = int(result.get("members_failed", members if result.get("status_failed") else 0))
+        self.failed += failed
+        if failed:
+            error = str(result.get("error", "?")).strip().splitlines() or ["?"]
+            self.event(f"failed {view.label.text()}{f' ({failed} of {members})' if members > 1 else ''}: "
+                       f"{error[0][:200]}")
+        if failed == members:
             return
-        self.done += 1
-        self.walls.append(wall)
+        self.done += members - failed
+        self.walls.extend([wall / members] * (members - failed))  # per trial: a group trains its members at once
         self.event(f"finished {view.label.text()} in {format_eta(wall)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         view, _ = self._finish(trial, trials)
-        self.failed += 1
+        self.failed += members_of(getattr(trial, "config", {}) or {})
         self.event(f"failed {view.label.text()} (retries exhausted)")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:

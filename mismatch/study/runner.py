@@ -9,6 +9,7 @@ driver. See docs/studies.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,11 +29,13 @@ from mismatch.config import SpecError, TrialSpec, load_trial_spec
 from mismatch.data.atomic import DiskFullError, as_disk_full, is_disk_full
 from mismatch.data.errors import DataError
 from mismatch.evaluate import utc_now
+from mismatch.fusion.support import plan_groups
 from mismatch.results import TABLES
+from mismatch.results.rows import fusion_columns
 from mismatch.results.schema import SCHEMA_VERSION
 from mismatch.study.lock import STALE_AFTER_S, StudyLock
-from mismatch.study.progress import Progress, trial_labels
-from mismatch.study.spec import Study, trial_payload
+from mismatch.study.progress import Progress, group_labels, trial_labels
+from mismatch.study.spec import Fuse, Study, trial_payload
 from mismatch.study.store import (
     TrialCheckpoint,
     absolute_storage,
@@ -40,6 +43,7 @@ from mismatch.study.store import (
     quarantine,
     resolve,
     trial_statuses,
+    write_group_members,
     write_result,
     write_trial,
 )
@@ -57,6 +61,8 @@ RAY_RESOURCE = {"cpu": "CPU", "gpu": "GPU"}
 DISK_FULL = "disk_full"
 #: The only address the embedded local Ray listens on: it serves this driver alone.
 LOOPBACK = "127.0.0.1"
+#: The checkpoint file of a fused group (what :func:`mismatch.fusion.train_fused` writes).
+FUSED_CHECKPOINT = "fused.pt"
 
 
 class ResourceError(RuntimeError):
@@ -151,7 +157,7 @@ def trial_fn(
         _report_disk_full(err, ckpt.remote)
         return
     try:
-        folder = write_result(storage, result, placement())
+        folder = write_result(storage, result, {**placement(), **fusion_columns()})
     except OSError as err:
         if not is_disk_full(err):
             raise
@@ -172,6 +178,113 @@ def _report_disk_full(err: OSError, path: str) -> None:
 
     full = as_disk_full(err, path)
     tune.report({"status_failed": 1, DISK_FULL: str(full), "error": str(full)})
+
+
+def group_id(trial_ids: list[str]) -> str:
+    """A fused group's id (its Tune trial, checkpoint folder and ``fuse_group``): a hash of its
+    members' trial ids, so a re-run that plans the same group resumes its checkpoint."""
+    digest = hashlib.sha256("\n".join(sorted(trial_ids)).encode()).hexdigest()[:12]
+    return f"fused-{digest}"
+
+
+def study_fn(config: dict[str, Any], storage: str, threads: int, tracking: TrackingSpec | None = None) -> None:
+    """The Ray Tune trainable of a study: one trial (:func:`trial_fn`) or one fused group
+    (:func:`group_fn`, a config whose ``trial`` has ``members``)."""
+    if "members" in config["trial"]:
+        group_fn(config, storage, threads, tracking)
+    else:
+        trial_fn(config, storage, threads, tracking=tracking)
+
+
+def _member_failed(storage: str, spec: TrialSpec, err: BaseException, fused: dict[str, Any]) -> None:
+    write_trial(storage, spec.study, spec.trial_id(), {**failed_trial_row(spec, err), **fused})
+
+
+def group_fn(config: dict[str, Any], storage: str, threads: int, tracking: TrackingSpec | None = None) -> None:
+    """One fused group as one Tune trial: :func:`mismatch.fusion.train_fused` over its members,
+    one checkpoint per group (resumed by a retry or a re-run planning the same group), and each
+    member's rows written as a solo trial's plus ``fuse_group`` / ``fuse_size``. A member whose
+    loss became non-finite gets its failed row; the others are stored as usual."""
+    from ray import tune
+
+    from mismatch.fusion import train_fused
+    from mismatch.runtime import set_threads
+
+    set_threads(threads)
+    group, members = config["trial"]["id"], config["trial"]["members"]
+    fused = fusion_columns(group, len(members))
+    try:
+        specs = [spec_from_config({"trial": m}) for m in members]
+    except (SpecError, ValidationError) as err:  # would fail on every retry: every member fails for good
+        for member in members:
+            row = unbuildable_trial_row({"trial": member}, err)
+            if row is not None:
+                write_trial(storage, row["study"], row["trial_id"], {**row, **fused})
+        tune.report({"status_failed": 1, "members": len(members), "members_failed": len(members),
+                     "error": f"{type(err).__name__}: {err}"})
+        return
+    study = specs[0].study
+    ckpt = TrialCheckpoint(storage, study, group, file=FUSED_CHECKPOINT)
+    local = ckpt.fetch()
+    write_group_members(storage, study, group, [s.trial_id() for s in specs])
+    trackers = [open_tracker(tracking, storage, spec) for spec in specs]
+    pushed = [-1]
+
+    def on_epoch_end(k: int, report: Any) -> None:
+        metrics = {**report.val, **{f"loss_{name}": v for name, v in report.losses.items()}}
+        trackers[k].log_epoch(report.epoch, {**metrics, "time_s": report.time_s})
+        # The group's checkpoint is written once per epoch, before these calls; the first member's
+        # report carries the group's epoch (one progress line per group epoch), the others ``member_epoch``.
+        first = pushed[0] != report.epoch
+        if first:
+            ckpt.push()
+            pushed[0] = report.epoch
+        tune.report({"epoch" if first else "member_epoch": report.epoch + 1, "member": k, **metrics})
+
+    try:
+        outcomes = train_fused(specs, on_epoch_end=on_epoch_end, checkpoint_dir=Path(local))
+    except PERMANENT_ERRORS as err:
+        for spec, tracker in zip(specs, trackers):
+            _member_failed(storage, spec, err, fused)
+            tracker.fail(f"{type(err).__name__}: {err}")
+        ckpt.delete()
+        tune.report({"status_failed": 1, "members": len(specs), "members_failed": len(specs),
+                     "error": f"{type(err).__name__}: {err}"})
+        return
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        _report_disk_full(err, ckpt.remote)
+        return
+    try:
+        ious = _store_members(storage, specs, outcomes, trackers, {**placement(), **fused})
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        _report_disk_full(err, f"{storage}/{study}")
+        return
+    ckpt.delete()
+    failed = len(specs) - len(ious)
+    errors = [f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException)]
+    tune.report({"status_failed": int(not ious), "members": len(specs), "members_failed": failed,
+                 "done_trial": len(ious), "test_iou": sum(ious) / len(ious) if ious else float("nan"),
+                 **({"error": errors[0]} if errors else {})})
+
+
+def _store_members(storage: str, specs: list[TrialSpec], outcomes: list[Any], trackers: list[Any],
+                   extra: dict[str, Any]) -> list[float]:
+    """Write every member's rows (a failed member: its failed row); the completed members' test IoU."""
+    ious = []
+    for spec, outcome, tracker in zip(specs, outcomes, trackers, strict=True):
+        if isinstance(outcome, BaseException):
+            _member_failed(storage, spec, outcome, {k: extra[k] for k in ("fuse_group", "fuse_size")})
+            tracker.fail(f"{type(outcome).__name__}: {outcome}")
+            continue
+        folder = write_result(storage, outcome, extra)
+        with tempfile.TemporaryDirectory(prefix="mismatch-track-") as scratch:
+            tracker.finish(outcome.trial, epoch_records(outcome.epochs), result_files(folder, spec.trial_id(), scratch))
+        ious.append(float(outcome.images["iou"].mean()))
+    return ious
 
 
 def epoch_records(epochs: Any) -> list[dict[str, Any]]:
@@ -359,9 +472,13 @@ def run_study(
     stream: TextIO | None = None,
     wait_resources_s: float = WAIT_RESOURCES_S,
     stale_lock_s: float = STALE_AFTER_S,
+    fuse: Fuse | None = None,
 ) -> StudyOutcome:
     """Run every trial of ``study`` that has no stored result yet; returns what happened
     (progress goes to ``stream``, by default the ``sys.stdout`` of the call).
+
+    ``fuse`` (``--fuse``; None: the study file's ``resources.fuse``) trains up to that many
+    compatible trials as one fused group, one Ray Tune trial (1: one trial per process).
 
     One driver per study and storage: raises :class:`~mismatch.study.lock.LockHeld` while
     another live driver holds ``<storage>/<study>/driver.lock``, and :class:`ResourceError`
@@ -370,11 +487,27 @@ def run_study(
     stream = sys.stdout if stream is None else stream
     storage = study.storage if storage is None else absolute_storage(storage)
     with StudyLock(storage, study.name, stale_after_s=stale_lock_s):
-        return _run_locked(study, storage, address, verbose, retry_failed, stream, wait_resources_s)
+        return _run_locked(study, storage, address, verbose, retry_failed, stream, wait_resources_s,
+                           study.file.resources.fuse if fuse is None else fuse)
+
+
+def plan_units(todo: list[TrialSpec], fuse: int) -> list[list[TrialSpec]]:
+    """The trials to run as Tune trials: groups of up to ``fuse`` fusable trials (in study
+    order), every other trial alone (:func:`mismatch.fusion.plan_groups`)."""
+    return [[todo[i] for i in group] for group in plan_groups(todo, fuse)]
+
+
+def unit_config(unit: list[TrialSpec]) -> dict[str, Any]:
+    """The Tune config's ``trial`` of one unit: a trial (``id``, ``spec``) or a fused group
+    (``id``: :func:`group_id`, ``members``: the trials' ``id`` and ``spec``)."""
+    trials = [{"id": s.trial_id(), "spec": trial_payload(s)} for s in unit]
+    if len(unit) == 1:
+        return trials[0]
+    return {"id": group_id([t["id"] for t in trials]), "members": trials}
 
 
 def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, retry_failed: bool,
-                stream: TextIO, wait_resources_s: float) -> StudyOutcome:
+                stream: TextIO, wait_resources_s: float, fuse: Fuse = 1) -> StudyOutcome:
     specs = study.trials()
     quarantine_corrupt(study, storage, stream)
     todo, statuses = pending_trials(study, storage, retry_failed)
@@ -392,9 +525,17 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
     init_ray(address, verbose)
     resources = effective_resources(study)
     check_resources(study, resources, address, wait_resources_s)
+    size = fuse_size(fuse, todo, study.name, stream)
+    units = plan_units(todo, size)
+    if size > 1:
+        fused = sum(len(u) for u in units if len(u) > 1)
+        print(f"[{study.name}] fuse {size}: {fused} trial(s) in {sum(len(u) > 1 for u in units)} fused group(s), "
+              f"{len(todo) - fused} alone; each group is one Ray trial with the per-trial resources",
+              file=stream, flush=True)
     progress = Progress(study.name, len(specs), skipped, stream, slots=trial_slots(study, resources),
-                        labels=trial_labels(todo), live=False if verbose else None)  # Ray's tables: plain lines
-    grid = _fit(study, storage, todo, resources, verbose, progress)
+                        labels={**trial_labels(todo), **group_labels([unit_config(u) for u in units if len(u) > 1])},
+                        live=False if verbose else None)  # Ray's tables: plain lines
+    grid = _fit(study, storage, units, resources, verbose, progress)
     full = _record_errored(grid, storage)
     if full is not None:  # every trial finished before is stored; the others run again next time
         raise full
@@ -412,14 +553,77 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
     return StudyOutcome(len(specs), skipped, completed, failed, unfinished, failed_before)
 
 
-def _fit(study: Study, storage: str, todo: list[TrialSpec], resources: dict[str, float], verbose: bool,
+def fuse_size(fuse: Fuse, todo: list[TrialSpec], study: str, stream: TextIO) -> int:
+    """The group size K of ``fuse``: the number itself, or for ``auto`` the size that fits
+    (:func:`auto_fuse`), printed once."""
+    if fuse != "auto":
+        return int(fuse)
+    from mismatch.fusion.support import trial_fusable
+
+    fusable = [s for s in todo if trial_fusable(s) is None]
+    size, why = auto_fuse(fusable[0]) if fusable else (1, "no trial to run can be fused")
+    print(f"[{study}] fuse auto: K = {size} ({why})", file=stream, flush=True)
+    return size
+
+
+#: ``fuse: auto`` where no CUDA device is visible to the driver (a CPU gains little from
+#: fusion; docs/studies.md has the measurements), and the most members ``auto`` ever picks.
+AUTO_FUSE_CPU, AUTO_FUSE_MAX = 4, 64
+#: The share of the device's free memory that ``auto`` fills (the rest: allocator slack, cuDNN workspaces).
+AUTO_FUSE_SHARE = 0.8
+
+
+def auto_fuse(spec: TrialSpec) -> tuple[int, str]:
+    """K for ``fuse: auto`` and why: on a CUDA device, the free memory x :data:`AUTO_FUSE_SHARE`
+    over the measured peak of one member (one fused step of ``spec`` alone), at most
+    :data:`AUTO_FUSE_MAX`; without one, :data:`AUTO_FUSE_CPU`."""
+    import torch
+
+    if spec.train.device == "cpu" or not torch.cuda.is_available():
+        return AUTO_FUSE_CPU, "no CUDA device: the CPU default"
+    member = member_peak_bytes(spec)
+    free, _ = torch.cuda.mem_get_info()
+    size = max(1, min(AUTO_FUSE_MAX, int(free * AUTO_FUSE_SHARE // max(member, 1))))
+    return size, f"{member / 2**20:.0f} MiB per member, {free / 2**20:.0f} MiB free on the GPU"
+
+
+def member_peak_bytes(spec: TrialSpec) -> int:
+    """Peak CUDA memory of one fused step of ``spec`` alone (its data, weights, Adam state and
+    activations), measured on this process's current device."""
+    import torch
+
+    from mismatch.fusion.engine import _build_member, _FusedRun
+    from mismatch.runtime import select_device
+
+    device = select_device(spec.train.device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    run = _FusedRun([_build_member(spec, device, None)], device)
+    batch = next(iter(_first_batches(run)))
+    sums: dict[str, Any] = {}
+    run._step({0: batch}, 0, sums, {}, check=False, unchecked={0: 0})
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del run, batch
+    torch.cuda.empty_cache()
+    return int(peak)
+
+
+def _first_batches(run: Any) -> Any:
+    from mismatch.train import epoch_batches
+
+    member = run.members[0]
+    return epoch_batches(member.data, 0, member.spec.train, member.method.uses_unlabelled)
+
+
+def _fit(study: Study, storage: str, units: list[list[TrialSpec]], resources: dict[str, float], verbose: bool,
          progress: Any) -> Any:
     from ray import tune
 
     threads = max(1, int(resources["cpu"]))
-    trainable = tune.with_resources(tune.with_parameters(trial_fn, storage=storage, threads=threads,
+    trainable = tune.with_resources(tune.with_parameters(study_fn, storage=storage, threads=threads,
                                                          tracking=study.file.tracking), resources)
-    trials = [{"id": s.trial_id(), "spec": trial_payload(s)} for s in todo]
+    trials = [unit_config(u) for u in units]
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials)},
@@ -475,6 +679,9 @@ def _record_errored(grid: Any, storage: str) -> DiskFullError | None:
         if is_disk_full(cause):
             full = full or as_disk_full(cause, getattr(cause, "filename", None) or storage)
             continue
+        if "members" in (result.config.get("trial") or {}):
+            _record_group_errored(result.config["trial"], storage, cause)
+            continue
         try:
             spec = spec_from_config(result.config)
         except SpecError as err:  # the worker could not build it either; never stop the driver
@@ -486,6 +693,21 @@ def _record_errored(grid: Any, storage: str) -> DiskFullError | None:
             continue
         write_trial(storage, spec.study, spec.trial_id(), failed_trial_row(spec, _root_cause(result.error)))
     return full
+
+
+def _record_group_errored(group: dict[str, Any], storage: str, cause: BaseException) -> None:
+    """A fused group that exhausted its retries: a failed row for each member not stored."""
+    fused = fusion_columns(group["id"], len(group["members"]))
+    for member in group["members"]:
+        try:
+            spec = spec_from_config({"trial": member})
+        except SpecError as err:
+            row = unbuildable_trial_row({"trial": member}, err)
+            if row is not None and trial_statuses(storage, row["study"]).get(row["trial_id"]) != "completed":
+                write_trial(storage, row["study"], row["trial_id"], {**row, **fused})
+            continue
+        if trial_statuses(storage, spec.study).get(spec.trial_id()) != "completed":
+            _member_failed(storage, spec, cause, fused)
 
 
 def _disk_full_of(message: str) -> DiskFullError:

@@ -51,12 +51,39 @@ GRID_AXES = {
 DEFAULT_MAX_TRIALS = 10_000
 
 
+#: ``resources.fuse`` / ``--fuse``: at most this many trials per fused group, or ``auto``.
+Fuse = Annotated[int, Field(ge=1)] | Literal["auto"]
+
+
 class Resources(StrictModel):
     """Resources of one trial. ``gpu`` may be fractional (0.25 packs four trials on a GPU);
-    where the cluster has no GPU, trials fall back to the CPU."""
+    where the cluster has no GPU, trials fall back to the CPU. ``fuse`` (default 1: one trial
+    per process) trains up to that many compatible trials as one fused group, which is one
+    Ray Tune trial with these resources; ``auto`` picks the size from memory (docs/studies.md)."""
 
     cpu: float = Field(1, gt=0)
     gpu: float = Field(0, ge=0)
+    fuse: Fuse = 1
+
+    @field_validator("fuse", mode="before")
+    @classmethod
+    def _fuse(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"fuse must be an integer >= 1 or 'auto', not {value!r}")
+
+
+def parse_fuse(text: str) -> int | Literal["auto"]:
+    """``--fuse K|auto`` as :class:`Resources` takes it; ``ValueError`` with a one-line message."""
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"--fuse must be an integer >= 1 or 'auto', not {text!r}")
+    return value
 
 
 class Grid(StrictModel):

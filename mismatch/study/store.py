@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from mismatch.data.atomic import as_disk_full
 from mismatch.results import TABLES
+from mismatch.results.rows import fill_trial_defaults
 
 QUARANTINE = "quarantine"
 """The folder of a study where ``study run`` moves corrupt files: ``quarantine/<table>/<name>``."""
@@ -193,6 +194,8 @@ def read_table(storage: str, study: str, table: str, columns: list[str] | None =
     # Files of different trials may differ in columns (loss terms, failed vs completed rows):
     # promote to one schema, missing columns becoming nulls.
     frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    if table == "trials":
+        frame = fill_trial_defaults(frame, columns)
     for column in columns or []:
         if column not in frame:
             frame[column] = None
@@ -303,8 +306,10 @@ class TrialCheckpoint:
 
     FILE = "trial.pt"
 
-    def __init__(self, storage: str, study: str, trial_id: str, scratch: str | None = None) -> None:
+    def __init__(self, storage: str, study: str, trial_id: str, scratch: str | None = None,
+                 file: str | None = None) -> None:
         self.fs, root = resolve(storage)
+        self.FILE = file or self.FILE  # a fused group's checkpoint is fused.pt (mismatch.fusion)
         self.remote = f"{root}/{study}/checkpoints/{trial_id}"
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         self.local = self.remote if self.is_local else os.path.join(scratch or "/tmp", f"mismatch-ckpt-{trial_id}")
@@ -335,3 +340,32 @@ class TrialCheckpoint:
             self.fs.delete_dir(self.remote)
         if not self.is_local and os.path.isdir(self.local):
             shutil.rmtree(self.local, ignore_errors=True)
+
+
+#: A fused group's checkpoint folder holds this list of its members' trial ids (for ``study status``).
+GROUP_MEMBERS = "members.json"
+
+
+def write_group_members(storage: str, study: str, group_id: str, trial_ids: list[str]) -> None:
+    """Record which trials train in the fused group ``group_id`` (next to its checkpoint)."""
+    fs, root = resolve(storage)
+    _write_atomic(fs, f"{root}/{study}/checkpoints/{group_id}/{GROUP_MEMBERS}", json.dumps(trial_ids).encode())
+
+
+def fused_members(storage: str, study: str) -> set[str]:
+    """Trial ids of every fused group that has a checkpoint folder (started, not finished)."""
+    fs, root = resolve(storage)
+    folder = f"{root}/{study}/checkpoints"
+    if fs.get_file_info(folder).type == pafs.FileType.NotFound:
+        return set()
+    members: set[str] = set()
+    for info in fs.get_file_info(pafs.FileSelector(folder)):
+        path = f"{info.path}/{GROUP_MEMBERS}"
+        if info.type != pafs.FileType.Directory or fs.get_file_info(path).type != pafs.FileType.File:
+            continue
+        with fs.open_input_stream(path) as handle:
+            try:
+                members.update(str(t) for t in json.loads(handle.read()))
+            except ValueError:
+                continue  # a torn file: the group writes it again when it restarts
+    return members
