@@ -43,49 +43,21 @@ from mismatch.models.blocks3d import ConvNormAct3d, NASB3d, PASB3d, PlainBlock3d
 BlockFactory = Callable[[int], nn.Module]
 
 
-def _main_branch(channels: int) -> nn.Module:
-    return PASB(channels).main
+def _branches(pasb: type[nn.Module], nasb: type[nn.Module], plain: type[nn.Module]) -> dict[str, BlockFactory]:
+    """The measurable branches of one set of blocks (2D or 3D) by name."""
+    return {
+        "main": lambda channels: pasb(channels).main,
+        "pasb": lambda channels: pasb(channels).side,
+        "nasb": lambda channels: nasb(channels).side,
+        "plain": plain,
+        "pasb-block": pasb,
+        "nasb-block": nasb,
+    }
 
 
-def _pasb_side(channels: int) -> nn.Module:
-    return PASB(channels).side
-
-
-def _nasb_side(channels: int) -> nn.Module:
-    return NASB(channels).side
-
-
-BRANCHES: dict[str, BlockFactory] = {
-    "main": _main_branch,
-    "pasb": _pasb_side,
-    "nasb": _nasb_side,
-    "plain": PlainBlock,
-    "pasb-block": PASB,
-    "nasb-block": NASB,
-}
-
-
-def _main_branch_3d(channels: int) -> nn.Module:
-    return PASB3d(channels).main
-
-
-def _pasb_side_3d(channels: int) -> nn.Module:
-    return PASB3d(channels).side
-
-
-def _nasb_side_3d(channels: int) -> nn.Module:
-    return NASB3d(channels).side
-
-
+BRANCHES: dict[str, BlockFactory] = _branches(PASB, NASB, PlainBlock)
 #: The same branch names on the 3D blocks (``spatial_dims=3``).
-BRANCHES_3D: dict[str, BlockFactory] = {
-    "main": _main_branch_3d,
-    "pasb": _pasb_side_3d,
-    "nasb": _nasb_side_3d,
-    "plain": PlainBlock3d,
-    "pasb-block": PASB3d,
-    "nasb-block": NASB3d,
-}
+BRANCHES_3D: dict[str, BlockFactory] = _branches(PASB3d, NASB3d, PlainBlock3d)
 
 #: Recommended defaults for ``mismatch erf`` (9 rows, about 3 s on 2 idle CPU cores).
 DEFAULT_BRANCHES: tuple[str, ...] = ("main", "pasb", "nasb")
