@@ -47,8 +47,10 @@ def one_run(args: argparse.Namespace, tmp: str, index: int) -> tuple[float, floa
     path.write_text(yaml.safe_dump(study(args)))
     storage = os.path.join(tmp, f"runs-{index}")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mismatch", "study", "run", str(path), "--storage", storage],
-                          capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "mismatch", "study", "run", str(path), "--storage", storage]
+    if args.tracking:
+        cmd += ["--tracking", args.tracking]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(proc.stdout + proc.stderr)
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--tracking", default=None, help="override the study's tracker (default: mlflow)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MISMATCH_CACHE"] = os.path.join(tmp, "cache")

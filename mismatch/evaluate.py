@@ -339,11 +339,10 @@ def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: Trai
         "n_test_images": len(prob),
         "device": _device_name(device),
     }
-    times = {"started_at": started, "finished_at": utc_now()}
     cases, case_classes = case_tables(ident, data.test, prob, data.geometry, spec.data.crop_size,
                                     spec.train.nsd_tolerance_mm, data.class_names)
-    return TrialResult(
-        trial=trial_row(spec, ident, method, state, run, times),
+    result = TrialResult(
+        trial={},
         images=image_rows(ident, data.test, prob),
         epochs=rows.epoch_rows(ident, state.history),
         predictions=prediction_maps(data.test, prob, spec.train.prediction_maps),
@@ -352,6 +351,13 @@ def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: Trai
         cases=cases,
         classes=class_rows(ident, data.test, prob, data.class_names, case_classes),
     )
+    return _finished(result, trial_row(spec, ident, method, state, run, {"started_at": started, "finished_at": utc_now()}))
+
+
+def _finished(result: TrialResult, trial: dict[str, Any]) -> TrialResult:
+    """``result`` with its per-trial row, built last: ``finished_at`` is after every table's rows."""
+    result.trial = trial
+    return result
 
 
 def evaluate_volume_trial(spec: TrialSpec, method: Method, data: TrialData, state: TrainState, device: torch.device,
@@ -370,9 +376,8 @@ def evaluate_volume_trial(spec: TrialSpec, method: Method, data: TrialData, stat
         "n_test_images": len(images),
         "device": _device_name(device),
     }
-    times = {"started_at": started, "finished_at": utc_now()}
-    return TrialResult(
-        trial=trial_row(spec, ident, method, state, run, times),
+    result = TrialResult(
+        trial={},
         images=images,
         epochs=rows.epoch_rows(ident, state.history),
         predictions=volume_prediction_maps(data.test, probs, spec.data.min_foreground, spec.train.prediction_maps),
@@ -381,3 +386,4 @@ def evaluate_volume_trial(spec: TrialSpec, method: Method, data: TrialData, stat
         cases=cases,
         classes=volume_class_rows(ident, data.test, probs, spec.data.min_foreground, data.class_names, case_classes),
     )
+    return _finished(result, trial_row(spec, ident, method, state, run, {"started_at": started, "finished_at": utc_now()}))

@@ -38,7 +38,7 @@ from mismatch.evaluate import (
 from mismatch.evaluate_volumes import NonFiniteVolumeError
 from mismatch.methods import Batch, Method, build_method
 from mismatch.optim import Optimization
-from mismatch.runtime import seed_everything, select_device
+from mismatch.runtime import reset_peak_memory, seed_everything, select_device
 
 __all__ = [
     "NON_FINITE_ERRORS", "EpochReport", "NonFiniteLossError", "NonFiniteProbabilityError", "NonFiniteVolumeError",
@@ -424,6 +424,7 @@ def run_trial(
     """Train and evaluate one trial; deterministic on CPU (the same spec gives the same rows)."""
     started = utc_now()
     device = select_device(spec.train.device)
+    reset_peak_memory(device)
     seed_everything(spec.train.seed, deterministic=spec.train.deterministic, device=device)
     data = load_trial_data(spec.data, spec.protocol, cache_dir=cache_dir)
     method = _build_method(spec, data).to(device)

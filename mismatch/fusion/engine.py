@@ -49,7 +49,7 @@ from mismatch.fusion.optim import AdamSettings, MaskedAdam
 from mismatch.fusion.support import check_group, member_scalars
 from mismatch.methods import Batch, Method, build_method
 from mismatch.optim import Optimization
-from mismatch.runtime import seed_everything, select_device
+from mismatch.runtime import reset_peak_memory, seed_everything, select_device
 from mismatch.train import (
     EpochReport,
     NonFiniteLossError,
@@ -347,6 +347,7 @@ def train_fused(
     """
     check_group(specs)
     device = select_device(specs[0].train.device)
+    reset_peak_memory(device)
     members = [_build_member(spec, device, cache_dir) for spec in specs]
     run = _FusedRun(members, device)
     ckpt = checkpoint_dir / CHECKPOINT_NAME if checkpoint_dir else None

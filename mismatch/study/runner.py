@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -63,6 +64,10 @@ DISK_FULL = "disk_full"
 LOOPBACK = "127.0.0.1"
 #: The checkpoint file of a fused group (what :func:`mismatch.fusion.train_fused` writes).
 FUSED_CHECKPOINT = "fused.pt"
+#: Ray Tune runs a slot's next trial in the same worker process (no new process, no second
+#: import of torch and the tracker: about 3-5 s a trial on 2 cores). A trial resets what it
+#: sets process-wide (seed, determinism, threads, the peak-memory count), so nothing carries over.
+REUSE_ACTORS = True
 
 
 class ResourceError(RuntimeError):
@@ -521,8 +526,12 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
               file=stream, flush=True)
     if not todo:
         return StudyOutcome(len(specs), skipped, 0, 0, failed_before=failed_before)
-    prepare_tracking(study.file.tracking, storage, study.name)  # a missing package fails here, once
-    init_ray(address, verbose)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The tracker's store is set up (a missing package fails here, once) while Ray starts:
+        # MLflow's import and SQLite tables take seconds a study would otherwise wait for.
+        tracking = pool.submit(prepare_tracking, study.file.tracking, storage, study.name)
+        init_ray(address, verbose)
+        tracking.result()
     resources = effective_resources(study)
     check_resources(study, resources, address, wait_resources_s)
     size = fuse_size(fuse, todo, study.name, stream)
@@ -629,6 +638,7 @@ def _fit(study: Study, storage: str, units: list[list[TrialSpec]], resources: di
         param_space={"trial": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=study.file.max_concurrent,
+            reuse_actors=REUSE_ACTORS,
             trial_name_creator=lambda t: t.config["trial"]["id"],
             trial_dirname_creator=lambda t: t.config["trial"]["id"],
         ),

@@ -239,6 +239,8 @@ def _fit_one(study: Study, storage: str, search: SearchSpec, plan: MethodSearch,
              stream: TextIO) -> None:
     from ray import tune
 
+    from mismatch.study.runner import REUSE_ACTORS
+
     experiment = f"{storage}/{study.name}/_ray/{plan.experiment}"
     ranges = ", ".join(f"{p} {d.describe()}" for p, d in plan.space.items())
     print(f"[{study.name}] {plan.label}: searching {ranges}: {search.candidates} candidates x {len(search.folds)} folds",
@@ -251,7 +253,8 @@ def _fit_one(study: Study, storage: str, search: SearchSpec, plan: MethodSearch,
             trainable,
             tune_config=tune.TuneConfig(search_alg=_searcher(search, plan, optuna_storage(search, storage, study.name)),
                                         num_samples=search.candidates * len(search.folds),
-                                        max_concurrent_trials=study.file.max_concurrent),
+                                        max_concurrent_trials=study.file.max_concurrent,
+                                        reuse_actors=REUSE_ACTORS),
             run_config=tune.RunConfig(name=plan.experiment, storage_path=f"{storage}/{study.name}/_ray",
                                       failure_config=tune.FailureConfig(max_failures=study.file.max_failures),
                                       verbose=1 if verbose else 0),
