@@ -48,7 +48,7 @@ from mismatch.study.store import (
     write_result,
     write_trial,
 )
-from mismatch.tracking import TrackingSpec, open_tracker, prepare_tracking
+from mismatch.tracking import Tracker, TrackingSpec, open_tracker, prepare_tracking
 from mismatch.train import NON_FINITE_ERRORS, TrialResult, failed_trial_row, run_trial
 
 #: Errors that would recur on every retry: the trial is recorded as failed at once.
@@ -123,56 +123,9 @@ def trial_fn(
     builds its candidate). A permanent error writes a failed row and reports
     ``status_failed`` (no retry); a finished trial's last report adds ``objective``'s metrics.
     ``tracking`` (None: none) records the trial as a run, continued when the trial resumes.
+    A unit of one member (:func:`run_unit`).
     """
-    from ray import tune
-
-    from mismatch.runtime import set_threads
-
-    set_threads(threads)
-    try:
-        spec = spec_of(config)
-    except (SpecError, ValidationError) as err:  # would fail on every retry: failed for good, now
-        row = unbuildable_trial_row(config, err)
-        if row is not None:
-            write_trial(storage, row["study"], row["trial_id"], row)
-        tune.report({"status_failed": 1, "error": f"{type(err).__name__}: {err}"})
-        return
-    ckpt = TrialCheckpoint(storage, spec.study, spec.trial_id())
-    local = ckpt.fetch()
-    tracker = open_tracker(tracking, storage, spec)
-
-    def on_epoch_end(report: Any) -> None:
-        metrics = {**report.val, **{f"loss_{k}": v for k, v in report.losses.items()}}
-        # Logged before the checkpoint is pushed: an epoch that a resumed trial skips is logged.
-        tracker.log_epoch(report.epoch, {**metrics, "time_s": report.time_s})
-        ckpt.push()
-        tune.report({"epoch": report.epoch + 1, **metrics})
-
-    try:
-        result = run_trial(spec, on_epoch_end=on_epoch_end, checkpoint_dir=Path(local))
-    except PERMANENT_ERRORS as err:
-        write_trial(storage, spec.study, spec.trial_id(), failed_trial_row(spec, err))
-        tracker.fail(f"{type(err).__name__}: {err}")
-        ckpt.delete()
-        tune.report({"status_failed": 1, "error": f"{type(err).__name__}: {err}"})
-        return
-    except OSError as err:
-        if not is_disk_full(err):
-            raise
-        _report_disk_full(err, ckpt.remote)
-        return
-    try:
-        folder = write_result(storage, result, {**placement(), **fusion_columns()})
-    except OSError as err:
-        if not is_disk_full(err):
-            raise
-        _report_disk_full(err, f"{storage}/{spec.study}")
-        return
-    with tempfile.TemporaryDirectory(prefix="mismatch-track-") as scratch:
-        tracker.finish(result.trial, epoch_records(result.epochs), result_files(folder, spec.trial_id(), scratch))
-    ckpt.delete()
-    metrics = objective(spec, result) if objective is not None else {}
-    tune.report({"status_failed": 0, "test_iou": float(result.images["iou"].mean()), "done_trial": 1, **metrics})
+    run_unit(Unit(storage, [config], spec_of=spec_of, objective=objective), threads, tracking)
 
 
 def _report_disk_full(err: OSError, path: str) -> None:
@@ -209,87 +162,170 @@ def group_fn(config: dict[str, Any], storage: str, threads: int, tracking: Track
     """One fused group as one Tune trial: :func:`mismatch.fusion.train_fused` over its members,
     one checkpoint per group (resumed by a retry or a re-run planning the same group), and each
     member's rows written as a solo trial's plus ``fuse_group`` / ``fuse_size``. A member whose
-    loss became non-finite gets its failed row; the others are stored as usual."""
-    from ray import tune
+    loss became non-finite gets its failed row; the others are stored as usual (:func:`run_unit`)."""
+    trial = config["trial"]
+    run_unit(Unit(storage, [{"trial": m} for m in trial["members"]], trial["id"]), threads, tracking)
 
-    from mismatch.fusion import train_fused
+
+@dataclass(frozen=True)
+class Unit:
+    """One Ray Tune trial as both trainables run it (:func:`run_unit`): a solo trial (``group``
+    ``""``) or a fused group, with one Tune config (``{"trial": ...}``) per member."""
+
+    storage: str
+    configs: list[dict[str, Any]]
+    group: str = ""
+    #: Builds a member's spec from its config (a search builds its candidate's).
+    spec_of: Callable[[dict[str, Any]], TrialSpec] = spec_from_config
+    #: Metrics (of the first member's result) added to the last report.
+    objective: Callable[[TrialSpec, TrialResult], dict[str, float]] | None = None
+
+    def fused(self) -> dict[str, Any]:
+        """The fusion columns of its members' result rows (a solo trial: ``""``, 1)."""
+        return fusion_columns(self.group, len(self.configs))
+
+    def failed_columns(self) -> dict[str, Any]:
+        """What its failed rows add: a group's fusion columns; a solo trial's failed row has none."""
+        return self.fused() if self.group else {}
+
+    def counts(self, failed: int) -> dict[str, int]:
+        """A group's report keys ``members`` / ``members_failed`` (none for a solo trial)."""
+        return {"members": len(self.configs), "members_failed": failed} if self.group else {}
+
+
+def run_unit(unit: Unit, threads: int, tracking: TrackingSpec | None = None) -> None:
+    """Build every member's spec -> train -> store each member: the one path of every study and
+    search trial. An unbuildable spec or a permanent training error fails every member for good
+    (failed rows, ``status_failed``, no retry); a full disk ends the trial for this run only
+    (:func:`_report_disk_full`); any other error is raised to Ray (a retry)."""
     from mismatch.runtime import set_threads
 
     set_threads(threads)
-    group, members = config["trial"]["id"], config["trial"]["members"]
-    fused = fusion_columns(group, len(members))
     try:
-        specs = [spec_from_config({"trial": m}) for m in members]
-    except (SpecError, ValidationError) as err:  # would fail on every retry: every member fails for good
-        for member in members:
-            row = unbuildable_trial_row({"trial": member}, err)
-            if row is not None:
-                write_trial(storage, row["study"], row["trial_id"], {**row, **fused})
-        tune.report({"status_failed": 1, "members": len(members), "members_failed": len(members),
-                     "error": f"{type(err).__name__}: {err}"})
+        specs = [unit.spec_of(config) for config in unit.configs]
+    except (SpecError, ValidationError) as err:  # would fail on every retry: failed for good, now
+        _fail_unbuildable(unit, err)
         return
-    study = specs[0].study
-    ckpt = TrialCheckpoint(storage, study, group, file=FUSED_CHECKPOINT)
-    local = ckpt.fetch()
-    write_group_members(storage, study, group, [s.trial_id() for s in specs])
-    trackers = [open_tracker(tracking, storage, spec) for spec in specs]
-    pushed = [-1]
-
-    def on_epoch_end(k: int, report: Any) -> None:
-        metrics = {**report.val, **{f"loss_{name}": v for name, v in report.losses.items()}}
-        trackers[k].log_epoch(report.epoch, {**metrics, "time_s": report.time_s})
-        # The group's checkpoint is written once per epoch, before these calls; the first member's
-        # report carries the group's epoch (one progress line per group epoch), the others ``member_epoch``.
-        first = pushed[0] != report.epoch
-        if first:
-            ckpt.push()
-            pushed[0] = report.epoch
-        tune.report({"epoch" if first else "member_epoch": report.epoch + 1, "member": k, **metrics})
-
+    ckpt, trackers = _open_unit(unit, specs, tracking)
+    outcomes = _train_unit(unit, specs, ckpt, trackers)
+    if outcomes is None:
+        return
     try:
-        outcomes = train_fused(specs, on_epoch_end=on_epoch_end, checkpoint_dir=Path(local))
+        ious = _store_members(unit, specs, outcomes, trackers)
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        _report_disk_full(err, f"{unit.storage}/{specs[0].study}")
+        return
+    ckpt.delete()
+    metrics = unit.objective(specs[0], outcomes[0]) if unit.objective is not None else {}
+    _report_done(unit, outcomes, ious, metrics)
+
+
+def _error_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def _report_failed(unit: Unit, err: BaseException) -> None:
+    """End a unit whose every member failed for good (no retry)."""
+    from ray import tune
+
+    tune.report({"status_failed": 1, **unit.counts(len(unit.configs)), "error": _error_line(err)})
+
+
+def _fail_unbuildable(unit: Unit, err: BaseException) -> None:
+    """A spec that does not validate: every member's failed row from its raw payload, then the report."""
+    for config in unit.configs:
+        row = unbuildable_trial_row(config, err)
+        if row is not None:
+            write_trial(unit.storage, row["study"], row["trial_id"], {**row, **unit.failed_columns()})
+    _report_failed(unit, err)
+
+
+def _open_unit(unit: Unit, specs: list[TrialSpec], tracking: TrackingSpec | None
+               ) -> tuple[TrialCheckpoint, list[Tracker]]:
+    """The unit's checkpoint, fetched (a group's ``fused.pt``, next to its members' list), and
+    each member's started tracker."""
+    study = specs[0].study
+    ckpt = TrialCheckpoint(unit.storage, study, unit.group or specs[0].trial_id(),
+                           file=FUSED_CHECKPOINT if unit.group else None)
+    ckpt.fetch()
+    if unit.group:
+        write_group_members(unit.storage, study, unit.group, [s.trial_id() for s in specs])
+    return ckpt, [open_tracker(tracking, unit.storage, spec) for spec in specs]
+
+
+def _train_unit(unit: Unit, specs: list[TrialSpec], ckpt: TrialCheckpoint, trackers: list[Tracker]
+                ) -> list[Any] | None:
+    """Each member's outcome (its result, or the error that failed it alone), or None where the
+    unit ended here: a permanent error (every member's failed row and failed run, the checkpoint
+    deleted) or a full disk."""
+    hook, local = _epoch_hook(unit, ckpt, trackers), Path(ckpt.local)
+    try:
+        if unit.group:
+            from mismatch.fusion import train_fused
+
+            return train_fused(specs, on_epoch_end=hook, checkpoint_dir=local)
+        return [run_trial(specs[0], on_epoch_end=lambda report: hook(0, report), checkpoint_dir=local)]
     except PERMANENT_ERRORS as err:
         for spec, tracker in zip(specs, trackers):
-            _member_failed(storage, spec, err, fused)
-            tracker.fail(f"{type(err).__name__}: {err}")
+            _member_failed(unit.storage, spec, err, unit.failed_columns())
+            tracker.fail(_error_line(err))
         ckpt.delete()
-        tune.report({"status_failed": 1, "members": len(specs), "members_failed": len(specs),
-                     "error": f"{type(err).__name__}: {err}"})
-        return
+        _report_failed(unit, err)
     except OSError as err:
         if not is_disk_full(err):
             raise
         _report_disk_full(err, ckpt.remote)
-        return
-    try:
-        ious = _store_members(storage, specs, outcomes, trackers, {**placement(), **fused})
-    except OSError as err:
-        if not is_disk_full(err):
-            raise
-        _report_disk_full(err, f"{storage}/{study}")
-        return
-    ckpt.delete()
-    failed = len(specs) - len(ious)
-    errors = [f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException)]
-    tune.report({"status_failed": int(not ious), "members": len(specs), "members_failed": failed,
-                 "done_trial": len(ious), "test_iou": sum(ious) / len(ious) if ious else float("nan"),
-                 **({"error": errors[0]} if errors else {})})
+    return None
 
 
-def _store_members(storage: str, specs: list[TrialSpec], outcomes: list[Any], trackers: list[Any],
-                   extra: dict[str, Any]) -> list[float]:
+def _epoch_hook(unit: Unit, ckpt: TrialCheckpoint, trackers: list[Tracker]) -> Callable[[int, Any], None]:
+    """Member ``k``'s epoch to its tracker, the checkpoint pushed once per epoch, then Tune's
+    report: the first member's carries the unit's ``epoch`` (one progress line per epoch), a
+    group's others ``member_epoch``; a group's reports name the ``member``."""
+    from ray import tune
+
+    pushed = [-1]
+
+    def on_epoch_end(k: int, report: Any) -> None:
+        metrics = {**report.val, **{f"loss_{name}": v for name, v in report.losses.items()}}
+        # Logged before the checkpoint is pushed: an epoch that a resumed trial skips is logged.
+        trackers[k].log_epoch(report.epoch, {**metrics, "time_s": report.time_s})
+        first = pushed[0] != report.epoch  # the checkpoint was written once for the epoch, before these calls
+        if first:
+            ckpt.push()
+            pushed[0] = report.epoch
+        member = {"member": k} if unit.group else {}
+        tune.report({"epoch" if first else "member_epoch": report.epoch + 1, **member, **metrics})
+
+    return on_epoch_end
+
+
+def _store_members(unit: Unit, specs: list[TrialSpec], outcomes: list[Any], trackers: list[Tracker]) -> list[float]:
     """Write every member's rows (a failed member: its failed row); the completed members' test IoU."""
+    extra = {**placement(), **unit.fused()}
     ious = []
     for spec, outcome, tracker in zip(specs, outcomes, trackers, strict=True):
         if isinstance(outcome, BaseException):
-            _member_failed(storage, spec, outcome, {k: extra[k] for k in ("fuse_group", "fuse_size")})
-            tracker.fail(f"{type(outcome).__name__}: {outcome}")
+            _member_failed(unit.storage, spec, outcome, unit.failed_columns())
+            tracker.fail(_error_line(outcome))
             continue
-        folder = write_result(storage, outcome, extra)
+        folder = write_result(unit.storage, outcome, extra)
         with tempfile.TemporaryDirectory(prefix="mismatch-track-") as scratch:
             tracker.finish(outcome.trial, epoch_records(outcome.epochs), result_files(folder, spec.trial_id(), scratch))
         ious.append(float(outcome.images["iou"].mean()))
     return ious
+
+
+def _report_done(unit: Unit, outcomes: list[Any], ious: list[float], metrics: dict[str, float]) -> None:
+    """The last report of a stored unit: failed only if no member completed; the first member error."""
+    from ray import tune
+
+    errors = [_error_line(o) for o in outcomes if isinstance(o, BaseException)]
+    tune.report({"status_failed": int(not ious), **unit.counts(len(outcomes) - len(ious)), "done_trial": len(ious),
+                 "test_iou": sum(ious) / len(ious) if ious else float("nan"),
+                 **({"error": errors[0]} if errors else {}), **metrics})
 
 
 def epoch_records(epochs: Any) -> list[dict[str, Any]]:
