@@ -177,9 +177,18 @@ def method_plans(study: Study) -> list[MethodSearch]:
 
 
 def _search_of(study: Study) -> SearchSpec:
-    if study.file.search is None:
+    """The study's search; on a benchmark's fixed lists (``protocol.split: lists``, one split)
+    its default folds [0, 1, 2] become [0]: each candidate is scored once, on the validation list."""
+    search = study.file.search
+    if search is None:
         raise SpecError(f"{study.source}: a search needs a 'search:' section")
-    return study.file.search
+    if "folds" not in search.model_fields_set and _fixed_lists(study):
+        return search.model_copy(update={"folds": [0]})
+    return search
+
+
+def _fixed_lists(study: Study) -> bool:
+    return study.trial(study.file.methods[0], study.first_point()).protocol.split == "lists"
 
 
 def _paper_point(study: Study, method: dict[str, Any], space: dict[str, Dimension]) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Tuned values in study files (``tuned:``, ``{best_of: ...}``) and the held-out tuning split."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -107,3 +108,26 @@ def test_without_tuning_cases_splits_and_trial_ids_are_unchanged(tmp_path):
     assert "validate_on" not in spec.identity_dict()["protocol"]
     with pytest.raises(ValueError, match="tuning_cases"):
         ProtocolSpec(validate_on="tuning")
+
+
+def _la_search(tmp_path, **search) -> object:
+    raw = yaml.safe_load((Path(__file__).parents[2] / "studies" / "la_ssl.yaml").read_text())
+    raw["search"] = {"candidates": 2, **search}
+    path = tmp_path / "la.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_study(path)
+
+
+def test_a_search_on_fixed_lists_scores_each_candidate_on_the_validation_list_once(tmp_path):
+    from mismatch.study.search import _search_of
+
+    assert _search_of(_la_search(tmp_path)).folds == [0]  # the default [0, 1, 2] has no folds 1, 2 to score
+    assert _search_of(_la_search(tmp_path, folds=[0, 1])).folds == [0, 1]  # what the file says is kept
+    assert _search_of(load_study(_write_search_file(tmp_path))).folds == [0, 1, 2]
+
+
+def _write_search_file(tmp_path):
+    raw = {"name": "s", "base": {"data": {"synthetic": {}}}, "methods": [{"name": "mismatch"}], "search": {}}
+    path = tmp_path / "folds.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
