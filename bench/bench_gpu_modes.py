@@ -147,8 +147,9 @@ def _compiled_graphs(mode: str) -> str:
     from torch._dynamo.utils import counters
 
     graphs = counters["stats"].get("unique_graphs", 0)
-    breaks = sum(counters["graph_break"].values())
-    return f"{graphs} graph(s), {breaks} graph break(s)"
+    breaks = counters["graph_break"]
+    first = f": {_one_line(next(iter(breaks)), 120)}" if breaks else ""
+    return f"{graphs} graph(s){' (ran eager)' if not graphs else ''}, {sum(breaks.values())} graph break(s){first}"
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -182,18 +183,20 @@ def row_order(args: argparse.Namespace) -> list[tuple[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--quick", action="store_true", help="32x32 width-4 networks, 5 timed steps")
+    parser.add_argument("--quick", action="store_true", help="32x32 width-4 networks, 5 timed steps after 3")
     parser.add_argument("--size", type=int, default=176)
     parser.add_argument("--width", type=int, default=24)
     parser.add_argument("--k", type=int, default=8, help="members of the fused group (0: no fused rows)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps (compile, CUDA-graph recording)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20; --quick 5)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps: compile, CUDA-graph recording (default 5; --quick 3)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--row-timeout", type=float, default=150.0, help="seconds per row, its process start included")
     parser.add_argument("--row", nargs=2, metavar=("GROUP", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.size, args.width, args.steps, args.warmup = 32, 4, 5, 3
+        args.size, args.width = 32, 4
+    args.steps = args.steps or (5 if args.quick else 20)
+    args.warmup = args.warmup if args.warmup is not None else (3 if args.quick else 5)
     if args.row:
         print(json.dumps(measure_row(*args.row, args)))
         return
