@@ -136,20 +136,22 @@ def measure_row(group: str, mode: str, args: argparse.Namespace) -> dict:
         seconds = _timed(step, args.steps, args.warmup, device)
     except Exception as error:  # noqa: BLE001 - any failure of a mode is that row's result
         return {"error": _one_line(f"{type(error).__name__}: {error}")}
-    return {"ms": seconds * 1e3, "mb": peak_memory_mb(device), "note": _compiled_graphs(mode)}
-
-
-def _compiled_graphs(mode: str) -> str:
-    """What dynamo compiled (graphs, breaks, recompiles): a compiled row that is as slow as
-    eager may have fallen back."""
     if mode not in ("compile", "reduce-overhead"):
-        return ""
+        return {"ms": seconds * 1e3, "mb": peak_memory_mb(device), "note": ""}
+    graphs, note = _compiled_graphs()
+    if not graphs:  # dynamo fell back to eager for the whole step: the row would time eager
+        return {"error": f"torch.compile compiled no graph and ran eager ({note})"}
+    return {"ms": seconds * 1e3, "mb": peak_memory_mb(device), "note": note}
+
+
+def _compiled_graphs() -> tuple[int, str]:
+    """How many graphs dynamo compiled in this process, and a note with its graph breaks."""
     from torch._dynamo.utils import counters
 
     graphs = counters["stats"].get("unique_graphs", 0)
     breaks = counters["graph_break"]
-    first = f": {_one_line(next(iter(breaks)), 120)}" if breaks else ""
-    return f"{graphs} graph(s){' (ran eager)' if not graphs else ''}, {sum(breaks.values())} graph break(s){first}"
+    first = f", first: {_one_line(next(iter(breaks)), 120)}" if breaks else ""
+    return graphs, f"{graphs} graph(s), {sum(breaks.values())} graph break(s){first}"
 
 
 def _one_line(text: str, limit: int = 200) -> str:

@@ -90,7 +90,7 @@ max_failures: 1
 YAML
 step fuse_auto_study 90 bash -c "
   $PY -m mismatch study run '$WORK/study.yaml' --tracking none > '$WORK/study.log' 2>&1
-  echo \"study run exit \$?\"; grep -i 'fuse' '$WORK/study.log'; tail -n 8 '$WORK/study.log'
+  echo \"study run exit \$?\"; grep -i 'fuse auto' '$WORK/study.log'; tail -n 6 '$WORK/study.log'
   $PY - '$WORK/runs/gpu13_fuse_auto' <<'PY'
 import sys
 import pandas as pd
