@@ -88,6 +88,8 @@ def solo_step(mode: str, args: argparse.Namespace, device: torch.device) -> Step
     forward = _compile(method.training_step, mode)
 
     def step() -> None:
+        if mode == "reduce-overhead":  # a new iteration: the graphs may reuse the last one's outputs
+            torch.compiler.cudagraph_mark_step_begin()
         with optim.autocast():
             losses = forward(batch, 0)
         optim.step(losses["loss"])
@@ -118,6 +120,8 @@ def fused_step(mode: str, args: argparse.Namespace, device: torch.device) -> Ste
     names = list(model.params)
 
     def compiled_step() -> None:
+        if mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
         with optim.autocast():
             losses = losses_of(model.params, model.buffers, model.scalars, image, label)
         grads = torch.autograd.grad(losses["loss"].sum(), [model.params[n] for n in names], allow_unused=True)
@@ -140,7 +144,7 @@ def measure_row(group: str, mode: str, args: argparse.Namespace) -> dict:
         return {"ms": seconds * 1e3, "mb": peak_memory_mb(device), "note": ""}
     graphs, note = _compiled_graphs()
     if not graphs:  # dynamo fell back to eager for the whole step: the row would time eager
-        return {"error": f"torch.compile compiled no graph and ran eager ({note})"}
+        return {"error": f"torch.compile compiled no graph and ran eager ({note}; where: TORCH_LOGS=graph_breaks)"}
     return {"ms": seconds * 1e3, "mb": peak_memory_mb(device), "note": note}
 
 
