@@ -192,13 +192,14 @@ def _mlflow_runs(storage: Path, study: str) -> list:
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-def _trainable_pids() -> list[int]:
-    """Ray worker processes running a Tune function trainable (named by Ray's setproctitle)."""
+def _trainable_pids(session: int) -> list[int]:
+    """Ray worker processes running a Tune function trainable (named by Ray's setproctitle) in
+    the driver's ``session`` only: another Ray on the machine (a parallel test run) is left alone."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
+                if (entry / "cmdline").read_bytes().startswith(b"ray::ImplicitFunc") and os.getsid(int(entry.name)) == session:
                     pids.append(int(entry.name))
             except OSError:
                 continue
@@ -216,7 +217,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
                               start_new_session=True)
     try:
         assert _wait_for(lambda: any((storage / "crash" / "checkpoints").glob("*/trial.pt")), 300)
-        victims = _trainable_pids()
+        victims = _trainable_pids(driver.pid)  # the driver leads its own session
         assert victims, "no trainable process found"
         for pid in victims:  # the trial's worker dies as on an out-of-memory kill
             os.kill(pid, signal.SIGKILL)
