@@ -16,9 +16,13 @@ Python number: about 10 ops per stacked tensor, ~1000 kernel launches per step f
 The foreach path (``foreach=True``, the default when every tensor is on CUDA) is torch's
 multi-tensor Adam (``_multi_tensor_adam``, non-capturable) op for op: ONE ``torch._foreach_*``
 call per op for all tensors of the step. A tensor that every member steps with the same
-learning rate and step count is one list entry (a Python scalar per op, torch's own call);
-otherwise each stepping member's row ``t[k]`` (a view: the update writes in place, idle rows
-are never in a list) is an entry, with its member's scalars as a scalar list.
+learning rate and step count is one list entry (a Python scalar per op, torch's own call).
+Otherwise the ops without a per-member scalar (the moments, sqrt) still take the whole tensor
+when every member steps, and the ops with one (decoupled decay, bias corrections, the update)
+take each stepping member's row ``t[k]`` (a view: they write in place; an idle member's rows
+are in no list) with its member's scalar in a scalar list. That is the steady state of a group
+whose members' streams differ in length (their step counts part after the first short epoch):
+3 of the ~9 foreach calls then cover K x (number of tensors) entries.
 
 Which torch Adam it equals: on a CPU, foreach ops run torch's per-tensor fallback, so the two
 paths, ``torch.optim.Adam(foreach=True)`` and ``torch.optim.Adam(foreach=False)`` are all
@@ -60,6 +64,43 @@ def _column(values: np.ndarray, like: torch.Tensor, cache: dict[Any, torch.Tenso
     return cache[key]
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """One stepped tensor in a foreach step: its moment ops (no per-member scalar) update the
+    whole tensor (``moment_rows`` None: every member steps) or the stepping members' rows; its
+    scalar ops (lr, bias corrections) the whole tensor (``scalar_rows`` None: every member steps
+    with one lr and step count, ``lr`` and ``step`` hold that one value) or each row with its own."""
+
+    name: str
+    grad: torch.Tensor
+    moment_rows: np.ndarray | None
+    scalar_rows: np.ndarray | None
+    lr: list[float]
+    step: list[float]
+
+
+def _entries(t: torch.Tensor, rows: np.ndarray | None) -> list[torch.Tensor]:
+    """``[t]`` (rows None) or the rows ``t[k]`` for k in ``rows``: views, so in-place ops write ``t``."""
+    if rows is None:
+        return [t]
+    views = t.unbind(0)
+    return [views[k] for k in rows.tolist()]
+
+
+def _regroup(moment_entries: list[torch.Tensor], plan: list[_Planned]) -> list[torch.Tensor]:
+    """Per-moment-entry tensors (e.g. ``sqrt(exp_avg_sq)``) as the plan's scalar entries."""
+    out: list[torch.Tensor] = []
+    at = 0
+    for t in plan:
+        if t.moment_rows is None:  # one whole entry: whole for the scalar ops too, or all its rows
+            out += _entries(moment_entries[at], t.scalar_rows)
+            at += 1
+        else:  # already the stepping rows, as the scalar ops want them
+            out += moment_entries[at:at + len(t.moment_rows)]
+            at += len(t.moment_rows)
+    return out
+
+
 def _scalars(values: list[float]) -> float | list[float]:
     """One Python scalar when every list entry shares it (torch's own foreach call), else the list."""
     return values[0] if all(v == values[0] for v in values) else values
@@ -95,43 +136,40 @@ class MaskedAdam:
                 continue
             self._step_tensor(name, grad, idx, lrs[name][idx], cache)
 
-    def _entries(self, grads: dict[str, torch.Tensor], members: dict[str, np.ndarray], lrs: dict[str, np.ndarray]
-                 ) -> tuple[list[list[torch.Tensor]], list[float], list[float]]:
-        """Count the step and list what it updates: ([params, grads, exp_avgs, exp_avg_sqs], lrs, steps),
-        one entry per whole tensor whose members all step alike, else per stepping member's row."""
-        lists: list[list[torch.Tensor]] = [[], [], [], []]
-        lr_list: list[float] = []
-        step_list: list[float] = []
+    def _plan(self, grads: dict[str, torch.Tensor], members: dict[str, np.ndarray], lrs: dict[str, np.ndarray]
+              ) -> list[_Planned]:
+        """Count the step and say, per stepped tensor, which entries its foreach ops update."""
+        plan = []
         for name, grad in grads.items():
             idx = members.get(name)
             if idx is None or len(idx) == 0:
                 continue
-            tensors = (self.params[name], grad, self.exp_avg[name], self.exp_avg_sq[name])
             self.steps[name][idx] += 1
             lr, step = lrs[name][idx].tolist(), self.steps[name][idx].astype(np.float64).tolist()
-            if len(idx) == tensors[0].shape[0] and len(set(lr)) == 1 and len(set(step)) == 1:
-                rows: list[int | None] = [None]  # the whole tensor
-                lr, step = lr[:1], step[:1]
-            else:
-                rows = idx.tolist()
-            for k in rows:
-                for out, t in zip(lists, tensors):
-                    out.append(t if k is None else t[k])
-            lr_list += lr
-            step_list += step
-        return lists, lr_list, step_list
+            everyone = len(idx) == grad.shape[0]
+            alike = everyone and len(set(lr)) == 1 and len(set(step)) == 1
+            plan.append(_Planned(name, grad, None if everyone else idx, None if alike else idx,
+                                 lr[:1] if alike else lr, step[:1] if alike else step))
+        return plan
 
     def _step_foreach(self, grads: dict[str, torch.Tensor], members: dict[str, np.ndarray],
                       lrs: dict[str, np.ndarray]) -> None:
         """torch's ``_multi_tensor_adam`` (non-capturable) op for op, per-entry scalars as scalar lists."""
-        (params, grad_list, exp_avgs, exp_avg_sqs), lr, step = self._entries(grads, members, lrs)
-        if not params:
+        plan = self._plan(grads, members, lrs)
+        if not plan:
             return
         s = self.settings
         beta1, beta2 = s.betas
+        lr = [r for t in plan for r in t.lr]
+        step = [n for t in plan for n in t.step]
+        params, exp_avgs, exp_avg_sqs = ([e for t in plan for e in _entries(d[t.name], t.moment_rows)]
+                                         for d in (self.params, self.exp_avg, self.exp_avg_sq))
+        grad_list = [e for t in plan for e in _entries(t.grad, t.moment_rows)]
+        scaled_params, scaled_exp_avgs = ([e for t in plan for e in _entries(d[t.name], t.scalar_rows)]
+                                          for d in (self.params, self.exp_avg))
         if s.weight_decay != 0:
             if s.decoupled:
-                torch._foreach_mul_(params, _scalars([1 - r * s.weight_decay for r in lr]))
+                torch._foreach_mul_(scaled_params, _scalars([1 - r * s.weight_decay for r in lr]))
             else:
                 grad_list = torch._foreach_add(grad_list, params, alpha=s.weight_decay)
         torch._foreach_lerp_(exp_avgs, grad_list, 1 - beta1)
@@ -140,10 +178,10 @@ class MaskedAdam:
         del grad_list
         step_size = [(r / (1 - beta1**t)) * -1 for r, t in zip(lr, step)]
         bias_correction2_sqrt = [(1 - beta2**t) ** 0.5 for t in step]
-        denom = torch._foreach_sqrt(exp_avg_sqs)
+        denom = _regroup(torch._foreach_sqrt(exp_avg_sqs), plan)
         torch._foreach_div_(denom, _scalars(bias_correction2_sqrt))
         torch._foreach_add_(denom, s.eps)
-        torch._foreach_addcdiv_(params, exp_avgs, denom, _scalars(step_size))
+        torch._foreach_addcdiv_(scaled_params, scaled_exp_avgs, denom, _scalars(step_size))
 
     def _step_tensor(self, name: str, grad: torch.Tensor, idx: np.ndarray, lr: np.ndarray,
                      cache: dict[Any, torch.Tensor]) -> None:

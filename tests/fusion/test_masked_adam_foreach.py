@@ -136,16 +136,16 @@ def test_members_with_different_step_counts_each_get_their_own_bias_correction()
     _assert_equals_torch(adam, params, optims)
 
 
-def test_a_step_where_everyone_steps_alike_updates_whole_tensors():
-    """The common case is torch's own call: one list entry per stacked tensor, not per row."""
+def test_the_foreach_step_updates_whole_tensors_where_members_step_alike():
+    """Torch's own call (one entry per stacked tensor) when every member steps with one lr and
+    step count; moment ops on whole tensors when every member steps; rows otherwise."""
     adam = _masked("adam", 0.0, foreach=True)
     everyone = {n: np.arange(K) for n in SHAPES}
-    lists, lrs, steps = adam._entries(_grads(0), everyone, {n: np.full(K, 1e-3) for n in SHAPES})
-    assert [t.shape for t in lists[0]] == [adam.params[n].shape for n in SHAPES]
-    assert lrs == [1e-3] * 3 and steps == [1.0] * 3
-    lists, lrs, _ = adam._entries(_grads(1), {**everyone, "bias": np.array([0, 2])}, {n: LRS for n in SHAPES})
-    assert len(lists[0]) == 3 * K - 1  # per-member lrs: rows; bias: the two stepping rows only
-    assert lrs[K:K + 2] == [LRS[0], LRS[2]] and lists[0][K].shape == SHAPES["bias"]  # conv, bias, linear
+    plan = adam._plan(_grads(0), everyone, {n: np.full(K, 1e-3) for n in SHAPES})
+    assert all(t.moment_rows is None and t.scalar_rows is None and t.step == [1.0] for t in plan)
+    conv, bias, _ = adam._plan(_grads(1), {**everyone, "bias": np.array([0, 2])}, {n: LRS for n in SHAPES})
+    assert conv.moment_rows is None and conv.scalar_rows.tolist() == [0, 1, 2] and conv.lr == LRS.tolist()
+    assert bias.moment_rows.tolist() == bias.scalar_rows.tolist() == [0, 2] and bias.step == [2.0, 2.0]
 
 
 def test_tensors_stepping_different_members_in_one_step():
