@@ -30,6 +30,8 @@ bit-identical per member (tested, tests/fusion/test_masked_adam_foreach.py). On 
 foreach path runs the same foreach kernels as ``Adam(foreach=True)`` (and the per-tensor path
 differs from torch in its last op: ``p + (s * m) / d`` with ``s`` a device tensor, where CUDA's
 ``addcdiv`` computes ``p + s * (m / d)``), so expect last-bit differences between the paths there.
+These CUDA statements come from the kernels' source, not yet from a run: the CUDA test in that
+file (skipped without a GPU) checks the foreach path against ``Adam(foreach=True)``.
 """
 
 from __future__ import annotations
