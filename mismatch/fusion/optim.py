@@ -66,46 +66,29 @@ def _column(values: np.ndarray, like: torch.Tensor, cache: dict[Any, torch.Tenso
     return cache[key]
 
 
-@dataclass(frozen=True)
-class _Planned:
-    """One stepped tensor in a foreach step: its moment ops (no per-member scalar) update the
-    whole tensor (``moment_rows`` None: every member steps) or the stepping members' rows; its
-    scalar ops (lr, bias corrections) the whole tensor (``scalar_rows`` None: every member steps
-    with one lr and step count, ``lr`` and ``step`` hold that one value) or each row with its own."""
-
-    name: str
-    grad: torch.Tensor
-    moment_rows: np.ndarray | None
-    scalar_rows: np.ndarray | None
-    lr: list[float]
-    step: list[float]
+def _runs(idx: np.ndarray) -> list[tuple[int, int]]:
+    """The stepping members as maximal runs ``[a, b)`` of consecutive indices (views ``t[a:b]``)."""
+    idx = np.unique(idx)
+    starts = np.flatnonzero(np.diff(idx) != 1) + 1
+    return [(int(run[0]), int(run[-1]) + 1) for run in np.split(idx, starts)]
 
 
-def _entries(t: torch.Tensor, rows: np.ndarray | None) -> list[torch.Tensor]:
-    """``[t]`` (rows None) or the rows ``t[k]`` for k in ``rows``: views, so in-place ops write ``t``."""
-    if rows is None:
-        return [t]
-    views = t.unbind(0)
-    return [views[k] for k in rows.tolist()]
+def _fields(columns: list[list[np.ndarray]], entries: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Per-member scalars as tensors shaped like the entries: ``columns[c][e]`` holds entry
+    ``e``'s members' values (one per row); one copy to the device and one repeat for them all."""
+    values = torch.tensor(np.stack([np.concatenate(c) for c in columns]), dtype=entries[0].dtype)
+    repeats = torch.from_numpy(np.repeat([e.numel() // len(e) for e in entries], [len(v) for v in columns[0]]))
+    device = entries[0].device
+    flat = torch.repeat_interleave(values.to(device, non_blocking=True), repeats.to(device, non_blocking=True),
+                                   dim=1, output_size=sum(e.numel() for e in entries))  # (C, all elements)
+    chunks = flat.split([e.numel() for e in entries], dim=1)
+    return [[chunk[c].view(e.shape) for chunk, e in zip(chunks, entries)] for c in range(len(columns))]
 
 
-def _regroup(moment_entries: list[torch.Tensor], plan: list[_Planned]) -> list[torch.Tensor]:
-    """Per-moment-entry tensors (e.g. ``sqrt(exp_avg_sq)``) as the plan's scalar entries."""
-    out: list[torch.Tensor] = []
-    at = 0
-    for t in plan:
-        if t.moment_rows is None:  # one whole entry: whole for the scalar ops too, or all its rows
-            out += _entries(moment_entries[at], t.scalar_rows)
-            at += 1
-        else:  # already the stepping rows, as the scalar ops want them
-            out += moment_entries[at:at + len(t.moment_rows)]
-            at += len(t.moment_rows)
-    return out
-
-
-def _scalars(values: list[float]) -> float | list[float]:
-    """One Python scalar when every list entry shares it (torch's own foreach call), else the list."""
-    return values[0] if all(v == values[0] for v in values) else values
+def _view(t: torch.Tensor, run: tuple[int, int]) -> torch.Tensor:
+    """``t[a:b]`` (a view: in-place ops write ``t``), or ``t`` itself when the run is every member."""
+    a, b = run
+    return t if (a, b) == (0, t.shape[0]) else t[a:b]
 
 
 class MaskedAdam:
@@ -138,52 +121,59 @@ class MaskedAdam:
                 continue
             self._step_tensor(name, grad, idx, lrs[name][idx], cache)
 
-    def _plan(self, grads: dict[str, torch.Tensor], members: dict[str, np.ndarray], lrs: dict[str, np.ndarray]
-              ) -> list[_Planned]:
-        """Count the step and say, per stepped tensor, which entries its foreach ops update."""
+    def _plan(self, grads: dict[str, torch.Tensor], members: dict[str, np.ndarray]
+              ) -> list[tuple[str, torch.Tensor, tuple[int, int]]]:
+        """Count the step; the entries it updates: (name, gradient, members ``[a, b)``), the whole
+        tensor when every member steps."""
         plan = []
         for name, grad in grads.items():
             idx = members.get(name)
             if idx is None or len(idx) == 0:
                 continue
             self.steps[name][idx] += 1
-            lr, step = lrs[name][idx].tolist(), self.steps[name][idx].astype(np.float64).tolist()
-            everyone = len(idx) == grad.shape[0]
-            alike = everyone and len(set(lr)) == 1 and len(set(step)) == 1
-            plan.append(_Planned(name, grad, None if everyone else idx, None if alike else idx,
-                                 lr[:1] if alike else lr, step[:1] if alike else step))
+            plan += [(name, grad, run) for run in _runs(idx)]
         return plan
 
     def _step_foreach(self, grads: dict[str, torch.Tensor], members: dict[str, np.ndarray],
                       lrs: dict[str, np.ndarray]) -> None:
-        """torch's ``_multi_tensor_adam`` (non-capturable) op for op, per-entry scalars as scalar lists."""
-        plan = self._plan(grads, members, lrs)
+        """torch's ``_multi_tensor_adam`` (non-capturable) op for op when the stepping members
+        share one lr and step count; else the per-member scalars as tensors (the per-tensor path's ops)."""
+        plan = self._plan(grads, members)
         if not plan:
             return
         s = self.settings
         beta1, beta2 = s.betas
-        lr = [r for t in plan for r in t.lr]
-        step = [n for t in plan for n in t.step]
-        params, exp_avgs, exp_avg_sqs = ([e for t in plan for e in _entries(d[t.name], t.moment_rows)]
-                                         for d in (self.params, self.exp_avg, self.exp_avg_sq))
-        grad_list = [e for t in plan for e in _entries(t.grad, t.moment_rows)]
-        scaled_params, scaled_exp_avgs = ([e for t in plan for e in _entries(d[t.name], t.scalar_rows)]
-                                          for d in (self.params, self.exp_avg))
+        params, exp_avgs, exp_avg_sqs = ([_view(state[name], run) for name, _, run in plan]
+                                         for state in (self.params, self.exp_avg, self.exp_avg_sq))
+        grad_list = [_view(grad, run) for _, grad, run in plan]
+        lr = [lrs[name][a:b] for name, _, (a, b) in plan]
+        step = [self.steps[name][a:b].astype(np.float64) for name, _, (a, b) in plan]
+        shared = len({(r, t) for rs, ts in zip(lr, step) for r, t in zip(rs.tolist(), ts.tolist())}) == 1
+        decay, bias_correction2_sqrt, step_size = (
+            [1 - r * s.weight_decay for r in lr], [(1 - beta2**t) ** 0.5 for t in step],
+            [-(r / (1 - beta1**t)) for r, t in zip(lr, step)])
+        if shared:  # Python scalars: torch's own calls
+            decay, bias_correction2_sqrt, step_size = (float(c[0][0]) for c in (decay, bias_correction2_sqrt, step_size))
+        else:
+            decay, bias_correction2_sqrt, step_size = _fields([decay, bias_correction2_sqrt, step_size], params)
         if s.weight_decay != 0:
             if s.decoupled:
-                torch._foreach_mul_(scaled_params, _scalars([1 - r * s.weight_decay for r in lr]))
+                torch._foreach_mul_(params, decay)
             else:
                 grad_list = torch._foreach_add(grad_list, params, alpha=s.weight_decay)
         torch._foreach_lerp_(exp_avgs, grad_list, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grad_list, grad_list, 1 - beta2)
         del grad_list
-        step_size = [(r / (1 - beta1**t)) * -1 for r, t in zip(lr, step)]
-        bias_correction2_sqrt = [(1 - beta2**t) ** 0.5 for t in step]
-        denom = _regroup(torch._foreach_sqrt(exp_avg_sqs), plan)
-        torch._foreach_div_(denom, _scalars(bias_correction2_sqrt))
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
         torch._foreach_add_(denom, s.eps)
-        torch._foreach_addcdiv_(scaled_params, scaled_exp_avgs, denom, _scalars(step_size))
+        if shared:
+            torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)
+        else:  # addcdiv's value must be a number: its CPU arithmetic, p + (s * m) / d, spelt out
+            update = torch._foreach_mul(exp_avgs, step_size)
+            torch._foreach_div_(update, denom)
+            torch._foreach_add_(params, update)
 
     def _step_tensor(self, name: str, grad: torch.Tensor, idx: np.ndarray, lr: np.ndarray,
                      cache: dict[Any, torch.Tensor]) -> None:

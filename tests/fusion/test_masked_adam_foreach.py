@@ -136,16 +136,16 @@ def test_members_with_different_step_counts_each_get_their_own_bias_correction()
     _assert_equals_torch(adam, params, optims)
 
 
-def test_the_foreach_step_updates_whole_tensors_where_members_step_alike():
-    """Torch's own call (one entry per stacked tensor) when every member steps with one lr and
-    step count; moment ops on whole tensors when every member steps; rows otherwise."""
+def test_the_foreach_step_updates_whole_tensors_or_runs_of_stepping_members():
+    """One entry per stacked tensor when every member steps (torch's own call when they share
+    one lr and step count); else a view per run of consecutive stepping members."""
     adam = _masked("adam", 0.0, foreach=True)
     everyone = {n: np.arange(K) for n in SHAPES}
-    plan = adam._plan(_grads(0), everyone, {n: np.full(K, 1e-3) for n in SHAPES})
-    assert all(t.moment_rows is None and t.scalar_rows is None and t.step == [1.0] for t in plan)
-    conv, bias, _ = adam._plan(_grads(1), {**everyone, "bias": np.array([0, 2])}, {n: LRS for n in SHAPES})
-    assert conv.moment_rows is None and conv.scalar_rows.tolist() == [0, 1, 2] and conv.lr == LRS.tolist()
-    assert bias.moment_rows.tolist() == bias.scalar_rows.tolist() == [0, 2] and bias.step == [2.0, 2.0]
+    assert [run for _, _, run in adam._plan(_grads(0), everyone)] == [(0, K)] * 3
+    plan = adam._plan(_grads(1), {**everyone, "bias": np.array([2, 0]), "linear": np.array([0, 1])})
+    assert [(name, run) for name, _, run in plan] == [("conv", (0, 3)), ("bias", (0, 1)), ("bias", (2, 3)),
+                                                      ("linear", (0, 2))]
+    assert adam.steps["bias"].tolist() == [2, 1, 2] and adam.steps["linear"].tolist() == [2, 2, 1]
 
 
 def test_tensors_stepping_different_members_in_one_step():
