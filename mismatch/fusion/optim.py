@@ -13,25 +13,28 @@ Two paths compute the same update. The per-tensor path (the reference) is torch'
 single-tensor Adam (``torch.optim.adam._single_tensor_adam``, non-capturable) op for op, with
 each member's scalars (learning rate, bias corrections) as a (K, 1, ...) tensor instead of a
 Python number: about 10 ops per stacked tensor, ~1000 kernel launches per step for MisMatch.
-The foreach path (``foreach=True``, the default when every tensor is on CUDA) is torch's
-multi-tensor Adam (``_multi_tensor_adam``, non-capturable) op for op: ONE ``torch._foreach_*``
-call per op for all tensors of the step. A tensor that every member steps with the same
-learning rate and step count is one list entry (a Python scalar per op, torch's own call).
-Otherwise the ops without a per-member scalar (the moments, sqrt) still take the whole tensor
-when every member steps, and the ops with one (decoupled decay, bias corrections, the update)
-take each stepping member's row ``t[k]`` (a view: they write in place; an idle member's rows
-are in no list) with its member's scalar in a scalar list. That is the steady state of a group
-whose members' streams differ in length (their step counts part after the first short epoch):
-3 of the ~9 foreach calls then cover K x (number of tensors) entries.
+The foreach path (``foreach=True``, the default when every tensor is on CUDA) issues ONE
+``torch._foreach_*`` call per op for all tensors of the step (about 11 calls, a few kernel
+launches each). Its list entries are the stacked tensors when every member steps, else views
+``t[a:b]`` of the runs of consecutive stepping members (in-place ops write the stacked tensor;
+an idle member's rows are in no list). When all stepping members share one learning rate and
+step count, the per-member scalars are Python numbers and the calls are torch's multi-tensor
+Adam (``_multi_tensor_adam``, non-capturable) op for op. Otherwise (the steady state of a
+group whose members' streams differ in length: their step counts part after the first short
+epoch) each per-member scalar becomes a tensor shaped like the entries, built by one
+``repeat_interleave`` from one host-to-device copy, so every call stays on torch's fast
+(same-shape) foreach route, and the update is spelt ``p + (s * m) / d`` as in the per-tensor path.
 
 Which torch Adam it equals: on a CPU, foreach ops run torch's per-tensor fallback, so the two
 paths, ``torch.optim.Adam(foreach=True)`` and ``torch.optim.Adam(foreach=False)`` are all
-bit-identical per member (tested, tests/fusion/test_masked_adam_foreach.py). On CUDA the
-foreach path runs the same foreach kernels as ``Adam(foreach=True)`` (and the per-tensor path
-differs from torch in its last op: ``p + (s * m) / d`` with ``s`` a device tensor, where CUDA's
-``addcdiv`` computes ``p + s * (m / d)``), so expect last-bit differences between the paths there.
-These CUDA statements come from the kernels' source, not yet from a run: the CUDA test in that
-file (skipped without a GPU) checks the foreach path against ``Adam(foreach=True)``.
+bit-identical per member, with members idling and step counts differing
+(tests/fusion/test_masked_adam_foreach.py). On CUDA, from the kernels' source and not yet from
+a run (no GPU in the session that wrote this): with shared scalars the foreach path runs the
+kernels of ``Adam(foreach=True)`` in its order, so it should equal it bit for bit (the CUDA test
+in that file checks this); with per-member scalars, and on the per-tensor path, the last op is
+``p + (s * m) / d`` where CUDA's ``addcdiv`` computes ``p + s * (m / d)`` (and torch's
+single-tensor Adam divides by a CPU scalar as a multiplication by its reciprocal), so expect
+last-bit differences from torch there.
 """
 
 from __future__ import annotations
