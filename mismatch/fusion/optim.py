@@ -76,16 +76,16 @@ def _runs(idx: np.ndarray) -> list[tuple[int, int]]:
     return [(int(run[0]), int(run[-1]) + 1) for run in np.split(idx, starts)]
 
 
-def _fields(columns: list[list[np.ndarray]], entries: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """Per-member scalars as tensors shaped like the entries: ``columns[c][e]`` holds entry
-    ``e``'s members' values (one per row); one copy to the device and one repeat for them all."""
-    values = torch.tensor(np.stack([np.concatenate(c) for c in columns]), dtype=entries[0].dtype)
-    repeats = torch.from_numpy(np.repeat([e.numel() // len(e) for e in entries], [len(v) for v in columns[0]]))
-    device = entries[0].device
-    flat = torch.repeat_interleave(values.to(device, non_blocking=True), repeats.to(device, non_blocking=True),
-                                   dim=1, output_size=sum(e.numel() for e in entries))  # (C, all elements)
+def _fields(values: np.ndarray, counts: list[int], entries: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Per-member scalars ``values`` (C, members of all entries; entry ``e`` has ``counts[e]``)
+    as C lists of tensors shaped like the entries: one copy to the device, one repeat for all."""
+    device, dtype = entries[0].device, entries[0].dtype
+    repeats = torch.from_numpy(np.repeat([e.numel() // len(e) for e in entries], counts))
+    flat = torch.repeat_interleave(torch.from_numpy(values).to(dtype).to(device, non_blocking=True),
+                                   repeats.to(device, non_blocking=True), dim=1,
+                                   output_size=sum(e.numel() for e in entries))  # (C, elements of all entries)
     chunks = flat.split([e.numel() for e in entries], dim=1)
-    return [[chunk[c].view(e.shape) for chunk, e in zip(chunks, entries)] for c in range(len(columns))]
+    return [[chunk[c].view(e.shape) for chunk, e in zip(chunks, entries)] for c in range(len(values))]
 
 
 def _view(t: torch.Tensor, run: tuple[int, int]) -> torch.Tensor:
@@ -149,16 +149,14 @@ class MaskedAdam:
         params, exp_avgs, exp_avg_sqs = ([_view(state[name], run) for name, _, run in plan]
                                          for state in (self.params, self.exp_avg, self.exp_avg_sq))
         grad_list = [_view(grad, run) for _, grad, run in plan]
-        lr = [lrs[name][a:b] for name, _, (a, b) in plan]
-        step = [self.steps[name][a:b].astype(np.float64) for name, _, (a, b) in plan]
-        shared = len({(r, t) for rs, ts in zip(lr, step) for r, t in zip(rs.tolist(), ts.tolist())}) == 1
-        decay, bias_correction2_sqrt, step_size = (
-            [1 - r * s.weight_decay for r in lr], [(1 - beta2**t) ** 0.5 for t in step],
-            [-(r / (1 - beta1**t)) for r, t in zip(lr, step)])
-        if shared:  # Python scalars: torch's own calls
-            decay, bias_correction2_sqrt, step_size = (float(c[0][0]) for c in (decay, bias_correction2_sqrt, step_size))
+        lr = np.concatenate([lrs[name][a:b] for name, _, (a, b) in plan])  # per member of every entry
+        step = np.concatenate([self.steps[name][a:b] for name, _, (a, b) in plan]).astype(np.float64)
+        scalars = np.stack([1 - lr * s.weight_decay, (1 - beta2**step) ** 0.5, -(lr / (1 - beta1**step))])
+        shared = bool((lr == lr[0]).all() and (step == step[0]).all())
+        if shared:  # Python numbers: torch's own calls
+            decay, bias_correction2_sqrt, step_size = scalars[:, 0].tolist()
         else:
-            decay, bias_correction2_sqrt, step_size = _fields([decay, bias_correction2_sqrt, step_size], params)
+            decay, bias_correction2_sqrt, step_size = _fields(scalars, [b - a for *_, (a, b) in plan], params)
         if s.weight_decay != 0:
             if s.decoupled:
                 torch._foreach_mul_(params, decay)
