@@ -21,9 +21,10 @@ an idle member's rows are in no list). When all stepping members share one learn
 step count, the per-member scalars are Python numbers and the calls are torch's multi-tensor
 Adam (``_multi_tensor_adam``, non-capturable) op for op. Otherwise (the steady state of a
 group whose members' streams differ in length: their step counts part after the first short
-epoch) each per-member scalar becomes a tensor shaped like the entries, built by one
-``repeat_interleave`` from one host-to-device copy, so every call stays on torch's fast
-(same-shape) foreach route, and the update is spelt ``p + (s * m) / d`` as in the per-tensor path.
+epoch) each per-member scalar becomes a tensor per entry (on CUDA shaped like the entry, built
+for all entries by one ``repeat_interleave`` from one host-to-device copy, so every call stays
+on torch's fast same-shape foreach route; on a CPU a broadcasting column), and the update is
+spelt ``p + (s * m) / d`` as in the per-tensor path.
 
 Which torch Adam it equals: on a CPU, foreach ops run torch's per-tensor fallback, so the two
 paths, ``torch.optim.Adam(foreach=True)`` and ``torch.optim.Adam(foreach=False)`` are all
@@ -76,13 +77,20 @@ def _runs(idx: np.ndarray) -> list[tuple[int, int]]:
     return [(int(run[0]), int(run[-1]) + 1) for run in np.split(idx, starts)]
 
 
-def _fields(values: np.ndarray, counts: list[int], entries: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+def _fields(values: np.ndarray, counts: list[int], entries: list[torch.Tensor], same_shape: bool
+            ) -> list[list[torch.Tensor]]:
     """Per-member scalars ``values`` (C, members of all entries; entry ``e`` has ``counts[e]``)
-    as C lists of tensors shaped like the entries: one copy to the device, one repeat for all."""
+    as C lists of tensors, one per entry: shaped like the entries when ``same_shape`` (CUDA's
+    foreach fast route needs it; one copy to the device and one repeat for all), else (members,
+    1, ..., 1) columns that broadcast (a CPU's foreach ops loop over the tensors anyway)."""
     device, dtype = entries[0].device, entries[0].dtype
+    host = torch.from_numpy(values).to(dtype)
+    if not same_shape:
+        chunks = host.to(device).split(counts, dim=1)
+        return [[chunk[c].view((n,) + (1,) * (e.ndim - 1)) for chunk, n, e in zip(chunks, counts, entries)]
+                for c in range(len(values))]
     repeats = torch.from_numpy(np.repeat([e.numel() // len(e) for e in entries], counts))
-    flat = torch.repeat_interleave(torch.from_numpy(values).to(dtype).to(device, non_blocking=True),
-                                   repeats.to(device, non_blocking=True), dim=1,
+    flat = torch.repeat_interleave(host.to(device, non_blocking=True), repeats.to(device, non_blocking=True), dim=1,
                                    output_size=sum(e.numel() for e in entries))  # (C, elements of all entries)
     chunks = flat.split([e.numel() for e in entries], dim=1)
     return [[chunk[c].view(e.shape) for chunk, e in zip(chunks, entries)] for c in range(len(values))]
@@ -105,6 +113,7 @@ class MaskedAdam:
         self.params = params
         self.settings = settings
         self.foreach = all(p.is_cuda for p in params.values()) if foreach is None else foreach
+        self._same_shape_scalars = any(p.is_cuda for p in params.values())  # see _fields
         self.exp_avg = {n: torch.zeros_like(p) for n, p in params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
         k = next(iter(params.values())).shape[0]
@@ -156,7 +165,8 @@ class MaskedAdam:
         if shared:  # Python numbers: torch's own calls
             decay, bias_correction2_sqrt, step_size = scalars[:, 0].tolist()
         else:
-            decay, bias_correction2_sqrt, step_size = _fields(scalars, [b - a for *_, (a, b) in plan], params)
+            decay, bias_correction2_sqrt, step_size = _fields(scalars, [b - a for *_, (a, b) in plan], params,
+                                                              self._same_shape_scalars)
         if s.weight_decay != 0:
             if s.decoupled:
                 torch._foreach_mul_(params, decay)

@@ -35,9 +35,13 @@ def _grads(t: int, device: str = "cpu") -> dict[str, torch.Tensor]:
     return {n: torch.randn((K, *s), generator=gen).to(device) for n, s in SHAPES.items()}
 
 
-def _masked(optimizer: str, weight_decay: float, foreach: bool, device: str = "cpu") -> MaskedAdam:
+def _masked(optimizer: str, weight_decay: float, foreach: bool, device: str = "cpu",
+            same_shape: bool | None = None) -> MaskedAdam:
     settings = AdamSettings(weight_decay=weight_decay, decoupled=optimizer == "adamw")
-    return MaskedAdam(_stacked(device=device), settings, foreach=foreach)
+    adam = MaskedAdam(_stacked(device=device), settings, foreach=foreach)
+    if same_shape is not None:  # CUDA's per-member scalar tensors, checked on a CPU too
+        adam._same_shape_scalars = same_shape
+    return adam
 
 
 def _step(adam: MaskedAdam, t: int, lrs: np.ndarray = LRS) -> np.ndarray:
@@ -88,9 +92,10 @@ def _same(a: list, b: list) -> bool:
 
 @pytest.mark.parametrize(("optimizer", "weight_decay"), SETTINGS)
 @pytest.mark.parametrize("torch_foreach", [True, False])
+@pytest.mark.parametrize("same_shape", [False, True])
 def test_foreach_path_equals_torch_adam_per_member_and_leaves_idle_members_untouched(
-        optimizer, weight_decay, torch_foreach):
-    adam = _masked(optimizer, weight_decay, foreach=True)
+        optimizer, weight_decay, torch_foreach, same_shape):
+    adam = _masked(optimizer, weight_decay, foreach=True, same_shape=same_shape)
     params, optims = _torch_members(optimizer, weight_decay, torch_foreach)
     for t in range(10):
         before = [_state(adam, k) for k in range(K)]
