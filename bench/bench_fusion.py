@@ -82,7 +82,7 @@ def fused_step_time(k: int, args: argparse.Namespace, device: torch.device) -> t
         torch.cuda.reset_peak_memory_stats(device)
     methods = _methods(k, args.width, device)
     model = FusedModel(methods, {"alpha": [0.002 * (i + 1) for i in range(k)]})
-    adam = MaskedAdam(model.params, AdamSettings())
+    adam = MaskedAdam(model.params, AdamSettings(), foreach={"on": True, "off": False, "auto": None}[args.adam_foreach])
     optim = Optimization(methods[0].configure_optimizers(TrainSpec(), 1), TrainSpec(), device)
     batches = [_batch(args.size, device) for _ in range(k)]
     everyone = {n: torch.arange(k).numpy() for n in model.params}
@@ -144,6 +144,8 @@ def main() -> None:
     parser.add_argument("--table-trials", type=int, default=400, help="trials of the Table I estimate (paper: 400)")
     parser.add_argument("--separate", choices=("processes", "sequential"), default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--adam-foreach", choices=("on", "off", "auto"), default="auto",
+                        help="the fused MaskedAdam's torch._foreach path (auto: on CUDA only)")
     parser.add_argument("--solo-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
