@@ -51,12 +51,14 @@ fi
 if ((DRY)); then
   DEV=cpu
   FUSION_ARGS=(--size 32 --width 4 --ks 1 2 --separate processes --steps 3 --warmup 1)  # --quick's sizes, fewer steps
+  ADAM_ARGS=(--size 32 --width 4 --steps 3 --warmup 1)
   MODES_ARGS=(--quick --k 8 --row-timeout 60 --steps 3 --warmup 2)
   SIZE=32 WIDTH=4 GPU=0
   D3_ARGS=(--patch 16 32 32 --width 4 --batch 1 --steps 1 --warmup 0)
 else
   DEV=cuda
   FUSION_ARGS=(--ks 1 2 4 8 16 32 --separate processes --steps 10 --warmup 3)
+  ADAM_ARGS=(--steps 10 --warmup 3)
   MODES_ARGS=(--k 8 --row-timeout 75)
   SIZE=176 WIDTH=24 GPU=1
   D3_ARGS=(--steps 3 --warmup 1)
@@ -68,11 +70,19 @@ step device 20 bash -c "nvidia-smi --query-gpu=name,memory.total,memory.used,dri
     torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no CUDA device\")'"
 
 # ~20 s. The sync-free hot path: a CUDA step under set_sync_debug_mode("error") (skips without CUDA).
-step sync_free_test 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_device_slices.py -k cuda -rs
+# With it, MaskedAdam's foreach path on CUDA: bit-identity with Adam(foreach=True) for shared
+# scalars, the 1e-6 bound for per-member scalars.
+step sync_free_test 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_device_slices.py \
+  tests/fusion/test_masked_adam_foreach.py -k cuda -rs
 
 # ~120 s (K = 32: 32 processes start at once; they time their steps together after warm-up).
 # Fused vs K separate processes per member-step, memory, and the Table I estimate.
 step bench_fusion 170 "$PY" bench/bench_fusion.py --device "$DEV" "${FUSION_ARGS[@]}"
+
+# ~20 s. MaskedAdam per-tensor against foreach (the CUDA default) at K = 8 and 32, fused only
+# matters here; the separate column repeats the solo step (sequential, in this process).
+step adam_foreach_off 40 "$PY" bench/bench_fusion.py --device "$DEV" --ks 8 32 --separate sequential \
+  --adam-foreach off "${ADAM_ARGS[@]}"
 
 # ~60 s (Ray start ~15 s, one fused group of 2 members, 1 epoch at 176x176). fuse: auto's GPU branch.
 cat > "$WORK/study.yaml" <<YAML
