@@ -152,31 +152,5 @@ def test_report_leaves_out_a_corrupt_file_with_a_warning(tmp_path, capsys):
     assert '<p class="warn">2 corrupt results files were left out' in html
 
 
-@pytest.mark.slow
-def test_study_run_quarantines_a_truncated_file_and_runs_its_trial_again(tmp_path):
-    """End to end on an embedded Ray: run, truncate one images file, run again."""
-    import subprocess
-    import sys
-
-    from mismatch.study.spec import load_study
-
-    storage = tmp_path / "runs"
-    file = tmp_path / "study.yaml"
-    small = {**STUDY, "grid": {"labelled_slices": [2], "fold": [0, 1], "seed": [0]}, "storage": str(storage)}
-    file.write_text(yaml.safe_dump(small))
-
-    def run() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "mismatch", "study", "run", str(file), "--tracking", "none"], capture_output=True,
-                              text=True, timeout=400)
-
-    first = run()
-    assert first.returncode == 0, first.stdout + first.stderr
-    ids = [s.trial_id() for s in load_study(file).trials()]
-    broken = _truncate(str(storage), f"corrupt/images/{ids[0]}.parquet")
-    second = run()
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert f"quarantined {broken} -> {storage}/corrupt/quarantine/images/{ids[0]}.parquet" in second.stdout
-    assert "1 already done, 1 to run" in second.stdout
-    assert corrupt_files(str(storage), "corrupt") == []
-    assert trial_statuses(str(storage), "corrupt") == dict.fromkeys(ids, "completed")
-    assert set(read_table(str(storage), "corrupt", "images")["trial_id"]) == set(ids)
+# End to end on an embedded Ray (run, truncate one images file, run again): folded into
+# tests/study/test_study_e2e.py::test_run_skip_add_and_fail_for_good, one real-Ray run for both.

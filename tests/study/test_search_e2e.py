@@ -79,52 +79,24 @@ def test_search_survives_a_kill_and_writes_the_best_alpha(tmp_path):
         assert abs(mean_val - trial.value) < 1e-9
 
 
-def test_search_runs_on_a_prepared_cache_named_relatively(tmp_path):
-    """Tune runs each candidate in its own folder: ``prepared: prep`` means prep where the search started."""
-    raw = write_synthetic_dataset(tmp_path / "raw", "vessels", 5, (32, 32), 8, seed=0)
-    prepared = prepare_dataset(data_spec_for("msd", raw, "msd", {"min_foreground": 5}), tmp_path / "prep")
-    study = {
-        "name": "relative",
-        "base": {
-            "data": {**prepared.study_data, "prepared": "prep"},
-            "protocol": {"labelled_cases": 1, "unlabelled_cases": 2, "validation_cases": 1, "test_cases": 1},
-            "train": {"epochs": 1, "snapshot_k": 1, "prediction_maps": 1},
-        },
-        "methods": [{"name": "mismatch", "model": "mm", "width": 4}],
-        "grid": {"labelled_slices": [2], "seed": [0]},
-        "search": {"param": "alpha", "candidates": 2, "folds": [1], "enqueue": [0.002]},
-        "resources": {"cpu": 1},
-        "max_failures": 0,
-    }
-    (tmp_path / "relative.yaml").write_text(yaml.safe_dump(study))
-    cmd = [sys.executable, "-m", "mismatch", "search", "alpha", "relative.yaml", "--storage", "results"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-    rows = pd.read_parquet(tmp_path / "results" / "relative" / "trials")
-    assert len(rows) == 2 and (rows["status"] == "completed").all(), rows[["status", "error"]]
-    assert (rows["fold"] == 1).all()
-    assert {os.path.realpath(json.loads(s)["data"]["prepared"]) for s in rows["spec_json"]} == {
-        os.path.realpath(tmp_path / "prep")}
-    assert sorted(rows["alpha"])[0] != sorted(rows["alpha"])[1] and 0.002 in set(rows["alpha"])
-    best = json.loads((tmp_path / "results" / "relative" / "best.json").read_text())
-    assert best["candidates"] == 2 and best["value"] in set(rows["alpha"])
-
-
 def test_search_of_a_baseline_setting_on_a_held_out_tuning_split(tmp_path):
-    """`mismatch search FILE`: Mean Teacher's consistency weight, scored on the set-aside case only."""
+    """`mismatch search FILE`: Mean Teacher's consistency weight, scored on the set-aside case
+    only, on fold 1 of a prepared cache named relatively (Tune runs each candidate in its own
+    folder: ``prepared: prep`` means prep where the search started)."""
     from mismatch.config import ProtocolSpec
     from mismatch.data.splits import held_out_cases, make_all_splits
     from mismatch.study.spec import load_study
 
+    raw = write_synthetic_dataset(tmp_path / "raw", "vessels", 7, (32, 32), 8, seed=0)
+    prepared = prepare_dataset(data_spec_for("msd", raw, "msd", {"min_foreground": 5}), tmp_path / "prep")
     protocol = {"unlabelled_cases": 2, "validation_cases": 1, "test_cases": 2, "tuning_cases": 1}
     study = {
         "name": "mt-search",
-        "base": {"data": {"synthetic": {"kind": "vessels", "cases": 7, "size": [32, 32], "slices": 8}},
+        "base": {"data": {**prepared.study_data, "prepared": "prep"},
                  "protocol": protocol, "train": {"epochs": 1, "snapshot_k": 1, "prediction_maps": 0}},
         "methods": [{"name": "mean-teacher", "width": 4}],
         "grid": {"labelled_slices": [2], "seed": [0]},
-        "search": {"params": ["alpha"], "candidates": 2, "folds": [0]},
+        "search": {"params": ["alpha"], "candidates": 2, "folds": [1]},
         "resources": {"cpu": 1},
         "max_failures": 0,
     }
@@ -135,6 +107,9 @@ def test_search_of_a_baseline_setting_on_a_held_out_tuning_split(tmp_path):
 
     rows = pd.read_parquet(tmp_path / "results" / "mt-search" / "trials")
     assert len(rows) == 2 and (rows["status"] == "completed").all(), rows[["status", "error"]]
+    assert (rows["fold"] == 1).all()
+    assert {os.path.realpath(json.loads(s)["data"]["prepared"]) for s in rows["spec_json"]} == {
+        os.path.realpath(tmp_path / "prep")}
     assert 0.1 in set(rows["alpha"]) and rows["alpha"].nunique() == 2  # the paper's weight first, then TPE's
     best = json.loads((tmp_path / "results" / "mt-search" / "best.json").read_text())
     found = best["methods"]["mean-teacher"]

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from mismatch.study.spec import load_study
-from mismatch.study.store import read_table
+from mismatch.study.store import corrupt_files, read_table
 
 # Real Ray clusters: minutes on 2 cores. CI runs them (`python -m pytest`); the developer loop
 # (`python -m pytest -m "not slow"`) leaves them out.
@@ -102,21 +102,30 @@ def test_run_skip_add_and_fail_for_good(tmp_path):
     again = _run(["study", "run", str(study_file), *NO_TRACKING, "--storage", str(storage), *NO_TRACKING])
     assert again.returncode == 0 and "2 already done, 0 to run" in again.stdout
 
-    # Add a fold and a trial that fails for good (more labelled slices than the case has).
+    # Add a fold and a trial that fails for good (more labelled slices than the case has), and
+    # cut one finished trial's images file in half, as a crash or a full disk could: the run
+    # quarantines it and runs that trial again (one real-Ray run for both: each costs ~15 s of CI).
     bigger = {**STUDY, "grid": {"labelled_slices": [2, 500], "fold": [0, 1], "seed": [0]}}
     _write(study_file, bigger)
+    broken = sorted(mtimes)[0]
+    damaged = _truncate(storage / "e2e" / "images" / broken)
     third = _run(["study", "run", str(study_file), *NO_TRACKING, "--storage", str(storage), *NO_TRACKING])
-    assert "2 already done, 6 to run" in third.stdout
+    assert f"quarantined {damaged} -> {storage}/e2e/quarantine/images/{broken}" in third.stdout
+    assert "1 already done, 7 to run" in third.stdout
     assert third.returncode == 1  # some trials failed for good
+    assert corrupt_files(str(storage), "e2e") == []
     trials = _rows(storage)
     assert len(trials) == 8 and trials["trial_id"].is_unique
     failed = trials[trials["status"] == "failed"]
     assert len(failed) == 4 and (failed["labelled_slices"] == 500).all()
     assert failed["error"].str.contains("500").all()
     completed = trials[trials["status"] == "completed"]
-    assert len(completed) == 4
-    # the first two trials were not re-run: their files are untouched
-    assert {p.name: p.stat().st_mtime_ns for p in (storage / "e2e" / "images").iterdir() if p.name in mtimes} == mtimes
+    assert len(completed) == 4 and set(expected) <= set(completed["trial_id"])
+    assert set(pd.read_parquet(storage / "e2e" / "images")["trial_id"]) == set(completed["trial_id"])
+    # the other first trial was not re-run: its file is untouched; the quarantined one's was rewritten
+    now = {p.name: p.stat().st_mtime_ns for p in (storage / "e2e" / "images").iterdir() if p.name in mtimes}
+    assert {k: v for k, v in now.items() if k != broken} == {k: v for k, v in mtimes.items() if k != broken}
+    assert now[broken] != mtimes[broken]
 
     status = _run(["study", "status", str(study_file), "--storage", str(storage)])
     assert "8 trials: 4 done, 0 running, 4 failed, 0 pending" in status.stdout
@@ -124,6 +133,13 @@ def test_run_skip_add_and_fail_for_good(tmp_path):
     export = _run(["study", "export", str(study_file), "--storage", str(storage), "--out", str(merged)])
     assert export.returncode == 0
     assert len(pd.read_parquet(merged)) == len(pd.read_parquet(storage / "e2e" / "images"))
+
+
+def _truncate(path: Path) -> str:
+    """Cut a stored file to half its length; returns its path."""
+    payload = path.read_bytes()
+    path.write_bytes(payload[: len(payload) // 2])
+    return str(path)
 
 
 def _wait_for(predicate, timeout: float) -> bool:
