@@ -154,7 +154,7 @@ def _wait_for(predicate, timeout: float) -> bool:
 def test_killed_driver_resumes_from_checkpoints_without_duplicates(tmp_path):
     storage = tmp_path / "results"
     slow = {**STUDY, "name": "kill",
-            "base": {**STUDY["base"], "train": {"epochs": 6, "snapshot_k": 2}},
+            "base": {**STUDY["base"], "train": {"epochs": 4, "snapshot_k": 2}},
             "methods": [{"name": "mismatch", "width": 4}],
             "grid": {"labelled_slices": [2], "fold": [0, 1, 2], "seed": [0]}}
     study_file = _write(tmp_path / "kill.yaml", slow)
@@ -181,9 +181,9 @@ def test_killed_driver_resumes_from_checkpoints_without_duplicates(tmp_path):
     assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
     resumed = trials[trials["trial_id"].isin(interrupted)]
     assert (resumed["resumed_from_epoch"] > 0).any(), trials[["trial_id", "resumed_from_epoch"]]
-    assert (trials["epochs"] == 6).all()
+    assert (trials["epochs"] == 4).all()
     epochs = read_table(str(storage), "kill", "epochs")
-    assert (epochs.groupby("trial_id")["epoch"].apply(sorted).map(list) == [list(range(6))] * 3).all()
+    assert (epochs.groupby("trial_id")["epoch"].apply(sorted).map(list) == [list(range(4))] * 3).all()
     assert not any(checkpoints.glob("*/trial.pt"))
     runs = _mlflow_runs(storage, "kill")
     assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(trials["trial_id"])  # one run per trial
@@ -192,7 +192,7 @@ def test_killed_driver_resumes_from_checkpoints_without_duplicates(tmp_path):
     client = _mlflow_client(storage, "kill")
     for run in runs:  # every epoch's metrics exactly once
         for key in ("val_iou", "loss_loss", "epoch"):
-            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(range(6)), key
+            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(range(4)), key
     assert len({r.data.tags["config_group"] for r in runs}) == 1  # three folds of one configuration
 
 
@@ -224,7 +224,7 @@ def _trainable_pids(session: int) -> list[int]:
 
 def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
     storage = tmp_path / "results"
-    crash = {**STUDY, "name": "crash", "base": {**STUDY["base"], "train": {"epochs": 8, "snapshot_k": 2}},
+    crash = {**STUDY, "name": "crash", "base": {**STUDY["base"], "train": {"epochs": 5, "snapshot_k": 2}},
              "methods": [{"name": "mismatch", "width": 4}], "grid": {"labelled_slices": [2], "fold": [0]},
              "max_failures": 2}
     study_file = _write(tmp_path / "crash.yaml", crash)
@@ -245,9 +245,9 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
     assert driver.returncode == 0, out
     trials = _rows(storage, "crash")
     assert len(trials) == 1 and trials.iloc[0]["status"] == "completed"
-    assert trials.iloc[0]["resumed_from_epoch"] > 0 and trials.iloc[0]["epochs"] == 8
+    assert trials.iloc[0]["resumed_from_epoch"] > 0 and trials.iloc[0]["epochs"] == 5
     epochs = read_table(str(storage), "crash", "epochs")
-    assert sorted(epochs["epoch"]) == list(range(8))
+    assert sorted(epochs["epoch"]) == list(range(5))
 
 
 def test_a_relative_dataset_path_means_relative_to_where_the_study_starts(tmp_path):
