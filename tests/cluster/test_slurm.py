@@ -213,7 +213,7 @@ def test_sbatch_runs_a_smoke_study_on_a_local_slurm_cluster(local_slurm: LocalSl
         state = cluster.job_state(job)
         if state.get("JobState") in FINISHED:
             break
-        time.sleep(3)
+        time.sleep(1)
     out_file = cluster.root / f"job-{job}.out"
     output = out_file.read_text(errors="replace") if out_file.exists() else "(no job output)"
     if state.get("JobState") not in FINISHED:
