@@ -109,17 +109,22 @@ def test_foreach_path_equals_torch_adam_per_member_and_leaves_idle_members_untou
     assert adam.steps["conv"].tolist() == [10, 6, 7]  # the idlers have fewer steps
 
 
+def _assert_same_state(a: MaskedAdam, b: MaskedAdam) -> None:
+    """Weights, both moments and step counts bit-identical, tensor by tensor."""
+    for n in SHAPES:
+        assert torch.equal(a.params[n], b.params[n])
+        assert torch.equal(a.exp_avg[n], b.exp_avg[n])
+        assert torch.equal(a.exp_avg_sq[n], b.exp_avg_sq[n])
+        assert a.steps[n].tolist() == b.steps[n].tolist()
+
+
 @pytest.mark.parametrize(("optimizer", "weight_decay"), SETTINGS)
 def test_foreach_and_per_tensor_paths_agree_bit_for_bit(optimizer, weight_decay):
     fast, reference = _masked(optimizer, weight_decay, True), _masked(optimizer, weight_decay, False)
     for t in range(8):
         _step(fast, t)
         _step(reference, t)
-    for n in SHAPES:
-        assert torch.equal(fast.params[n], reference.params[n])
-        assert torch.equal(fast.exp_avg[n], reference.exp_avg[n])
-        assert torch.equal(fast.exp_avg_sq[n], reference.exp_avg_sq[n])
-        assert fast.steps[n].tolist() == reference.steps[n].tolist()
+    _assert_same_state(fast, reference)
 
 
 def test_members_with_different_step_counts_each_get_their_own_bias_correction():
@@ -180,10 +185,7 @@ def test_state_dict_round_trip_resumes_identically(resume_foreach):
     for t in range(4, 8):
         _step(uninterrupted, t)
         _step(resumed, t)
-    for n in SHAPES:
-        assert torch.equal(resumed.params[n], uninterrupted.params[n])
-        assert torch.equal(resumed.exp_avg[n], uninterrupted.exp_avg[n])
-        assert torch.equal(resumed.exp_avg_sq[n], uninterrupted.exp_avg_sq[n])
+    _assert_same_state(resumed, uninterrupted)
 
 
 def test_foreach_defaults_to_cuda_only_and_can_be_chosen():
