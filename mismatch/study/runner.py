@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,6 +41,7 @@ from mismatch.study.store import (
     TrialCheckpoint,
     absolute_storage,
     corrupt_files,
+    fused_groups,
     quarantine,
     resolve,
     trial_statuses,
@@ -179,6 +180,9 @@ class Unit:
     spec_of: Callable[[dict[str, Any]], TrialSpec] = spec_from_config
     #: Metrics (of the first member's result) added to the last report.
     objective: Callable[[TrialSpec, TrialResult], dict[str, float]] | None = None
+    #: Members whose completed rows are stored already (a group resumed after a kill between two
+    #: members' row writes): trained along with the others, neither stored again nor tracked.
+    stored: frozenset[str] = frozenset()
 
     def fused(self) -> dict[str, Any]:
         """The fusion columns of its members' result rows (a solo trial: ``""``, 1)."""
@@ -190,7 +194,7 @@ class Unit:
 
     def counts(self, failed: int) -> dict[str, int]:
         """A group's report keys ``members`` / ``members_failed`` (none for a solo trial)."""
-        return {"members": len(self.configs), "members_failed": failed} if self.group else {}
+        return {"members": len(self.configs) - len(self.stored), "members_failed": failed} if self.group else {}
 
 
 def run_unit(unit: Unit, threads: int, tracking: TrackingSpec | None = None) -> None:
@@ -206,6 +210,9 @@ def run_unit(unit: Unit, threads: int, tracking: TrackingSpec | None = None) -> 
     except (SpecError, ValidationError) as err:  # would fail on every retry: failed for good, now
         _fail_unbuildable(unit, err)
         return
+    if unit.group:
+        statuses = trial_statuses(unit.storage, specs[0].study)
+        unit = replace(unit, stored=frozenset(s.trial_id() for s in specs if statuses.get(s.trial_id()) == "completed"))
     ckpt, trackers = _open_unit(unit, specs, tracking)
     outcomes = _train_unit(unit, specs, ckpt, trackers)
     if outcomes is None:
@@ -219,7 +226,7 @@ def run_unit(unit: Unit, threads: int, tracking: TrackingSpec | None = None) -> 
         return
     ckpt.delete()
     metrics = unit.objective(specs[0], outcomes[0]) if unit.objective is not None else {}
-    _report_done(unit, outcomes, ious, metrics)
+    _report_done(unit, [o for s, o in zip(specs, outcomes) if s.trial_id() not in unit.stored], ious, metrics)
 
 
 def _error_line(err: BaseException) -> str:
@@ -252,7 +259,7 @@ def _open_unit(unit: Unit, specs: list[TrialSpec], tracking: TrackingSpec | None
     ckpt.fetch()
     if unit.group:
         write_group_members(unit.storage, study, unit.group, [s.trial_id() for s in specs])
-    return ckpt, [open_tracker(tracking, unit.storage, spec) for spec in specs]
+    return ckpt, [open_tracker(None if spec.trial_id() in unit.stored else tracking, unit.storage, spec) for spec in specs]
 
 
 def _train_unit(unit: Unit, specs: list[TrialSpec], ckpt: TrialCheckpoint, trackers: list[Tracker]
@@ -269,6 +276,8 @@ def _train_unit(unit: Unit, specs: list[TrialSpec], ckpt: TrialCheckpoint, track
         return [run_trial(specs[0], on_epoch_end=lambda report: hook(0, report), checkpoint_dir=local)]
     except PERMANENT_ERRORS as err:
         for spec, tracker in zip(specs, trackers):
+            if spec.trial_id() in unit.stored:
+                continue
             _member_failed(unit.storage, spec, err, unit.failed_columns())
             tracker.fail(_error_line(err))
         ckpt.delete()
@@ -307,6 +316,8 @@ def _store_members(unit: Unit, specs: list[TrialSpec], outcomes: list[Any], trac
     extra = {**placement(), **unit.fused()}
     ious = []
     for spec, outcome, tracker in zip(specs, outcomes, trackers, strict=True):
+        if spec.trial_id() in unit.stored:
+            continue
         if isinstance(outcome, BaseException):
             _member_failed(unit.storage, spec, outcome, unit.failed_columns())
             tracker.fail(_error_line(outcome))
@@ -532,10 +543,26 @@ def run_study(
                            study.file.resources.fuse if fuse is None else fuse)
 
 
-def plan_units(todo: list[TrialSpec], fuse: int) -> list[list[TrialSpec]]:
+def plan_units(todo: list[TrialSpec], fuse: int, started: dict[str, list[str]] | None = None,
+               specs: list[TrialSpec] | None = None) -> list[list[TrialSpec]]:
     """The trials to run as Tune trials: groups of up to ``fuse`` fusable trials (in study
-    order), every other trial alone (:func:`mismatch.fusion.plan_groups`)."""
-    return [[todo[i] for i in group] for group in plan_groups(todo, fuse)]
+    order), every other trial alone (:func:`mismatch.fusion.plan_groups`).
+
+    With fusion on, a group that an earlier run started (``started``: its checkpoint folder's
+    member list) and that still has a member in ``todo`` is planned again as it was, with every
+    member (``specs``: the study's trials), so it resumes from its checkpoint: a kill between
+    two members' row writes costs no training. Its stored members train along, unstored."""
+    by_id = {s.trial_id(): s for s in (specs or todo)}
+    pending = {s.trial_id() for s in todo}
+    units: list[list[TrialSpec]] = []
+    taken: set[str] = set()
+    for group, members in (started or {}).items() if fuse > 1 else ():
+        ids = set(members)
+        if ids & pending and not ids & taken and ids <= set(by_id) and group == group_id(members):
+            units.append([by_id[m] for m in members])
+            taken |= ids
+    rest = [s for s in todo if s.trial_id() not in taken]
+    return units + [[rest[i] for i in group] for group in plan_groups(rest, fuse)]
 
 
 def unit_config(unit: list[TrialSpec]) -> dict[str, Any]:
@@ -571,9 +598,10 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
     resources = effective_resources(study)
     check_resources(study, resources, address, wait_resources_s)
     size = fuse_size(fuse, todo, study.name, stream)
-    units = plan_units(todo, size)
+    units = plan_units(todo, size, fused_groups(storage, study.name), specs)
     if size > 1:
-        fused = sum(len(u) for u in units if len(u) > 1)
+        pending = {s.trial_id() for s in todo}
+        fused = sum(s.trial_id() in pending for u in units if len(u) > 1 for s in u)  # a resumed group's stored members apart
         print(f"[{study.name}] fuse {size}: {fused} trial(s) in {sum(len(u) > 1 for u in units)} fused group(s), "
               f"{len(todo) - fused} alone; each group is one Ray trial with the per-trial resources",
               file=stream, flush=True)

@@ -352,20 +352,26 @@ def write_group_members(storage: str, study: str, group_id: str, trial_ids: list
     _write_atomic(fs, f"{root}/{study}/checkpoints/{group_id}/{GROUP_MEMBERS}", json.dumps(trial_ids).encode())
 
 
-def fused_members(storage: str, study: str) -> set[str]:
-    """Trial ids of every fused group that has a checkpoint folder (started, not finished)."""
+def fused_groups(storage: str, study: str) -> dict[str, list[str]]:
+    """``{group id: member trial ids}`` of every fused group that has a checkpoint folder
+    (started, not finished)."""
     fs, root = resolve(storage)
     folder = f"{root}/{study}/checkpoints"
     if fs.get_file_info(folder).type == pafs.FileType.NotFound:
-        return set()
-    members: set[str] = set()
+        return {}
+    groups: dict[str, list[str]] = {}
     for info in fs.get_file_info(pafs.FileSelector(folder)):
         path = f"{info.path}/{GROUP_MEMBERS}"
         if info.type != pafs.FileType.Directory or fs.get_file_info(path).type != pafs.FileType.File:
             continue
         with fs.open_input_stream(path) as handle:
             try:
-                members.update(str(t) for t in json.loads(handle.read()))
+                groups[info.base_name] = [str(t) for t in json.loads(handle.read())]
             except ValueError:
                 continue  # a torn file: the group writes it again when it restarts
-    return members
+    return groups
+
+
+def fused_members(storage: str, study: str) -> set[str]:
+    """Trial ids of every fused group that has a checkpoint folder (started, not finished)."""
+    return {t for members in fused_groups(storage, study).values() for t in members}

@@ -79,6 +79,23 @@ def test_plan_fuses_compatible_trials_and_leaves_the_rest_alone(tmp_path):
     assert [len(u) for u in plan_units(specs, 1)] == [1] * 6  # fuse 1: today's one trial per Tune trial
 
 
+def test_a_group_started_by_an_earlier_run_is_planned_again_as_it_was(tmp_path):
+    """A kill between two members' row writes leaves a group with a stored member: the re-run
+    plans the same group (the same id: its checkpoint) with every member, not a new one."""
+    study = load_study(_write(tmp_path / "s.yaml", STUDY), None, str(tmp_path / "r"))
+    specs = study.trials()
+    first = plan_units(specs, 3)[0]
+    ids = [s.trial_id() for s in first]
+    started = {group_id(ids): ids}
+    todo = [s for s in specs if s.trial_id() != ids[0]]  # the first member's rows are stored
+    units = plan_units(todo, 2, started, specs)  # whatever K is now
+    assert [s.trial_id() for s in units[0]] == ids and unit_config(units[0])["id"] == group_id(ids)
+    assert sorted(s.trial_id() for u in units[1:] for s in u) == sorted(set(s.trial_id() for s in todo) - set(ids))
+    assert [len(u) for u in plan_units(todo, 1, started, specs)] == [1] * 5  # fusion off: every trial alone
+    assert plan_units(todo, 3, {"fused-000000000000": ids}, specs)[0] != first  # not the members' group: ignored
+    assert plan_units([s for s in specs if s.trial_id() not in ids], 3, started, specs)[0] != first  # nothing left to run
+
+
 def test_fuse_auto_without_a_cuda_device_takes_the_cpu_default(tmp_path):
     study = load_study(_write(tmp_path / "s.yaml", {**STUDY, "resources": {"cpu": 1, "fuse": "auto"}}), None,
                        str(tmp_path / "r"))

@@ -137,3 +137,27 @@ def test_an_unbuildable_spec_fails_every_member_from_its_payload(tmp_path, repor
     assert {(r["status"], r["error"], r["fuse_group"], r["fuse_size"]) for r in fused.values()} == \
         {("failed", report["error"], group, 2)}
 
+
+
+def test_a_resumed_group_leaves_a_member_it_stored_before_untouched(tmp_path, monkeypatch, reports, tiny_dict,
+                                                                    tiny_result):
+    """A kill between two members' row writes: the re-run trains the same group from its
+    checkpoint, stores only the member without rows, and reports only that member."""
+    members = _members(tiny_dict)
+    group = runner.group_id([m["id"] for m in members])
+    errors = iter([NonFiniteLossError("loss sup is nan at steps 0-4"), NonFiniteLossError("loss sup is inf at step 7")])
+    monkeypatch.setattr("mismatch.fusion.train_fused", lambda specs, on_epoch_end, checkpoint_dir: [tiny_result, next(errors)])
+    config = {"trial": {"id": group, "members": members}}
+    runner.study_fn(config, storage=str(tmp_path), threads=1)
+    trials = tmp_path / "tiny" / "trials"
+    stored = trials / f"{members[0]['id']}.parquet"
+    before = stored.stat().st_mtime_ns
+    reports.clear()
+
+    runner.study_fn(config, storage=str(tmp_path), threads=1)  # member 1 again (as --retry-failed plans it)
+    assert stored.stat().st_mtime_ns == before
+    rows = _trials(tmp_path)
+    assert rows[members[0]["id"]]["status"] == "completed"
+    assert rows[members[1]["id"]]["error"] == "NonFiniteLossError: loss sup is inf at step 7"
+    assert reports == [{"status_failed": 1, "members": 1, "members_failed": 1, "done_trial": 0,
+                        "test_iou": reports[0]["test_iou"], "error": "NonFiniteLossError: loss sup is inf at step 7"}]
