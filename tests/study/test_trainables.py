@@ -154,7 +154,7 @@ def test_a_resumed_group_leaves_a_member_it_stored_before_untouched(tmp_path, mo
     before = stored.stat().st_mtime_ns
     reports.clear()
 
-    runner.study_fn(config, storage=str(tmp_path), threads=1)  # member 1 again (as --retry-failed plans it)
+    runner.study_fn(config, storage=str(tmp_path), threads=1)  # the same group again, member 0 stored
     assert stored.stat().st_mtime_ns == before
     rows = _trials(tmp_path)
     assert rows[members[0]["id"]]["status"] == "completed"
