@@ -598,7 +598,7 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
     resources = effective_resources(study)
     check_resources(study, resources, address, wait_resources_s)
     size = fuse_size(fuse, todo, study.name, stream)
-    units = plan_units(todo, size, fused_groups(storage, study.name), specs)
+    units = plan_units(todo, size, fused_groups(storage, study.name) if size > 1 else None, specs)
     if size > 1:
         pending = {s.trial_id() for s in todo}
         fused = sum(s.trial_id() in pending for u in units if len(u) > 1 for s in u)  # a resumed group's stored members apart
