@@ -40,6 +40,7 @@ from mismatch.study.spec import Fuse, Study, trial_payload
 from mismatch.study.store import (
     TrialCheckpoint,
     absolute_storage,
+    completed_trials,
     corrupt_files,
     fused_groups,
     quarantine,
@@ -211,8 +212,7 @@ def run_unit(unit: Unit, threads: int, tracking: TrackingSpec | None = None) -> 
         _fail_unbuildable(unit, err)
         return
     if unit.group:
-        statuses = trial_statuses(unit.storage, specs[0].study)
-        unit = replace(unit, stored=frozenset(s.trial_id() for s in specs if statuses.get(s.trial_id()) == "completed"))
+        unit = replace(unit, stored=frozenset(completed_trials(unit.storage, specs[0].study, [s.trial_id() for s in specs])))
     ckpt, trackers = _open_unit(unit, specs, tracking)
     outcomes = _train_unit(unit, specs, ckpt, trackers)
     if outcomes is None:

@@ -285,6 +285,24 @@ def trial_statuses(storage: str, study: str) -> dict[str, str]:
     return dict(zip(rows["trial_id"], rows["status"])) if len(rows) else {}
 
 
+def completed_trials(storage: str, study: str, trial_ids: list[str]) -> set[str]:
+    """Which of ``trial_ids`` have a completed row, reading only their own trials files (a
+    fused group's members at its start; :func:`trial_statuses` reads the whole study)."""
+    fs, root = resolve(storage)
+    done = set()
+    for trial_id in trial_ids:
+        path = f"{root}/{study}/trials/{trial_id}.parquet"
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            continue
+        try:
+            status = _read_file(fs, path, ["status"]).column("status").to_pylist()
+        except CorruptFileError:  # quarantined by the next run's driver; trained and stored again
+            continue
+        if status == ["completed"]:
+            done.add(trial_id)
+    return done
+
+
 def export_images(storage: str, study: str, out: str) -> int:
     """Merge every per-image file of ``study`` into one Parquet file (atomically); returns rows.
 
