@@ -753,35 +753,28 @@ def _record_errored(grid: Any, storage: str) -> DiskFullError | None:
         if is_disk_full(cause):
             full = full or as_disk_full(cause, getattr(cause, "filename", None) or storage)
             continue
-        if "members" in (result.config.get("trial") or {}):
-            _record_group_errored(result.config["trial"], storage, cause)
-            continue
-        try:
-            spec = spec_from_config(result.config)
-        except SpecError as err:  # the worker could not build it either; never stop the driver
-            row = unbuildable_trial_row(result.config, err)
-            if row is not None and trial_statuses(storage, row["study"]).get(row["trial_id"]) != "completed":
-                write_trial(storage, row["study"], row["trial_id"], row)
-            continue
-        if trial_statuses(storage, spec.study).get(spec.trial_id()) == "completed":
-            continue
-        write_trial(storage, spec.study, spec.trial_id(), failed_trial_row(spec, _root_cause(result.error)))
+        trial = result.config.get("trial") or {}
+        if "members" in trial:  # a fused group: each member not stored
+            fused = fusion_columns(trial["id"], len(trial["members"]))
+            for member in trial["members"]:
+                _record_failed({"trial": member}, storage, cause, fused)
+        else:
+            _record_failed(result.config, storage, cause, {})
     return full
 
 
-def _record_group_errored(group: dict[str, Any], storage: str, cause: BaseException) -> None:
-    """A fused group that exhausted its retries: a failed row for each member not stored."""
-    fused = fusion_columns(group["id"], len(group["members"]))
-    for member in group["members"]:
-        try:
-            spec = spec_from_config({"trial": member})
-        except SpecError as err:
-            row = unbuildable_trial_row({"trial": member}, err)
-            if row is not None and trial_statuses(storage, row["study"]).get(row["trial_id"]) != "completed":
-                write_trial(storage, row["study"], row["trial_id"], {**row, **fused})
-            continue
-        if trial_statuses(storage, spec.study).get(spec.trial_id()) != "completed":
-            _member_failed(storage, spec, cause, fused)
+def _record_failed(config: dict[str, Any], storage: str, cause: BaseException, extra: dict[str, Any]) -> None:
+    """The failed row of the trial of ``config`` (plus ``extra``), unless its completed row was
+    stored before its worker died."""
+    try:
+        spec = spec_from_config(config)
+    except SpecError as err:  # the worker could not build it either; never stop the driver
+        row = unbuildable_trial_row(config, err)
+        if row is not None and not completed_trials(storage, row["study"], [row["trial_id"]]):
+            write_trial(storage, row["study"], row["trial_id"], {**row, **extra})
+        return
+    if not completed_trials(storage, spec.study, [spec.trial_id()]):
+        _member_failed(storage, spec, cause, extra)
 
 
 def _disk_full_of(message: str) -> DiskFullError:

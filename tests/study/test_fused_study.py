@@ -234,3 +234,24 @@ def test_a_killed_group_resumes_every_member_from_its_last_epoch(tmp_path):
     epochs = read_table(str(storage), "fkill", "epochs")
     assert (epochs.groupby("trial_id")["epoch"].apply(sorted).map(list) == [list(range(3))] * 3).all()
     assert not any(checkpoints.glob("fused-*/fused.pt"))
+
+
+def test_a_group_out_of_retries_gets_a_failed_row_for_each_member_not_stored(tmp_path):
+    """The driver's record of a fused group whose worker kept dying: failed rows with its fusion
+    columns, except for a member whose completed row was stored before."""
+    import types
+
+    from mismatch.study.runner import _record_errored
+
+    study = load_study(_write(tmp_path / "s.yaml", STUDY), None, str(tmp_path / "r"))
+    group = unit_config(plan_units(study.trials(), 3)[0])
+    done = group["members"][0]["id"]
+    write_trial(study.storage, "fused", done, {"trial_id": done, "status": "completed", "study": "fused"})
+    grid = [types.SimpleNamespace(metrics={}, error=RuntimeError("worker died"), config={"trial": group})]
+    assert _record_errored(grid, study.storage) is None
+    rows = read_table(study.storage, "fused", "trials").set_index("trial_id")
+    assert rows.loc[done, "status"] == "completed"
+    failed = rows.drop(index=done)
+    assert len(failed) == 2 and (failed["status"] == "failed").all()
+    assert failed["error"].str.contains("worker died").all()
+    assert (failed["fuse_group"] == group["id"]).all() and (failed["fuse_size"] == 3).all()
