@@ -30,6 +30,7 @@ from mismatch.config import SpecError, TrialSpec, load_trial_spec
 from mismatch.data.atomic import DiskFullError, as_disk_full, is_disk_full
 from mismatch.data.errors import DataError
 from mismatch.evaluate import utc_now
+from mismatch.fusion.engine import CHECKPOINT_NAME as FUSED_CHECKPOINT
 from mismatch.fusion.support import plan_groups
 from mismatch.results import TABLES
 from mismatch.results.rows import fusion_columns
@@ -64,8 +65,6 @@ RAY_RESOURCE = {"cpu": "CPU", "gpu": "GPU"}
 DISK_FULL = "disk_full"
 #: The only address the embedded local Ray listens on: it serves this driver alone.
 LOOPBACK = "127.0.0.1"
-#: The checkpoint file of a fused group (what :func:`mismatch.fusion.train_fused` writes).
-FUSED_CHECKPOINT = "fused.pt"
 #: Ray Tune runs a slot's next trial in the same worker process (no new process, no second
 #: import of torch and the tracker: about 3-5 s a trial on 2 cores). A trial resets what it
 #: sets process-wide (seed, determinism, threads, the peak-memory count), so nothing carries over.

@@ -327,7 +327,7 @@ class TrialCheckpoint:
     def __init__(self, storage: str, study: str, trial_id: str, scratch: str | None = None,
                  file: str | None = None) -> None:
         self.fs, root = resolve(storage)
-        self.FILE = file or self.FILE  # a fused group's checkpoint is fused.pt (mismatch.fusion)
+        self.file = file or self.FILE  # a fused group's checkpoint is fused.pt (mismatch.fusion)
         self.remote = f"{root}/{study}/checkpoints/{trial_id}"
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         self.local = self.remote if self.is_local else os.path.join(scratch or "/tmp", f"mismatch-ckpt-{trial_id}")
@@ -335,22 +335,22 @@ class TrialCheckpoint:
     def fetch(self) -> str:
         """The local folder to train in, holding the latest checkpoint if one exists."""
         os.makedirs(self.local, exist_ok=True)
-        src = f"{self.remote}/{self.FILE}"
+        src = f"{self.remote}/{self.file}"
         if not self.is_local and self.fs.get_file_info(src).type == pafs.FileType.File:
-            pafs.copy_files(src, os.path.join(self.local, self.FILE), source_filesystem=self.fs,
+            pafs.copy_files(src, os.path.join(self.local, self.file), source_filesystem=self.fs,
                             destination_filesystem=pafs.LocalFileSystem())
         return self.local
 
     def push(self) -> None:
         """Copy the local checkpoint up (no-op on a local path)."""
-        path = os.path.join(self.local, self.FILE)
+        path = os.path.join(self.local, self.file)
         if not self.is_local and os.path.exists(path):
             with open(path, "rb") as handle:
-                _write_atomic(self.fs, f"{self.remote}/{self.FILE}", handle.read())
+                _write_atomic(self.fs, f"{self.remote}/{self.file}", handle.read())
 
     def exists(self) -> bool:
         """Whether a checkpoint has been written for this trial."""
-        return self.fs.get_file_info(f"{self.remote}/{self.FILE}").type == pafs.FileType.File
+        return self.fs.get_file_info(f"{self.remote}/{self.file}").type == pafs.FileType.File
 
     def delete(self) -> None:
         """Remove the checkpoint once the trial's rows are written."""
