@@ -341,8 +341,7 @@ def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: Trai
     }
     cases, case_classes = case_tables(ident, data.test, prob, data.geometry, spec.data.crop_size,
                                     spec.train.nsd_tolerance_mm, data.class_names)
-    result = TrialResult(
-        trial={},
+    return TrialResult(  # arguments run in order: the trial row (finished_at) after every table
         images=image_rows(ident, data.test, prob),
         epochs=rows.epoch_rows(ident, state.history),
         predictions=prediction_maps(data.test, prob, spec.train.prediction_maps),
@@ -350,14 +349,8 @@ def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: Trai
         decoders=rows.decoder_rows(ident, method.decoder_names(), decoders),
         cases=cases,
         classes=class_rows(ident, data.test, prob, data.class_names, case_classes),
+        trial=trial_row(spec, ident, method, state, run, {"started_at": started, "finished_at": utc_now()}),
     )
-    return _finished(result, trial_row(spec, ident, method, state, run, {"started_at": started, "finished_at": utc_now()}))
-
-
-def _finished(result: TrialResult, trial: dict[str, Any]) -> TrialResult:
-    """``result`` with its per-trial row, built last: ``finished_at`` is after every table's rows."""
-    result.trial = trial
-    return result
 
 
 def evaluate_volume_trial(spec: TrialSpec, method: Method, data: TrialData, state: TrainState, device: torch.device,
@@ -376,8 +369,7 @@ def evaluate_volume_trial(spec: TrialSpec, method: Method, data: TrialData, stat
         "n_test_images": len(images),
         "device": _device_name(device),
     }
-    result = TrialResult(
-        trial={},
+    return TrialResult(  # arguments run in order: the trial row (finished_at) after every table
         images=images,
         epochs=rows.epoch_rows(ident, state.history),
         predictions=volume_prediction_maps(data.test, probs, spec.data.min_foreground, spec.train.prediction_maps),
@@ -385,5 +377,5 @@ def evaluate_volume_trial(spec: TrialSpec, method: Method, data: TrialData, stat
         decoders=rows.decoder_rows(ident, method.decoder_names(), decoders),
         cases=cases,
         classes=volume_class_rows(ident, data.test, probs, spec.data.min_foreground, data.class_names, case_classes),
+        trial=trial_row(spec, ident, method, state, run, {"started_at": started, "finished_at": utc_now()}),
     )
-    return _finished(result, trial_row(spec, ident, method, state, run, {"started_at": started, "finished_at": utc_now()}))
