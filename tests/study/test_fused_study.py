@@ -8,10 +8,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -198,42 +196,6 @@ def test_fused_study_rows_equal_the_same_study_alone(tmp_path):
     status = _run(["study", "status", str(study_file), "--storage", str(fused)])
     assert "6 trials: 6 done, 0 running, 0 failed, 0 pending" in status.stdout
     assert not list((fused / "fused" / "checkpoints").glob("fused-*/fused.pt"))
-
-
-@pytest.mark.slow
-def test_a_killed_group_resumes_every_member_from_its_last_epoch(tmp_path):
-    """Kill the driver (and its Ray) once the group has checkpointed; status counts its members
-    as running; the re-run plans the same group and resumes every member, each epoch stored once."""
-    storage = tmp_path / "results"
-    slow = {**STUDY, "name": "fkill", "base": {**STUDY["base"], "train": {**STUDY["base"]["train"], "epochs": 3,
-                                                                           "snapshot_k": 2}},
-            "methods": [{"name": "mismatch", "width": 4, "alpha": [0.002, 0.01, 0.05]}], "grid": {"fold": [0], "seed": [0],
-                                                                                          "labelled_slices": [2]}}
-    study_file = _write(tmp_path / "fkill.yaml", slow)
-    checkpoints = storage / "fkill" / "checkpoints"
-    driver = subprocess.Popen([sys.executable, "-m", "mismatch", "study", "run", str(study_file), "--storage",
-                               str(storage), "--tracking", "none"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not any(checkpoints.glob("fused-*/fused.pt")) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert any(checkpoints.glob("fused-*/fused.pt")), "the group wrote no checkpoint"
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
-        driver.wait(timeout=60)
-    status = _run(["study", "status", str(study_file), "--storage", str(storage)])
-    assert "3 trials: 0 done, 3 running, 0 failed, 0 pending" in status.stdout, status.stdout
-
-    rerun = _run(["study", "run", str(study_file), "--storage", str(storage)])
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    trials = read_table(str(storage), "fkill", "trials")
-    assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
-    assert (trials["resumed_from_epoch"] > 0).all() and (trials["epochs"] == 3).all()
-    assert (trials["fuse_size"] == 3).all() and trials["fuse_group"].nunique() == 1
-    epochs = read_table(str(storage), "fkill", "epochs")
-    assert (epochs.groupby("trial_id")["epoch"].apply(sorted).map(list) == [list(range(3))] * 3).all()
-    assert not any(checkpoints.glob("fused-*/fused.pt"))
 
 
 def test_a_group_out_of_retries_gets_a_failed_row_for_each_member_not_stored(tmp_path):

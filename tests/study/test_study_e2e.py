@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from mismatch.data import write_synthetic_dataset
 from mismatch.study.spec import load_study
 from mismatch.study.store import corrupt_files, read_table
 
@@ -151,12 +152,17 @@ def _wait_for(predicate, timeout: float) -> bool:
     return False
 
 
-def test_killed_driver_resumes_from_checkpoints_without_duplicates(tmp_path):
+def test_killed_driver_resumes_trials_and_a_fused_group_from_checkpoints(tmp_path):
+    """Kill the driver (and its Ray) once a fused group of 2 and a trial alone have checkpointed:
+    status counts the group's members as running; the re-run takes over the stale lock, plans the
+    same group, resumes every interrupted trial and member, stores each epoch once and continues
+    each one's MLflow run (one real-Ray kill for both kinds of unit: each costs ~30 s of CI)."""
     storage = tmp_path / "results"
     slow = {**STUDY, "name": "kill",
-            "base": {**STUDY["base"], "train": {"epochs": 4, "snapshot_k": 2}},
+            "base": {**STUDY["base"], "train": {"epochs": 4, "snapshot_k": 2, "stream": "two-stream"}},
             "methods": [{"name": "mismatch", "width": 4}],
-            "grid": {"labelled_slices": [2], "fold": [0, 1, 2], "seed": [0]}}
+            "grid": {"labelled_slices": [2], "fold": [0, 1, 2], "seed": [0]},
+            "resources": {"cpu": 1, "fuse": 2}}  # folds 0 and 1 in one group, fold 2 alone
     study_file = _write(tmp_path / "kill.yaml", slow)
     checkpoints = storage / "kill" / "checkpoints"
     # with the default tracker: a resumed trial must continue its MLflow run, each epoch logged once
@@ -164,29 +170,36 @@ def test_killed_driver_resumes_from_checkpoints_without_duplicates(tmp_path):
                                str(storage)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
-        started = _wait_for(lambda: checkpoints.exists() and any(checkpoints.glob("*/trial.pt")), 300)
-        assert started, "no trial wrote a checkpoint"
+        started = _wait_for(lambda: any(checkpoints.glob("fused-*/fused.pt")) and any(checkpoints.glob("*/trial.pt")),
+                            300)
+        assert started, "the group and the trial alone did not both write a checkpoint"
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         driver.wait(timeout=60)
-    interrupted = {p.parent.name for p in checkpoints.glob("*/trial.pt")}
-    assert interrupted
+    folder = next(checkpoints.glob("fused-*/fused.pt")).parent
+    group = json.loads((folder / "members.json").read_text())
+    alone = {p.parent.name for p in checkpoints.glob("*/trial.pt")}
+    interrupted = set(group) | alone
+    assert len(group) == 2 and len(alone) == 1 and not alone & set(group)
     before = {r.data.tags["trial_id"]: r.info.run_id for r in _mlflow_runs(storage, "kill")}
-    assert interrupted <= set(before)  # a checkpointed trial has its run (opened before training)
+    assert interrupted <= set(before)  # a checkpointed trial or member has its run (opened before training)
+    status = _run(["study", "status", str(study_file), "--storage", str(storage)])
+    assert "3 trials: 0 done, 3 running, 0 failed, 0 pending" in status.stdout, status.stdout
 
     rerun = _run(["study", "run", str(study_file), "--storage", str(storage)])
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "took over a stale driver lock" in rerun.stderr  # the killed driver's lock (its pid is gone)
-    trials = _rows(storage, "kill")
-    assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
-    resumed = trials[trials["trial_id"].isin(interrupted)]
-    assert (resumed["resumed_from_epoch"] > 0).any(), trials[["trial_id", "resumed_from_epoch"]]
+    trials = _rows(storage, "kill").set_index("trial_id")
+    assert len(trials) == 3 and trials.index.is_unique and (trials["status"] == "completed").all()
+    assert (trials["resumed_from_epoch"] > 0).all(), trials["resumed_from_epoch"]
     assert (trials["epochs"] == 4).all()
+    assert (trials.loc[group, "fuse_size"] == 2).all() and set(trials.loc[group, "fuse_group"]) == {folder.name}
+    assert trials.loc[sorted(alone), "fuse_size"].tolist() == [1] and trials.loc[sorted(alone), "fuse_group"].tolist() == [""]
     epochs = read_table(str(storage), "kill", "epochs")
     assert (epochs.groupby("trial_id")["epoch"].apply(sorted).map(list) == [list(range(4))] * 3).all()
-    assert not any(checkpoints.glob("*/trial.pt"))
+    assert not any(checkpoints.glob("*/trial.pt")) and not any(checkpoints.glob("fused-*/fused.pt"))
     runs = _mlflow_runs(storage, "kill")
-    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(trials["trial_id"])  # one run per trial
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(trials.index)  # one run per trial
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all({r.data.tags["trial_id"]: r.info.run_id for r in runs}[t] == before[t] for t in before)
     client = _mlflow_client(storage, "kill")
@@ -223,13 +236,18 @@ def _trainable_pids(session: int) -> list[int]:
 
 
 def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
-    storage = tmp_path / "results"
-    crash = {**STUDY, "name": "crash", "base": {**STUDY["base"], "train": {"epochs": 5, "snapshot_k": 2}},
+    """The trial's worker is killed mid-run: Tune retries it from its checkpoint. The study also
+    names its dataset and storage relatively: Tune runs trials in their own working folders, and
+    the paths must still mean "relative to where the study starts" (one real-Ray run for both)."""
+    write_synthetic_dataset(tmp_path / "data" / "v", "vessels", 6, (32, 32), 10, seed=0)
+    crash = {**STUDY, "name": "crash", "base": {**STUDY["base"], "data": {"root": "data/v"},
+                                                "train": {"epochs": 5, "snapshot_k": 2}},
              "methods": [{"name": "mismatch", "width": 4}], "grid": {"labelled_slices": [2], "fold": [0]},
              "max_failures": 2}
-    study_file = _write(tmp_path / "crash.yaml", crash)
-    driver = subprocess.Popen([sys.executable, "-m", "mismatch", "study", "run", str(study_file), *NO_TRACKING, "--storage",
-                               str(storage)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    _write(tmp_path / "crash.yaml", crash)
+    storage = tmp_path / "out"
+    driver = subprocess.Popen([sys.executable, "-m", "mismatch", "study", "run", "crash.yaml", *NO_TRACKING, "--storage",
+                               "out"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     try:
         assert _wait_for(lambda: any((storage / "crash" / "checkpoints").glob("*/trial.pt")), 300)
@@ -246,21 +264,6 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
     trials = _rows(storage, "crash")
     assert len(trials) == 1 and trials.iloc[0]["status"] == "completed"
     assert trials.iloc[0]["resumed_from_epoch"] > 0 and trials.iloc[0]["epochs"] == 5
+    assert json.loads(trials.iloc[0]["spec_json"])["data"]["root"] == str(tmp_path / "data" / "v")
     epochs = read_table(str(storage), "crash", "epochs")
     assert sorted(epochs["epoch"]) == list(range(5))
-
-
-def test_a_relative_dataset_path_means_relative_to_where_the_study_starts(tmp_path):
-    # Ray Tune runs trials in their own working folders; the path must still resolve.
-    synth = subprocess.run([sys.executable, "-m", "mismatch", "data", "synth", "vessels", "data/v", "--cases", "6",
-                            "--size", "32", "32", "--slices", "10"], cwd=tmp_path, capture_output=True, text=True)
-    assert synth.returncode == 0, synth.stderr
-    study = {**STUDY, "name": "relative", "base": {**STUDY["base"], "data": {"root": "data/v"}},
-             "methods": [{"name": "sup1", "width": 4}]}
-    _write(tmp_path / "relative.yaml", study)
-    proc = subprocess.run([sys.executable, "-m", "mismatch", "study", "run", "relative.yaml", "--storage", "out", *NO_TRACKING],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    trials = read_table(str(tmp_path / "out"), "relative", "trials")
-    assert trials["status"].tolist() == ["completed"]
-    assert json.loads(trials.iloc[0]["spec_json"])["data"]["root"] == str(tmp_path / "data" / "v")
