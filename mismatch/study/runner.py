@@ -596,7 +596,7 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
         tracking.result()
     resources = effective_resources(study)
     check_resources(study, resources, address, wait_resources_s)
-    size = fuse_size(fuse, todo, study.name, stream)
+    size = fuse_size(fuse, todo, study.name, stream, resources["gpu"])
     units = plan_units(todo, size, fused_groups(storage, study.name) if size > 1 else None, specs)
     if size > 1:
         pending = {s.trial_id() for s in todo}
@@ -625,38 +625,61 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
     return StudyOutcome(len(specs), skipped, completed, failed, unfinished, failed_before)
 
 
-def fuse_size(fuse: Fuse, todo: list[TrialSpec], study: str, stream: TextIO) -> int:
-    """The group size K of ``fuse``: the number itself, or for ``auto`` the size that fits
-    (:func:`auto_fuse`), printed once."""
+def fuse_size(fuse: Fuse, todo: list[TrialSpec], study: str, stream: TextIO, gpu: float = 0) -> int:
+    """The group size K of ``fuse``: the number itself, or for ``auto`` the size that fits a
+    trial's ``gpu`` share (:func:`auto_fuse`), printed once."""
     if fuse != "auto":
         return int(fuse)
     from mismatch.fusion.support import trial_fusable
 
     fusable = [s for s in todo if trial_fusable(s) is None]
-    size, why = auto_fuse(fusable[0]) if fusable else (1, "no trial to run can be fused")
+    size, why = auto_fuse(fusable[0], gpu) if fusable else (1, "no trial to run can be fused")
     print(f"[{study}] fuse auto: K = {size} ({why})", file=stream, flush=True)
     return size
 
 
-#: ``fuse: auto`` where no CUDA device is visible to the driver (a CPU gains little from
-#: fusion; docs/studies.md has the measurements), and the most members ``auto`` ever picks.
+#: ``fuse: auto`` where trials get no CUDA device (a CPU gains little from fusion;
+#: docs/studies.md has the measurements), and the most members ``auto`` ever picks.
 AUTO_FUSE_CPU, AUTO_FUSE_MAX = 4, 64
 #: The share of the device's free memory that ``auto`` fills (the rest: allocator slack, cuDNN workspaces).
 AUTO_FUSE_SHARE = 0.8
 
 
-def auto_fuse(spec: TrialSpec) -> tuple[int, str]:
-    """K for ``fuse: auto`` and why: on a CUDA device, the free memory x :data:`AUTO_FUSE_SHARE`
-    over the measured peak of one member (one fused step of ``spec`` alone), at most
-    :data:`AUTO_FUSE_MAX`; without one, :data:`AUTO_FUSE_CPU`."""
+def auto_fuse(spec: TrialSpec, gpu: float) -> tuple[int, str]:
+    """K for ``fuse: auto`` and why, for trials that each hold ``gpu`` GPUs (Ray's resource;
+    0.25: four groups share one device): measured where the trials run, on a Ray worker holding
+    that share (:func:`measure_on_worker`; the driver may sit on a head node without a GPU),
+    K = free memory x min(gpu, 1) x :data:`AUTO_FUSE_SHARE` over one member's peak, at most
+    :data:`AUTO_FUSE_MAX`. Trials without a GPU, or a worker that sees no CUDA device, take
+    :data:`AUTO_FUSE_CPU`."""
+    if spec.train.device == "cpu" or gpu <= 0:
+        return AUTO_FUSE_CPU, "trials get no GPU: the CPU default"
+    measured = measure_on_worker(spec, gpu)
+    if measured is None:
+        return AUTO_FUSE_CPU, "no CUDA device on a worker holding the trials' GPU share: the CPU default"
+    member, free = measured
+    share = min(gpu, 1.0)
+    size = max(1, min(AUTO_FUSE_MAX, int(free * share * AUTO_FUSE_SHARE // max(member, 1))))
+    return size, (f"{member / 2**20:.0f} MiB per member, {free / 2**20:.0f} MiB free on the GPU, "
+                  f"{share:g} of it per group")
+
+
+def measure_on_worker(spec: TrialSpec, gpu: float) -> tuple[int, int] | None:
+    """:func:`measure_member` run as a Ray task holding ``gpu`` GPUs, as a trial does."""
+    import ray
+
+    return ray.get(ray.remote(num_cpus=0, num_gpus=gpu, max_retries=0)(measure_member).remote(spec))
+
+
+def measure_member(spec: TrialSpec) -> tuple[int, int] | None:
+    """``(peak bytes of one member, free bytes)`` on this process's CUDA device, or None if it
+    sees none."""
     import torch
 
-    if spec.train.device == "cpu" or not torch.cuda.is_available():
-        return AUTO_FUSE_CPU, "no CUDA device: the CPU default"
+    if not torch.cuda.is_available():
+        return None
     member = member_peak_bytes(spec)
-    free, _ = torch.cuda.mem_get_info()
-    size = max(1, min(AUTO_FUSE_MAX, int(free * AUTO_FUSE_SHARE // max(member, 1))))
-    return size, f"{member / 2**20:.0f} MiB per member, {free / 2**20:.0f} MiB free on the GPU"
+    return member, torch.cuda.mem_get_info()[0]
 
 
 def member_peak_bytes(spec: TrialSpec) -> int:

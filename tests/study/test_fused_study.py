@@ -94,35 +94,63 @@ def test_a_group_started_by_an_earlier_run_is_planned_again_as_it_was(tmp_path):
     assert plan_units([s for s in specs if s.trial_id() not in ids], 3, started, specs)[0] != first  # nothing left to run
 
 
-def test_fuse_auto_without_a_cuda_device_takes_the_cpu_default(tmp_path):
-    study = load_study(_write(tmp_path / "s.yaml", {**STUDY, "resources": {"cpu": 1, "fuse": "auto"}}), None,
-                       str(tmp_path / "r"))
-    specs = [s.model_copy(update={"train": s.train.model_copy(update={"device": "cpu"})}) for s in study.trials()]
-    out = io.StringIO()
-    assert fuse_size(study.file.resources.fuse, specs, "s", out) == AUTO_FUSE_CPU == 4
-    assert out.getvalue() == "[s] fuse auto: K = 4 (no CUDA device: the CPU default)\n"
-    assert fuse_size(2, specs, "s", out) == 2 and out.getvalue().count("\n") == 1
-    sup = [s for s in specs if s.method.name == "sup1"]
-    assert fuse_size("auto", sup, "s", io.StringIO()) == 1  # nothing to fuse
-
-
-@pytest.mark.parametrize(("member_gib", "free_gib", "k"), [(1.5, 100, 53), (0.1, 100, 64), (90, 100, 1)])
-def test_fuse_auto_on_a_gpu_fills_its_share_of_the_free_memory(tmp_path, monkeypatch, member_gib, free_gib, k):
-    """The GPU branch's arithmetic (the measurement itself needs a GPU): K = 0.8 x free / one
-    member's peak, at least 1 and at most 64."""
-    import torch
-
+def test_fuse_auto_for_trials_without_a_gpu_takes_the_cpu_default(tmp_path, monkeypatch):
     from mismatch.study import runner
 
     study = load_study(_write(tmp_path / "s.yaml", {**STUDY, "resources": {"cpu": 1, "fuse": "auto"}}), None,
                        str(tmp_path / "r"))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (int(free_gib * 2**30), 141 * 2**30))
-    monkeypatch.setattr(runner, "member_peak_bytes", lambda spec: int(member_gib * 2**30))
+    monkeypatch.setattr(runner, "measure_on_worker", lambda spec, gpu: pytest.fail("no GPU: nothing to measure"))
+    specs = study.trials()
     out = io.StringIO()
-    assert fuse_size("auto", study.trials(), "s", out) == k
+    assert fuse_size(study.file.resources.fuse, specs, "s", out, gpu=0) == AUTO_FUSE_CPU == 4
+    assert out.getvalue() == "[s] fuse auto: K = 4 (trials get no GPU: the CPU default)\n"
+    on_cpu = [s.model_copy(update={"train": s.train.model_copy(update={"device": "cpu"})}) for s in specs]
+    assert fuse_size("auto", on_cpu, "s", out, gpu=1) == 4  # device: cpu trains on the CPU whatever it holds
+    assert fuse_size(2, specs, "s", out, gpu=1) == 2 and out.getvalue().count("\n") == 2
+    sup = [s for s in specs if s.method.name == "sup1"]
+    assert fuse_size("auto", sup, "s", io.StringIO(), gpu=1) == 1  # nothing to fuse
+
+
+@pytest.mark.parametrize(("member_gib", "free_gib", "gpu", "k"),
+                         [(1.5, 100, 1, 53), (0.1, 100, 1, 64), (90, 100, 1, 1), (1.5, 100, 0.25, 13), (1.5, 100, 2, 53)])
+def test_fuse_auto_on_a_gpu_fills_its_share_of_the_free_memory(tmp_path, monkeypatch, member_gib, free_gib, gpu, k):
+    """The GPU branch's arithmetic (the measurement itself needs a GPU): K = 0.8 x free x
+    min(gpu, 1) / one member's peak, at least 1 and at most 64; 0.25: four groups share the GPU."""
+    from mismatch.study import runner
+
+    study = load_study(_write(tmp_path / "s.yaml", {**STUDY, "resources": {"cpu": 1, "fuse": "auto"}}), None,
+                       str(tmp_path / "r"))
+    asked = []
+    monkeypatch.setattr(runner, "measure_on_worker",
+                        lambda spec, share: asked.append(share) or (int(member_gib * 2**30), int(free_gib * 2**30)))
+    out = io.StringIO()
+    assert fuse_size("auto", study.trials(), "s", out, gpu=gpu) == k
+    assert asked == [gpu]  # measured on a worker holding the trials' own share
     assert out.getvalue() == (f"[s] fuse auto: K = {k} ({member_gib * 1024:.0f} MiB per member, "
-                              f"{free_gib * 1024:.0f} MiB free on the GPU)\n")
+                              f"{free_gib * 1024:.0f} MiB free on the GPU, {min(gpu, 1):g} of it per group)\n")
+
+
+PROBE = """
+import json, sys
+import ray
+from mismatch.study.runner import auto_fuse
+from mismatch.study.spec import load_study
+ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, logging_level="ERROR")  # a GPU this machine lacks
+print(json.dumps(auto_fuse(load_study(sys.argv[1], None, sys.argv[2]).trials()[0], 0.5)))
+"""
+
+
+@pytest.mark.slow
+def test_fuse_auto_measures_on_a_ray_worker_holding_the_gpu_share(tmp_path):
+    """The probe runs as a Ray task that asks for the trials' GPU share (a driver on a GPU-less
+    head measures nothing itself): on a cluster declaring a GPU this CPU machine lacks, the task
+    is scheduled, sees no CUDA device and falls back to the CPU default."""
+    study = _write(tmp_path / "s.yaml", {**STUDY, "resources": {"cpu": 1, "gpu": 0.5, "fuse": "auto"}})
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(study), str(tmp_path / "r")], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+        4, "no CUDA device on a worker holding the trials' GPU share: the CPU default"]
 
 
 def test_old_trials_rows_read_with_fusion_defaults(tmp_path):
