@@ -1,7 +1,5 @@
 """``python -m mismatch`` runs the command-line interface."""
 
-import sys
+from mismatch.cli import run
 
-from mismatch.cli import main
-
-sys.exit(main())
+run()

@@ -177,3 +177,32 @@ def test_models_lists_dims_default_width_and_counts(capsys):
     assert lines["mm3d"] == ["3D", "w=16", "14,215,178"] and lines["unet3d"] == ["3D", "w=16", "10,026,849"]
     assert main(["models", "--width", "8"]) == 0
     assert all("w=8" in line for line in capsys.readouterr().out.strip().split("\n"))
+
+
+EXIT = """
+import atexit, sys, threading, time
+from mismatch import cli
+atexit.register(lambda: print("exit handler ran", flush=True))
+if sys.argv[1] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.5), print("thread finished", flush=True))).start()
+sys.argv = ["mismatch", "study", "status", sys.argv[2], "--storage", sys.argv[3]]
+cli.run()
+"""
+
+
+@pytest.mark.parametrize("case", ["plain", "thread"])
+def test_the_console_script_keeps_its_exit_code_output_and_handlers(tmp_path, case):
+    """`run` leaves with os._exit (no module teardown) only after the exit handlers ran and the
+    output was flushed; a non-daemon thread still running makes it exit the normal way."""
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\nbase: {data: {synthetic: {kind: vessels}}}\nmethods: [{name: sup1}]\n"
+                     "grid: {labelled_slices: [2, 4]}\n")
+    proc = subprocess.run([sys.executable, "-c", EXIT, case, str(study), str(tmp_path / "r")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line for line in lines if line.startswith("s: ")] == ["s: 2 trials: 0 done, 0 running, 0 failed, 2 pending; ETA ?"]
+    assert ("thread finished" in lines) == (case == "thread") and lines[-1] == "exit handler ran"
+    bad = subprocess.run([sys.executable, "-m", "mismatch", "study", "status", str(tmp_path / "missing.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "missing.yaml" in bad.stderr
