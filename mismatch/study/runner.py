@@ -464,7 +464,7 @@ def check_resources(study: Study, resources: dict[str, float], address: str | No
     if shortfall is None:
         return
     if not address:
-        raise ResourceError(f"{shortfall} (this machine; lower 'resources' in the study file)")
+        _refuse_here(shortfall)
     print(f"[{study.name}] warning: {shortfall}; waiting up to {wait_s:g} s for a node that fits "
           "(an autoscaler may add one; --wait-resources SECONDS)", file=sys.stderr, flush=True)
     deadline = time.monotonic() + wait_s
@@ -475,6 +475,18 @@ def check_resources(study: Study, resources: dict[str, float], address: str | No
             return
     raise ResourceError(f"{shortfall} (after waiting {wait_s:g} s for the cluster at {address}; lower "
                         "'resources' in the study file, add a larger node, or raise --wait-resources)")
+
+
+def _refuse_here(shortfall: str | None) -> None:
+    if shortfall:
+        raise ResourceError(f"{shortfall} (this machine; lower 'resources' in the study file)")
+
+
+def local_cpus() -> float:
+    """The CPUs an embedded Ray gives this machine (Ray's own count: cgroup limits included)."""
+    from ray._private.utils import get_num_cpus
+
+    return get_num_cpus()
 
 
 def trial_slots(study: Study, resources: dict[str, float]) -> int:
@@ -588,6 +600,8 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
               file=stream, flush=True)
     if not todo:
         return StudyOutcome(len(specs), skipped, 0, 0, failed_before=failed_before)
+    if not address:  # refused before the embedded Ray's seconds-long start
+        _refuse_here(node_shortfall({"cpu": study.file.resources.cpu}, [{"Resources": {"CPU": local_cpus()}}]))
     with ThreadPoolExecutor(max_workers=1) as pool:
         # The tracker's store is set up (a missing package fails here, once) while Ray starts:
         # MLflow's import and SQLite tables take seconds a study would otherwise wait for.
