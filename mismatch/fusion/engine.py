@@ -95,6 +95,20 @@ class _StepModule(nn.Module):
         return self.method.training_step(batch, epoch)
 
 
+class MemberConfig:
+    """A method's config with some fields replaced by one member's (vmapped) scalars.
+
+    A plain object rather than pydantic's ``model_copy``: torch.compile traces attribute
+    reads through it, while the copy breaks the graph and the fused step runs eagerly."""
+
+    def __init__(self, base: Any, scalars: dict[str, torch.Tensor]) -> None:
+        self._base, self._scalars = base, scalars
+
+    def __getattr__(self, name: str) -> Any:
+        scalars = self.__dict__["_scalars"]
+        return scalars[name] if name in scalars else getattr(self.__dict__["_base"], name)
+
+
 class FusedModel:
     """K members' parameters stacked (K, ...), the members' own parameters views of them."""
 
@@ -120,11 +134,15 @@ class FusedModel:
                        scalars: dict[str, torch.Tensor], image: torch.Tensor, label: torch.Tensor,
                        n_labelled: int, epoch: int) -> dict[str, torch.Tensor]:
         """One member's losses (called under vmap: every tensor argument is the member's row)."""
-        self.step_module.method.config = self.base_config.model_copy(update=scalars) if scalars else self.base_config
         labelled = torch.arange(image.shape[0], device=image.device) < n_labelled
         batch = Batch(image, label, labelled, n_labelled)
         state = {f"method.{n}": t for n, t in {**params, **buffers}.items()}
-        return functional_call(self.step_module, state, (batch, epoch))
+        method = self.step_module.method
+        method.config = MemberConfig(self.base_config, scalars) if scalars else self.base_config
+        try:
+            return functional_call(self.step_module, state, (batch, epoch))
+        finally:  # no member's (vmapped) scalar outlives the call: torch.compile could not return it
+            method.config = self.base_config
 
     def losses_and_grads(self, rows: list[int], batches: list[Batch], epoch: int, device: torch.device,
                          optim: Optimization) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
