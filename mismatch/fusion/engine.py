@@ -105,8 +105,12 @@ class MemberConfig:
         self._base, self._scalars = base, scalars
 
     def __getattr__(self, name: str) -> Any:
-        scalars = self.__dict__["_scalars"]
-        return scalars[name] if name in scalars else getattr(self.__dict__["_base"], name)
+        own = self.__dict__  # not self._base: that would recurse here before __init__ (copy, pickle)
+        if name in own.get("_scalars", {}):
+            return own["_scalars"][name]
+        if "_base" not in own:
+            raise AttributeError(name)
+        return getattr(own["_base"], name)
 
 
 class FusedModel:

@@ -679,10 +679,12 @@ def auto_fuse(spec: TrialSpec, gpu: float) -> tuple[int, str]:
 
 
 def measure_on_worker(spec: TrialSpec, gpu: float) -> tuple[int, int] | None:
-    """:func:`measure_member` run as a Ray task holding ``gpu`` GPUs, as a trial does."""
+    """:func:`measure_member` run as a Ray task holding ``gpu`` GPUs, as a trial does; its
+    worker exits afterwards (``max_calls=1``), so its CUDA context leaves no memory behind."""
     import ray
 
-    return ray.get(ray.remote(num_cpus=0, num_gpus=gpu, max_retries=0)(measure_member).remote(spec))
+    task = ray.remote(num_cpus=0, num_gpus=gpu, max_retries=0, max_calls=1)(measure_member)
+    return ray.get(task.remote(spec))
 
 
 def measure_member(spec: TrialSpec) -> tuple[int, int] | None:
