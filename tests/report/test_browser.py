@@ -93,6 +93,7 @@ def _driver():  # noqa: ANN202 - selenium is optional
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
+@pytest.mark.slow  # a real browser: CI runs it; the developer loop leaves it out
 @pytest.mark.browser
 def test_report_renders_in_headless_chromium(carve_study: Path, tmp_path: Path) -> None:
     index = build_report(carve_study, tmp_path / "report", max_points=50)
@@ -126,6 +127,7 @@ def thirteen_methods(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_study(tmp_path_factory.mktemp("storage13"), grid, prediction_replicates=(0,))
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_report_cosmetics_in_headless_chromium(thirteen_methods: Path, tmp_path: Path) -> None:
     """At 1400 x 900: axis titles on every figure, one colour per method across figures, no p-value in

@@ -38,6 +38,7 @@ def exported(carve_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
+@pytest.mark.slow  # drives Chromium through kaleido: CI runs it; the developer loop leaves it out
 def test_every_figure_of_the_page_is_exported(exported: Path) -> None:
     files = sorted(p.name for p in (exported / "figures").iterdir())
     page = (exported / "index.html").read_text(encoding="utf-8")
@@ -57,6 +58,7 @@ def _figure_ids(page: str) -> list[str]:
     return re.findall(r'<div id="([^"]+)" class="plot plotly-graph-div">', page)
 
 
+@pytest.mark.slow
 def test_svg_parses_with_manuscript_size_and_font(exported: Path) -> None:
     path = exported / "figures" / "fig5.svg"
     assert path.stat().st_size > 5_000
@@ -69,6 +71,7 @@ def test_svg_parses_with_manuscript_size_and_font(exported: Path) -> None:
     assert "fold 0" in text  # the panels' titles are drawn, not left to a browser
 
 
+@pytest.mark.slow
 def test_png_and_pdf_have_their_format_and_size(exported: Path, tmp_path: Path) -> None:
     import plotly.graph_objects as go
 
