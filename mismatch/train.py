@@ -42,7 +42,7 @@ from mismatch.runtime import reset_peak_memory, seed_everything, select_device
 
 __all__ = [
     "NON_FINITE_ERRORS", "EpochReport", "NonFiniteLossError", "NonFiniteProbabilityError", "NonFiniteVolumeError",
-    "TrainState", "TrialResult", "epoch_batches", "failed_trial_row", "fit", "run_trial", "snapshot_epochs",
+    "TrainState", "TrialResult", "build_trial_method", "epoch_batches", "failed_trial_row", "fit", "run_trial", "snapshot_epochs",
     "steps_per_epoch", "stream_batches", "train_epoch", "two_stream_batches",
 ]
 
@@ -409,8 +409,13 @@ def fit(
     return state
 
 
-def _build_method(spec: TrialSpec, data: TrialData) -> Method:
-    """The spec's method for the trial's data: its classes and spatial dims."""
+def build_trial_method(spec: TrialSpec, data: TrialData) -> Method:
+    """The spec's method for the trial's data: its input channels, classes and spatial dims.
+
+    The one builder of a trial's method: :func:`run_trial` and the fused engine
+    (:mod:`mismatch.fusion.engine`) both call it, so a fused member gets the network of its
+    trial alone (issue 25: a copy without ``num_classes`` and ``spatial_dims`` built fused
+    multi-class and 3D trials as binary 2D networks)."""
     return build_method(spec.method, data.in_channels, num_classes=data.num_classes, spatial_dims=data.spatial_dims)
 
 
@@ -427,6 +432,6 @@ def run_trial(
     reset_peak_memory(device)
     seed_everything(spec.train.seed, deterministic=spec.train.deterministic, device=device)
     data = load_trial_data(spec.data, spec.protocol, cache_dir=cache_dir)
-    method = _build_method(spec, data).to(device)
+    method = build_trial_method(spec, data).to(device)
     state = fit(spec, method, data, device, on_epoch_end, checkpoint_dir)
     return evaluate_trial(spec, method, data, state, device, started)

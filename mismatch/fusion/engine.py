@@ -23,6 +23,9 @@ the optimiser is bit-identical to torch's Adam for given gradients. Methods whos
 draw random numbers would draw them from one generator under vmap (``randomness="different"``):
 such methods could only be statistically equivalent; the fusable built-in methods (MisMatch, CPS)
 draw none, so they are equivalent up to reordering (tests/fusion/test_fused_equivalence.py).
+A member's method is built by :func:`mismatch.train.build_trial_method`, the builder of the trial
+alone, so multi-class and 3D members get the trial's own network (and its class rows, patches
+and sliding-window evaluation: tests/fusion/test_fused_shapes.py).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from mismatch.data.atomic import disk_full_names
 from mismatch.evaluate import TrialResult, evaluate_trial, utc_now, validate
 from mismatch.fusion.optim import AdamSettings, MaskedAdam
 from mismatch.fusion.support import check_group, member_scalars
-from mismatch.methods import Batch, Method, build_method
+from mismatch.methods import Batch, Method
 from mismatch.optim import Optimization
 from mismatch.runtime import reset_peak_memory, seed_everything, select_device
 from mismatch.train import (
@@ -55,6 +58,7 @@ from mismatch.train import (
     NonFiniteLossError,
     TrainState,
     build_optimization,
+    build_trial_method,
     epoch_batches,
     snapshot_epochs,
     steps_per_epoch,
@@ -194,7 +198,7 @@ def _build_member(spec: TrialSpec, device: torch.device, cache_dir: Path | None)
     started = utc_now()
     seed_everything(spec.train.seed, deterministic=spec.train.deterministic, device=device)
     data = load_trial_data(spec.data, spec.protocol, cache_dir=cache_dir)
-    method = build_method(spec.method, data.in_channels).to(device)
+    method = build_trial_method(spec, data).to(device)
     optim = build_optimization(method, spec, data, device)
     for setup in optim.setups:
         setup.optimizer._opt_called = True  # type: ignore[attr-defined]  # schedules step without it; silence torch's warning
