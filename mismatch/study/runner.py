@@ -36,6 +36,7 @@ from mismatch.results import TABLES
 from mismatch.results.rows import fusion_columns
 from mismatch.results.schema import SCHEMA_VERSION
 from mismatch.study.lock import STALE_AFTER_S, StudyLock
+from mismatch.study.preflight import check_plan_data
 from mismatch.study.progress import Progress, group_labels, trial_labels
 from mismatch.study.spec import Fuse, Study, trial_payload
 from mismatch.study.store import (
@@ -601,6 +602,7 @@ def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, 
     if not todo:
         return StudyOutcome(len(specs), skipped, 0, 0, failed_before=failed_before)
     if not address:  # refused before the embedded Ray's seconds-long start
+        check_plan_data(study, todo)  # its workers read the driver's files: every data error, in one message
         _refuse_here(node_shortfall({"cpu": study.file.resources.cpu}, [{"Resources": {"CPU": local_cpus()}}]))
     with ThreadPoolExecutor(max_workers=1) as pool:
         # The tracker's store is set up (a missing package fails here, once) while Ray starts:

@@ -1,0 +1,91 @@
+"""The driver's data check before Ray starts (issue 25, item 5): a study whose trials cannot run
+on their data stops with every problem in one message, exit 2, nothing started, nothing stored.
+
+Before it, `mismatch study run studies/la_ssl.yaml --profile smoke` without the phantom started
+the embedded Ray and all 8 trials, each stored as failed with the same DataError (15 s)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mismatch.cli import main
+from mismatch.data.synth import write_synthetic_dataset
+from mismatch.study.preflight import PlanDataError, check_plan_data, plan_data_problems
+from mismatch.study.spec import load_study
+from mismatch.study.store import trial_statuses
+
+
+def _study(root: str, **extra) -> dict:
+    return {
+        "name": "pre",
+        "base": {
+            "data": {"root": root, "preset": "la2018", "patch_size": [16, 32, 32]},
+            "protocol": {"preset": "la-8", "validation_cases": 1},
+            "train": {"epochs": 1, "batch_size": 1, "stream": "two-stream", "snapshot": "final"},
+        },
+        "methods": [{"name": "sup1", "width": 4}, {"name": "mismatch", "model": "mm3d", "width": 4}],
+        "grid": {"labelled_cases": [1, 2], "seed": [0]},
+        "resources": {"cpu": 1, "gpu": 0},
+        **extra,
+    }
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def la_root(tmp_path_factory):
+    return write_synthetic_dataset(tmp_path_factory.mktemp("la") / "la", "la2018-h5", 5, size=(32, 32), slices=16)
+
+
+def test_a_missing_root_stops_the_study_before_ray_with_one_message_and_exit_2(tmp_path, capsys):
+    study_file = _write(tmp_path / "s.yaml", _study(str(tmp_path / "absent")))
+    storage = tmp_path / "runs"
+    start = time.perf_counter()
+    code = main(["study", "run", str(study_file), "--storage", str(storage), "--tracking", "none"])
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err
+    assert code == 2
+    assert elapsed < 5, elapsed  # no embedded Ray: it takes seconds to start
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    assert err.count("error:") == 1 and err.count("dataset root not found") == 1, err  # 4 trials, one line
+    assert f"{study_file}:" in err and "base.data.root: dataset root not found" in err and "(4 trials)" in err
+    assert "nothing was started" in err
+    assert trial_statuses(str(storage), "pre") == {}  # nothing stored
+
+
+def test_every_split_problem_is_listed_once_with_the_trials_it_stops(tmp_path, la_root):
+    """The phantom's train.list holds 3 volumes (5 cases: 1 in test.list, 1 validation):
+    labelled_cases 9 cannot be split; 1 and 2 can."""
+    study = load_study(_write(tmp_path / "s.yaml", _study(str(la_root), grid={"labelled_cases": [1, 9, 2],
+                                                                             "seed": [0, 1]})), None, str(tmp_path))
+    specs = study.trials()
+    problems = plan_data_problems(specs)
+    assert len(problems) == 1, problems
+    key, message, count = problems[0]
+    assert key == ("base", "protocol") and count == 4  # 2 methods x 2 seeds at labelled_cases 9
+    assert "9 labelled" in message
+    with pytest.raises(PlanDataError) as raised:
+        check_plan_data(study, specs)
+    assert str(raised.value).count("\n") == 1 and "4 of the 12 trials" in str(raised.value)
+    check_plan_data(study, [s for s in specs if s.protocol.labelled_cases != 9])  # the rest can run
+
+
+def test_problems_of_several_datasets_are_collected_in_one_message(tmp_path, la_root):
+    data = _study(str(tmp_path / "absent"))
+    data["methods"] = [{"name": "sup1", "width": 4}]
+    study = load_study(_write(tmp_path / "s.yaml", data), None, str(tmp_path))
+    good = load_study(_write(tmp_path / "g.yaml", {**_study(str(la_root)), "grid": {"labelled_cases": [9]}}),
+                      None, str(tmp_path))
+    specs = study.trials() + good.trials()
+    with pytest.raises(PlanDataError) as raised:
+        check_plan_data(study, specs)
+    lines = str(raised.value).splitlines()
+    assert len(lines) == 3 and "dataset root not found" in lines[1] and "labelled" in lines[2], lines
