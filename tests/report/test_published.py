@@ -1,5 +1,6 @@
 """Published benchmark figures (LA, ACDC) beside a study's reproduced per-case Dice, each with its
-source, labelled as published and never mixed with the study's own numbers."""
+source, checkpoint rule and HD95 units (with their sources) and whether it is comparable with this
+tool's protocol, labelled as published and never mixed with the study's own numbers."""
 
 from __future__ import annotations
 
@@ -42,6 +43,43 @@ def test_every_figure_has_a_source_and_the_issue_values():
     assert all("UniMatch" in r.source for r in published.BENCHMARK_FIGURES if r.benchmark == "ACDC")
 
 
+def test_every_figure_has_a_selection_rule_units_and_their_sources():
+    for ref in published.BENCHMARK_FIGURES:
+        assert ref.selection in published.SELECTION_RULES and ref.hd95_units in published.HD95_UNITS
+        assert ref.dice_units == "%"
+        assert len(ref.selection_source) > 20 and len(ref.units_source) > 20
+        if ref.selection != "not verified":  # a verified rule names the repository it was read from
+            assert "/" in ref.selection_source and ("l." in ref.selection_source or "issue #" in ref.selection_source)
+    assert set(published.SELECTION_RULES) >= {"final checkpoint", "best on validation", "best on test",
+                                              "best on validation+test merged"}
+    assert set(published.HD95_UNITS) >= {"mm", "voxels"}
+
+
+def test_protocol_facts_read_from_the_official_code():
+    refs = {(r.benchmark, r.budget, r.method): r for r in published.BENCHMARK_FIGURES}
+    bcp = refs[("LA", 8, "bcp")]
+    assert (bcp.selection, bcp.hd95_units) == ("best on test", "voxels")
+    assert "code/LA_BCP_train.py" in bcp.selection_source and "issue #19" in bcp.selection_source
+    for budget in (3, 7):
+        unimatch = refs[("ACDC", budget, "unimatch")]
+        assert unimatch.selection == "best on validation+test merged" and "issue #100" in unimatch.selection_source
+    assert refs[("LA", 16, "ua-mt")].selection == "final checkpoint"
+    assert {refs[("LA", b, "MC-Net")].selection for b in (8, 16)} == {"best on test"}
+
+
+def test_bcp_la_is_flagged_not_comparable_for_its_test_set_selection():
+    refs = {(r.benchmark, r.budget, r.method): r for r in published.BENCHMARK_FIGURES}
+    verdict, reason = published.comparability(refs[("LA", 8, "bcp")])
+    assert verdict == "no" and "best checkpoint on the test set" in reason and "HD95 in voxels" in reason
+    assert published.comparability(refs[("ACDC", 3, "unimatch")])[0] == "no"
+    assert published.comparability(refs[("ACDC", 3, "ua-mt")]) == ("unknown", "selection rule not verified")
+    fair = published.Reference("ACDC", 3, "x", 80.0, "a source of twenty characters", "final checkpoint", "s",
+                               "voxels", "u")  # ACDC here is in voxels too (acdc-h5 stores no spacing)
+    assert published.comparability(fair)[0] == "yes"
+    with pytest.raises(ValueError, match="unknown selection"):
+        published.comparability(published.Reference("LA", 8, "x", 1.0, "s", "best of seeds", "s", "mm", "u"))
+
+
 def test_benchmark_point_needs_a_benchmark_layout_and_its_lists():
     assert published.benchmark_point(_spec("la2018-h5", 16)) == ("LA", 16)
     assert published.benchmark_point(_spec("acdc-h5", 3)) == ("ACDC", 3)
@@ -66,12 +104,20 @@ def test_benchmark_table_sets_published_beside_reproduced():
     rows = {r[2].text: [c.text for c in r] for r in table.rows}
     assert set(rows) == {"bcp", "MC-Net", "mismatch", "ua-mt"}  # LA at 8 only: no 16-labelled or ACDC rows
     assert rows["ua-mt"][:4] == ["LA", "8 labelled volumes", "ua-mt", "84.25"]
-    assert "MC-Net" in rows["ua-mt"][4] and rows["ua-mt"][5] == "80.00 \u00b1 7.07 (n = 2)"
-    assert rows["mismatch"][3:5] == ["\u2014", "\u2014"] and rows["mismatch"][5] == "60.00 (n = 1)"
-    assert rows["bcp"][5] == "\u2014" and "CVPR 2023" in rows["bcp"][4]
+    assert "MC-Net" in rows["ua-mt"][4] and rows["ua-mt"][8] == "80.00 \u00b1 7.07 (n = 2)"
+    assert rows["mismatch"][3:5] == ["\u2014", "\u2014"] and rows["mismatch"][8] == "60.00 (n = 1)"
+    assert rows["bcp"][8] == "\u2014" and "CVPR 2023" in rows["bcp"][4]
     assert any("not a comparison tested here" in n for n in table.notes)
+    assert table.header[5:8] == ["selection rule", "HD95 units", "comparable?"]
+    assert rows["bcp"][5:7] == ["best on test", "voxels"]
+    assert rows["bcp"][7].startswith("no: best checkpoint on the test set")
+    assert "issue #19" in rows["bcp"][4] and rows["mismatch"][5:8] == ["\u2014"] * 3
+    protocol = next(n for n in table.notes if n.startswith("This tool's protocol"))
+    assert "final checkpoint" in protocol and "Li and Qin" in protocol and "2605.25561" in protocol
     data = table.data.set_index("method")
     assert data.loc["ua-mt", "published"] == 84.25 and data.loc["ua-mt", "reproduced"] == pytest.approx(80.0)
+    assert {"selection", "hd95_units", "source", "selection_source", "units_source", "comparable"} <= set(data)
+    assert (data.loc["bcp", "selection"], data.loc["bcp", "comparable"]) == ("best on test", "no")
 
 
 def test_no_table_without_a_benchmark():
@@ -105,3 +151,7 @@ def test_report_shows_the_published_table_for_a_benchmark_study(carve_study: Pat
     mismatch = csv[(csv["method"] == "mismatch") & (csv["budget"] == 8)]
     assert len(mismatch) == 1 and 0 <= mismatch["reproduced"].iloc[0] <= 100
     assert set(csv.loc[csv["published"].notna(), "method"]) == {"ua-mt", "MC-Net", "bcp"}
+    bcp = csv[csv["method"] == "bcp"].iloc[0]
+    assert (bcp["selection"], bcp["hd95_units"], bcp["comparable"]) == ("best on test", "voxels", "no")
+    assert "comparable?" in html and "no: best checkpoint on the test set" in html
+    assert "final checkpoint" in html and "Li and Qin" in html
