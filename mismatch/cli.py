@@ -333,7 +333,8 @@ def _add_methods(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_study_run(args: argparse.Namespace) -> int:
-    """Run the trials of a study file that have no stored result yet."""
+    """Run the trials of a study file that have no stored result yet (in rounds of seeds with
+    ``--until-decided``)."""
     from mismatch.study.best import record_tuning
     from mismatch.study.spec import load_study
 
@@ -343,6 +344,18 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 
         study.file = study.file.model_copy(update={"tracking": TrackingSpec(kind=args.tracking)})
     record_tuning(study)  # the searches it trains with, for the report's leakage check and ledger
+    if args.max_seeds is not None and not args.until_decided:
+        print("error: --max-seeds needs --until-decided", file=sys.stderr)
+        return 2
+    if args.until_decided:
+        from mismatch.study.sequential import run_until_decided
+
+        return run_until_decided(study, args.max_seeds, lambda s: _run_once(s, args), sys.stdout)
+    return _run_once(study, args)
+
+
+def _run_once(study: Any, args: argparse.Namespace) -> int:
+    """One `study run` of ``study``'s missing trials; the command's exit code."""
     from mismatch.study.lock import LockHeld
     from mismatch.study.runner import ResourceError, run_study  # torch and Ray only once the file is known good
     from mismatch.tracking import TrackingError
@@ -368,11 +381,15 @@ def _fuse_arg(text: str) -> int | str:
 
 
 def cmd_study_status(args: argparse.Namespace) -> int:
-    """Print done / running / failed / pending trials and an ETA."""
+    """Print done / running / failed / pending trials and an ETA (and the rounds of a sequential study)."""
+    from mismatch.study.sequential import current_round, read_state, status_line, with_seeds
     from mismatch.study.spec import load_study
     from mismatch.study.status import format_eta, study_status
 
     study = load_study(args.file, args.profile, args.storage)
+    state = read_state(study.storage, study.name)
+    if state is not None:  # count the trials of the round in progress (or the last one run)
+        study = with_seeds(study, current_round(state))
     st = study_status(study, study.storage)
     print(f"{study.name}: {st.total} trials: {st.done} done, {st.running} running, {st.failed} failed, "
           f"{st.pending} pending; ETA {format_eta(st.eta_s)}")
@@ -381,6 +398,20 @@ def cmd_study_status(args: argparse.Namespace) -> int:
     for item in st.corrupt:
         print(f"  corrupt {item.path}: {item.error} (trial {item.trial_id} counts as pending; "
               "`mismatch study run` moves the file to quarantine/ and runs it again)")
+    if state is not None:
+        print(status_line(state))
+    return 0
+
+
+def cmd_study_plan(args: argparse.Namespace) -> int:
+    """Size a study before it runs: trials, device-hours, variance components, MDD, seeds needed."""
+    from mismatch.study.plan import check_target, format_plan, pilot_path, plan_study
+    from mismatch.study.spec import load_study
+
+    check_target(args.target_mdd)
+    study = load_study(args.file, args.profile, args.storage)
+    pilot = pilot_path(args.pilot, study) if args.pilot else None
+    print(format_plan(plan_study(study, pilot, args.target_mdd)))
     return 0
 
 
@@ -442,6 +473,8 @@ STUDY_EXAMPLES = {
     "run": "  mismatch study run studies/quickstart.yaml --profile smoke   # a laptop-sized run\n"
            "  mismatch study run studies/carve_table1.yaml --address auto --storage s3://BUCKET/PATH",
     "status": "  mismatch study status studies/quickstart.yaml",
+    "plan": "  mismatch study plan studies/la_ssl.yaml\n"
+            "  mismatch study plan studies/quickstart.yaml --pilot runs/quickstart-smoke --target-mdd 2",
     "export": "  mismatch study export studies/quickstart.yaml --out quickstart.parquet",
 }
 
@@ -455,6 +488,8 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     study_sub = p.add_subparsers(dest="study_command", required=True)
     for name, func, text in (("run", cmd_study_run, "run the study's missing trials"),
                              ("status", cmd_study_status, "done / running / failed / pending and ETA"),
+                             ("plan", cmd_study_plan, "trials, device-hours, variance components, MDD and the "
+                                                      "seeds a decision needs, before anything runs"),
                              ("export", cmd_study_export, "merge the per-image rows into one Parquet file")):
         s = _verb(study_sub, name, text, STUDY_EXAMPLES[name])
         s.add_argument("file", help="study file (YAML)")
@@ -474,11 +509,24 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
             s.add_argument("--fuse", type=_fuse_arg, default=None, metavar="K|auto",
                            help="train up to K compatible trials as one fused group (one Ray trial), "
                                 "overriding the file's resources.fuse; auto: K from memory (default: the file's, 1)")
+            s.add_argument("--until-decided", action="store_true",
+                           help="run seeds in rounds (the file's seeds, then one more per round) until every "
+                                "comparison is decided by a group-sequential test (O'Brien-Fleming alpha spending); "
+                                "state in <storage>/<study>/sequential.json, resumable")
+            s.add_argument("--max-seeds", type=int, default=None, metavar="N",
+                           help="with --until-decided: the most seeds per (fold, count) (default: the file's + 3)")
             s.add_argument("--stale-lock-after", type=float, default=300, metavar="SECONDS",
                            help="take over another driver's lock on this study after this long without "
                                 "its heartbeat (default: 300; a dead pid on this host at once)")
         if name == "export":
             s.add_argument("--out", required=True, help="merged Parquet file")
+        if name == "plan":
+            s.add_argument("--pilot", metavar="STORAGE",
+                           help="a pilot's study folder (or the storage holding this study's folder): its trial times "
+                                "and variances replace the estimates")
+            s.add_argument("--target-mdd", type=float, default=None, metavar="POINTS",
+                           help="the difference (points, percent of the metric) the study should detect; prints the "
+                                "seeds or folds that reach it")
 
 
 def _names(kind: str) -> str:

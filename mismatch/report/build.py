@@ -19,6 +19,7 @@ from mismatch.report.design import REFERENCE_METHOD, detect_design
 from mismatch.report.export import FORMATS, export_figures
 from mismatch.report.html import Section, bullets, page, paragraph
 from mismatch.report.load import StudyData, load_study
+from mismatch.report.sequential import apply_sequential, read_sequential
 from mismatch.report.stats import ALTERNATIVES
 from mismatch.report.table import Table, write_table
 from mismatch.report.tables import default_at
@@ -96,6 +97,9 @@ def make_context(data: StudyData, opts: ReportOptions) -> sections.Context:
         ctx.units = comparison.all_units(ctx.cases.frame, trials, design)
         ctx.intervals = comparison.cell_intervals(ctx.units, design)
         ctx.comparisons = comparison.comparison_rows(ctx.units, design)
+        ctx.sequential = read_sequential(data)
+        if ctx.sequential is not None and not ctx.comparisons.empty:
+            ctx.comparisons = apply_sequential(ctx.comparisons, ctx.sequential, design.axis)
     return ctx
 
 
@@ -124,8 +128,8 @@ def _tuning_section(ctx: sections.Context) -> sections.Built:
 
 def render(ctx: sections.Context, name: str, title: str) -> tuple[str, list[Table]]:
     """The page and the tables it shows."""
-    builders = [sections.main_section, sections.significance_section, sections.rank_section, sections.curves_section,
-                sections.ablation_section, sections.calibration_section, sections.visual_section,
+    builders = [sections.main_section, sections.significance_section, sections.rank_section, sections.runs_section,
+                sections.curves_section, sections.ablation_section, sections.calibration_section, sections.visual_section,
                 sections.search_section, _tuning_section, sections.missing_section, sections.provenance_section]
     summary, _ = sections.verdict_section(ctx)
     parts, written = [summary, _overview(ctx, name)], []

@@ -26,6 +26,8 @@ from mismatch.report.load import StudyData
 CASE_TABLE_METRICS = ("dice", "iou")
 """Overlap metrics the ``cases`` table carries (besides surface distances)."""
 IDENTITY = ("trial_id", "fold", "seed", "label_draw")
+RUN_KEYS = ("fold", "seed", "label_draw")
+"""What identifies one training run: runs of two methods with the same key share a data split."""
 UNIT_COLUMNS = ("trial_id", "fold", "seed", "label_draw", "case_id", "value")
 
 SOURCE_CASES = "cases table (per-case rows on the reassembled volume)"
@@ -95,12 +97,14 @@ def case_values(data: StudyData, images: pd.DataFrame, trials: pd.DataFrame, met
 
 def units(cases: pd.DataFrame, trials: pd.DataFrame, design: Design, column: Column,
           value: int | None) -> pd.DataFrame:
-    """One row per (fold, case_id) of ``column`` at ``value``: the mean over seeds and label draws.
+    """One row per (training run, test case) of ``column`` at ``value``.
 
-    Columns: ``fold``, ``case_id``, ``value``. Seeds and label draws of one fold test the same
-    cases, so they are averaged into one value per case, never counted as more cases.
+    Columns: :data:`RUN_KEYS` (``fold``, ``seed``, ``label_draw``: one trained model), ``case_id``
+    and ``value``. Seeds and label draws are kept apart: each is a training run, the top level of
+    the report's two-level statistics (a case is counted once per run, never as more cases).
+    Trials of one column that share a run key (none in a study's grid) are averaged.
     """
     ids = design.column_trials(trials, column, value).index
     sel = cases[cases["trial_id"].isin(ids)]
-    out = sel.groupby(["fold", "case_id"], sort=True)["value"].mean()
+    out = sel.groupby([*RUN_KEYS, "case_id"], sort=True)["value"].mean()
     return out[np.isfinite(out)].reset_index()

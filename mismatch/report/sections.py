@@ -19,6 +19,7 @@ from mismatch.report import (
     figures,
     inventory,
     published,
+    runs,
     search,
     significance,
     tables,
@@ -29,7 +30,9 @@ from mismatch.report.cases import CaseValues
 from mismatch.report.design import Design
 from mismatch.report.html import Section, bullets, figure_html, paragraph, table_html, visual_html
 from mismatch.report.load import StudyData
+from mismatch.report.sequential import sequential_note
 from mismatch.report.table import Cell, Table, fmt_small
+from mismatch.stats.runlevel import min_p_run_test
 
 Built = tuple[Section, list[Table]]
 
@@ -51,6 +54,7 @@ class Context:
     intervals: pd.DataFrame | None = None
     comparisons: pd.DataFrame | None = None
     units: comparison.Units | None = None
+    sequential: dict[str, object] | None = None
     figures: dict[str, go.Figure] = field(default_factory=dict)
 
     def figure(self, fig: go.Figure, div_id: str, caption: str = "") -> str:
@@ -63,22 +67,23 @@ def interval_note(ctx: Context) -> str:
     """What the ``[low, high]`` after each main-table cell is (or why there is none)."""
     if ctx.cases is None:
         return "No 95% intervals: the rows carry no test-case ids."
-    return (f"per case m [low, high]: the mean over folds of the per-case mean (m) and its 95% percentile "
-            f"bootstrap interval ({uncertainty.RESAMPLES} resamples, seed "
-            f"{uncertainty.SEED}, scipy.stats.bootstrap); it weighs test cases equally where the first number "
-            "weighs test images, so the two can differ. Resampling "
-            f"test cases within each fold (stratified); per-case values from the {ctx.cases.source}, each case "
-            "averaged over its fold's seeds and label draws first (folds x label draws x seeds). '—' or no "
-            "interval: fewer than two cases in every fold.")
+    return (f"runs x cases m [low, high]: the mean over training runs (fold, seed, label draw) of the per-case "
+            f"mean within the run (m), and its 95% two-level percentile bootstrap interval ({uncertainty.RESAMPLES} "
+            f"resamples, seed {uncertainty.SEED}): runs are resampled, then test cases within each drawn run "
+            "(Saravanan et al. 2020), so the interval covers a new training run as well as new test cases. It "
+            f"weighs test cases equally where the first number weighs test images. Per-case values from the "
+            f"{ctx.cases.source}. No interval: fewer than two runs (one trained model says nothing about the "
+            "method's run-to-run spread).")
 
 
 def aggregation_line(trials: pd.DataFrame) -> str:
-    """Which replicates the numbers aggregate over: folds x label draws x seeds, with their counts."""
+    """Which training runs the numbers rest on: folds x label draws x seeds, with their counts."""
     done = trials[trials["status"] == "completed"]
     draws = done["label_draw"].nunique() if "label_draw" in done else 1
-    return (f"Every number aggregates over folds x label draws x seeds ({done['fold'].nunique()} folds, {draws} "
-            f"label draw{'s' if draws != 1 else ''}, {done['seed'].nunique()} seeds): within a fold, seeds and label "
-            "draws are averaged; folds are the strata of every interval.")
+    return (f"Every verdict rests on training runs, each one trained model: folds x label draws x seeds "
+            f"({done['fold'].nunique()} folds, {draws} label draw{'s' if draws != 1 else ''}, "
+            f"{done['seed'].nunique()} seeds); methods are paired by run (same fold, seed and label draw = same "
+            "data split), and the test cases of each run are the lower level of every interval.")
 
 
 def verdict_section(ctx: Context) -> Built:
@@ -94,23 +99,44 @@ def verdict_section(ctx: Context) -> Built:
             f"{uncertainty.DEGENERATE_IOU:.0%} foreground IoU): no method learnt the task (a smoke profile or a "
             "failed setup?). Nothing below ranks methods meaningfully.", "warn"))
     if ctx.comparisons is None or ctx.comparisons.empty:
-        sec.body.append(paragraph("No per-case comparison: no reference method, no baseline or no test-case ids."))
+        sec.body.append(paragraph("No comparison: no reference method, no baseline or no test-case ids."))
         return sec, []
     lines = comparison.summary_lines(ctx.comparisons, ctx.design, ctx.at)
-    sec.body += [paragraph(f"At {ctx.design.axis_label} = {ctx.at}, per test case (paired Wilcoxon, Holm, and the "
-                           "95% bootstrap interval of the difference; 'better'/'worse' only when both agree):"),
-                 bullets(lines), paragraph(training_runs_caveat(d), "warn")]
+    sec.body += [paragraph(f"At {ctx.design.axis_label} = {ctx.at}, over training runs and test cases (exact "
+                           "run-level paired test with Holm, and the two-level 95% bootstrap interval of the "
+                           "difference; 'better'/'worse' only when both agree):"),
+                 bullets(lines)]
+    if ctx.sequential is not None:
+        sec.body.append(paragraph(sequential_note(ctx.sequential)))
+    caveat = training_runs_caveat(ctx.comparisons, ctx.design, ctx.at)
+    if caveat:
+        sec.body.append(paragraph(caveat, "warn"))
     return sec, []
 
 
-def training_runs_caveat(design: Design) -> str:
-    """What the per-case verdicts do not cover: the variation between training runs."""
-    n = len(design.replicates)
-    floor = uncertainty.min_p_mann_whitney(n, n)
-    return (f"These verdicts generalise over test cases, not over training runs: each cell rests on {n} trained "
-            f"model{'s' if n != 1 else ''} per method ({design.replicate}s), and a test over {design.replicate}s "
-            f"cannot reach p below {fmt_small(floor)} here (Table III). Add {design.replicate}s, seeds or label draws "
-            "before reading a per-case verdict as a property of the method.")
+def training_runs_caveat(frame: pd.DataFrame, design: Design, at: int) -> str:
+    """What the design can and cannot decide at ``at``: one run per method, or too few pairs."""
+    sel = frame[frame[design.axis] == at]
+    if sel.empty:
+        return ""
+    runs, family = int(sel["runs"].min()), int(sel["family"].max())
+    need = comparison.decidable_pairs(family)
+    if runs < 2:
+        return ("No verdict: each method has one training run per cell here, and one trained model per method "
+                "says nothing about the method (a rerun with another seed can reverse it). Add seeds (the study "
+                f"file's grid: seed: [0, 1, 2]) or folds: with {family} baseline{'s' if family != 1 else ''} a "
+                f"verdict needs at least {need} paired runs.")
+    if runs < need:
+        floor = significance_floor(runs, family)
+        return (f"This design cannot separate the methods: {runs} paired runs give a run-level p of at least "
+                f"{fmt_small(floor)} after Holm over {family} baseline{'s' if family != 1 else ''}, never below "
+                f"0.05. Add seeds or folds until there are at least {need} paired runs (`mismatch study plan`).")
+    return ""
+
+
+def significance_floor(runs: int, family: int) -> float:
+    """The smallest Holm-adjusted run-level p that ``runs`` pairs can give."""
+    return min(1.0, family * min_p_run_test(runs))
 
 
 def main_section(ctx: Context) -> Built:
@@ -145,7 +171,7 @@ def significance_section(ctx: Context) -> Built:
         sec.body.append(table_html(cases))
         out.append(cases)
     else:
-        sec.body.append(paragraph("No per-case tests: the rows carry no test-case ids."))
+        sec.body.append(paragraph("No run-level tests: the rows carry no test-case ids."))
     return sec, out
 
 
@@ -169,6 +195,26 @@ def rank_section(ctx: Context) -> Built | None:
                   [[Cell(str(r["column"])), Cell(f"{r['p_first']:.1%}"), Cell(f"{r['mean_rank']:.2f}")]
                    for _, r in ranks.iterrows()], ranks)
     sec.body += [ctx.figure(fig, "rank-stability", caption), table_html(table)]
+    return sec, [table]
+
+
+def runs_section(ctx: Context) -> Built | None:
+    """Training runs: variance components per method and every trained model as a point (at ``at``)."""
+    if ctx.units is None:
+        return None
+    sec = Section("runs", "Training runs and test cases: where the variance comes from")
+    frame = runs.components_frame(ctx.units, ctx.design, ctx.at)
+    if frame.empty:
+        sec.body.append(paragraph(f"No per-case values at {ctx.design.axis_label} = {ctx.at}."))
+        return sec, []
+    table = runs.components_table(frame, ctx.design, ctx.at, ctx.metric_label)
+    means = runs.run_means(ctx.units, ctx.design, ctx.at)
+    caption = ("Each point is one trained model (fold / seed / label draw): the mean over its test cases. A grey "
+               "line joins the runs of different methods trained and tested on the same split: the run-level test "
+               "pairs exactly these. Lines that cross are what makes a verdict need several runs.")
+    sec.body += [ctx.figure(runs.components_figure(frame, ctx.design, ctx.at), "variance-components"),
+                 table_html(table),
+                 ctx.figure(runs.run_figure(means, ctx.design, ctx.at, ctx.metric_label), "per-run", caption)]
     return sec, [table]
 
 

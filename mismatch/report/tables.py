@@ -60,10 +60,10 @@ def _cell(row: pd.Series) -> Cell:
         text += f" ({row['n']}/{row['expected']})"
     low, high = row.get("ci_low", np.nan), row.get("ci_high", np.nan)
     if np.isfinite(low) and np.isfinite(high):
-        # The interval belongs to the per-case estimate, not to the per-image mean before it:
-        # show both, so no interval sits beside a number it was not computed for.
+        # The interval belongs to the two-level (runs x cases) estimate, not to the per-image mean
+        # before it: show both, so no interval sits beside a number it was not computed for.
         estimate = row.get("case_estimate", np.nan)
-        case = f"per case {fmt_num(estimate, SCALE)}\n" if np.isfinite(estimate) else ""
+        case = f"runs x cases {fmt_num(estimate, SCALE)}\n" if np.isfinite(estimate) else ""
         text += f"\n{case}[{fmt_num(low, SCALE)}, {fmt_num(high, SCALE)}]"
     return Cell(text, bold=bool(row["best"]), missing=incomplete)
 

@@ -59,6 +59,8 @@ class Candidate:
     param: str | tuple[str, ...]
     folds: tuple[int, ...]
     method: dict[str, Any] | None = None
+    seeds: tuple[int | None, ...] = (None,)
+    """Training seeds each candidate is scored with (None: the grid's first seed)."""
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -67,13 +69,19 @@ class Candidate:
 
     def __call__(self, config: dict[str, Any]) -> TrialSpec:
         values = {p: config[tune_key(p)] for p in self.params}
-        return self.spec(values, self.folds[config["__trial_index__"]])
+        fold, seed = self.runs[config["__trial_index__"]]
+        return self.spec(values, fold, seed)
 
-    def spec(self, value: Any, fold: int) -> TrialSpec:
-        """The trial spec of one (candidate, fold) pair; ``value``: a dict, or the one setting's value."""
+    @property
+    def runs(self) -> list[tuple[int, int | None]]:
+        """The (fold, seed) training runs that score one candidate, in Repeater order."""
+        return [(fold, seed) for seed in self.seeds for fold in self.folds]
+
+    def spec(self, value: Any, fold: int, seed: int | None = None) -> TrialSpec:
+        """The trial spec of one (candidate, fold, seed); ``value``: a dict, or the one setting's value."""
         values = value if isinstance(value, dict) else {self.params[0]: value}
         method = self.method if self.method is not None else method_variants(self.study.file.methods[0])[0]
-        point = {**self.study.first_point(), "fold": fold}
+        point = {**self.study.first_point(), "fold": fold, **({"seed": seed} if seed is not None else {})}
         overrides = overrides_of(values)
         if (self.study.file.base.get("protocol") or {}).get("tuning_cases"):
             overrides = deep_merge(overrides, {"protocol": {"validate_on": "tuning"}})
@@ -141,7 +149,12 @@ def _searcher(search: SearchSpec, plan: MethodSearch, storage: Any) -> Any:
         points_to_evaluate=[{tune_key(p): v for p, v in point.items()} for point in plan.enqueue] or None,
         sampler=optuna.samplers.TPESampler(seed=search.sampler_seed), study_name=plan.optuna_name, storage=storage,
     )
-    return Repeater(inner, repeat=len(search.folds), set_index=True)
+    return Repeater(inner, repeat=repeats(search), set_index=True)
+
+
+def repeats(search: SearchSpec) -> int:
+    """Training runs per candidate: folds x seeds (Optuna receives their mean)."""
+    return len(search.folds) * len(search.seeds or [None])
 
 
 def alpha_plan(study: Study) -> list[MethodSearch]:
@@ -212,10 +225,11 @@ def run_search(study: Study, storage: str | None = None, address: str | None = N
     search = _search_of(study)
     storage = study.storage if storage is None else absolute_storage(storage)
     plans = alpha_plan(study) if param is not None else method_plans(study)
-    candidates = [Candidate(study, tuple(plan.space), tuple(search.folds), plan.method) for plan in plans]
+    seeds = tuple(search.seeds) if search.seeds else (None,)
+    candidates = [Candidate(study, tuple(plan.space), tuple(search.folds), plan.method, seeds) for plan in plans]
     for plan, candidate in zip(plans, candidates):  # a spec error shows here, not once per candidate on a worker
-        for fold in search.folds:
-            candidate.spec({p: _some_value(d) for p, d in plan.space.items()}, fold)
+        for fold, seed in candidate.runs:
+            candidate.spec({p: _some_value(d) for p, d in plan.space.items()}, fold, seed)
     with StudyLock(storage, study.name, stale_after_s=stale_lock_s):
         _search_locked(study, storage, search, plans, candidates, address, verbose, stream, wait_resources_s)
         return write_best(study, storage, search, plans, legacy=param is not None)
@@ -252,7 +266,8 @@ def _fit_one(study: Study, storage: str, search: SearchSpec, plan: MethodSearch,
 
     experiment = f"{storage}/{study.name}/_ray/{plan.experiment}"
     ranges = ", ".join(f"{p} {d.describe()}" for p, d in plan.space.items())
-    print(f"[{study.name}] {plan.label}: searching {ranges}: {search.candidates} candidates x {len(search.folds)} folds",
+    print(f"[{study.name}] {plan.label}: searching {ranges}: {search.candidates} candidates x {len(search.folds)} folds"
+          f"{f' x {len(search.seeds)} seeds' if search.seeds else ''}",
           file=stream, flush=True)
     if tune.Tuner.can_restore(experiment):
         print(f"[{study.name}] resuming the interrupted search", file=stream, flush=True)
@@ -261,7 +276,7 @@ def _fit_one(study: Study, storage: str, search: SearchSpec, plan: MethodSearch,
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=_searcher(search, plan, optuna_storage(search, storage, study.name)),
-                                        num_samples=search.candidates * len(search.folds),
+                                        num_samples=search.candidates * repeats(search),
                                         max_concurrent_trials=study.file.max_concurrent,
                                         reuse_actors=REUSE_ACTORS),
             run_config=tune.RunConfig(name=plan.experiment, storage_path=f"{storage}/{study.name}/_ray",
@@ -285,8 +300,9 @@ def write_best(study: Study, storage: str, search: SearchSpec, plans: list[Metho
     methods = {plan.label: _method_best(study, storage, search, plan, rows) for plan in plans}
     cases = sorted({c for m in methods.values() for c in m["validation_cases"]})
     payload: dict[str, Any] = {
-        "study": study.name, "objective": OBJECTIVE, "folds": search.folds, "validation_cases": cases,
-        "budget": {"candidates": search.candidates, "folds": len(search.folds)}, "methods": methods,
+        "study": study.name, "objective": OBJECTIVE, "folds": search.folds, "seeds": search.seeds, "validation_cases": cases,
+        "budget": {"candidates": search.candidates, "folds": len(search.folds),
+                                                             "seeds": len(search.seeds or [None])}, "methods": methods,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if legacy:

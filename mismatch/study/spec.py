@@ -104,7 +104,7 @@ class Grid(StrictModel):
 class SearchSpec(StrictModel):
     """Optuna searches: ``mismatch search FILE`` tunes every method over its declared space
     (``params``: a subset of setting names, e.g. ``[alpha, train.lr]``; None: all it declares),
-    each with the same budget (``candidates`` x ``folds``); ``mismatch search alpha FILE``
+    each with the same budget (``candidates`` x ``folds`` x ``seeds``); ``mismatch search alpha FILE``
     tunes ``param`` of the first method in [``low``, ``high``], with ``enqueue`` tried first."""
 
     params: list[str] | None = Field(None, min_length=1)
@@ -114,6 +114,8 @@ class SearchSpec(StrictModel):
     log: bool = True
     candidates: int = Field(12, ge=1)
     folds: list[int] = [0, 1, 2]
+    seeds: list[int] | None = Field(None, min_length=1)
+    """Training seeds every candidate is scored with, besides its folds (None: the grid's first)."""
     enqueue: list[float] = [0.002]
     sampler_seed: int = 0
     storage: str | None = None

@@ -10,13 +10,15 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from mismatch.report import build_report
+from mismatch.report import build_report, comparison
 from mismatch.report import uncertainty as unc
 from mismatch.report.build import ReportOptions, make_context
 from mismatch.report.cases import SOURCE_CASES, SOURCE_COUNTS, SOURCE_MEANS, from_counts
 from mismatch.report.load import StudyData, load_study
 from mismatch.report.significance import pvalue_table
 from mismatch.report.stats import holm
+from mismatch.stats import power as pw
+from mismatch.stats import runlevel as rl
 
 NAN = float("nan")
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "schema_v1"
@@ -105,23 +107,25 @@ def test_minimum_p_note_on_a_two_fold_design(make_rows) -> None:  # noqa: ANN001
 
 # --- per-case pairing and verdicts ----------------------------------------------------------------------
 
-def test_a_case_tested_in_two_folds_counts_once(make_rows) -> None:  # noqa: ANN001
+def test_runs_are_paired_by_split_and_cases_nest_in_runs(make_rows) -> None:  # noqa: ANN001
     values = {("sup1", 0): {"a": 0.5, "b": 0.4}, ("sup1", 1): {"a": 0.3, "c": 0.6},
               ("mismatch", 0): {"a": 0.7, "b": 0.5}, ("mismatch", 1): {"a": 0.6, "c": 0.65}}
     ctx = _context(_study(make_rows, values))
     assert ctx.cases.source == SOURCE_MEANS  # hand rows carry no pixel counts
     row = ctx.comparisons.iloc[0]
-    assert row["cases"] == 3 and row["fold_case_units"] == 4
-    assert row["mean_ref"] == pytest.approx(np.mean([0.65, 0.5, 0.65]))  # a: mean of 0.7 and 0.6
-    assert row["mean_baseline"] == pytest.approx(np.mean([0.4, 0.4, 0.6]))
-    # mean over folds of the within-fold mean difference
+    assert row["runs"] == 2 and row["cases"] == 3 and row["run_case_units"] == 4
+    assert row["mean_ref"] == pytest.approx(np.mean([0.6, 0.625]))  # mean over runs of the run's case mean
+    assert row["mean_baseline"] == pytest.approx(np.mean([0.45, 0.45]))
     assert row["diff"] == pytest.approx(np.mean([np.mean([0.2, 0.1]), np.mean([0.3, 0.05])]))
-    assert row["min_p"] == pytest.approx(2 / 2 ** 3)
+    assert row["min_p"] == pytest.approx(2 / 2 ** 2)  # two paired runs: the exact sign-flip test's floor
+    assert row["verdict"] == rl.NOT_SEPARATED  # every case favours MisMatch, yet 2 runs cannot decide
+    assert "cannot reach p < 0.05/1" in comparison.verdict_text(row) and "6 pairs" in comparison.verdict_text(row)
 
 
-def _verdict_rows(make_rows, shift: float):  # noqa: ANN001, ANN202
+def _verdict_rows(make_rows, shift: float, folds: int = 8):  # noqa: ANN001, ANN202
     rng = np.random.default_rng(3)
-    base = {f: dict(zip([f"f{f}c{i}" for i in range(6)], rng.uniform(0.3, 0.6, 6), strict=True)) for f in (0, 1)}
+    base = {f: dict(zip([f"f{f}c{i}" for i in range(6)], rng.uniform(0.3, 0.6, 6), strict=True))
+            for f in range(folds)}
     values = {}
     for f, cases in base.items():
         values[("sup1", f)] = cases
@@ -132,23 +136,42 @@ def _verdict_rows(make_rows, shift: float):  # noqa: ANN001, ANN202
 
 def test_verdict_wording_on_constructed_inputs(make_rows) -> None:  # noqa: ANN001
     better = _verdict_rows(make_rows, 0.2)
-    assert better["verdict"] == unc.BETTER == "better"
-    assert better["cases"] == 12 and better["wilcoxon_p_holm"] < 0.05 and better["diff_ci_low"] > 0
+    assert better["verdict"] == rl.BETTER == "better"
+    assert better["runs"] == 8 and better["cases"] == 48
+    assert better["run_p"] == pytest.approx(2 / 2 ** 8) and better["diff_ci_low"] > 0
     same = _verdict_rows(make_rows, 0.0)
-    assert same["verdict"] == unc.SAME == "no difference detectable at this n"
+    assert same["verdict"] == rl.NOT_SEPARATED == "not separated"
     worse = _verdict_rows(make_rows, -0.3)
-    assert worse["verdict"] == unc.WORSE == "worse" and worse["diff_ci_high"] < 0
+    assert worse["verdict"] == rl.WORSE == "worse" and worse["diff_ci_high"] < 0
+    one = _verdict_rows(make_rows, 0.2, folds=1)
+    assert one["verdict"] == rl.NO_VERDICT and np.isnan(one["diff_ci_low"])  # one trained model per method
 
 
-def test_verdict_needs_both_the_test_and_the_interval() -> None:
-    assert unc.verdict(0.01, 0.02, 0.1) == unc.BETTER
-    assert unc.verdict(0.01, -0.01, 0.1) == unc.SAME  # interval crosses 0
-    assert unc.verdict(0.2, 0.02, 0.1) == unc.SAME  # test not significant after Holm
-    assert unc.verdict(0.01, -0.1, -0.02) == unc.WORSE
-    assert unc.verdict(NAN, 0.02, 0.1) == unc.SAME
+def test_not_separated_carries_the_mdd_and_the_seeds_that_would_decide(make_rows) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(5)
+    values = {}
+    for f in range(8):  # a real but noisy gap: run effects of +-3 points around +1
+        cases = {f"f{f}c{i}": v for i, v in enumerate(rng.uniform(0.3, 0.6, 6))}
+        values[("sup1", f)] = cases
+        effect = 0.01 + rng.normal(0, 0.03)
+        values[("mismatch", f)] = {c: v + effect for c, v in cases.items()}
+    row = _context(_study(make_rows, values)).comparisons.iloc[0]
+    assert row["verdict"] == rl.NOT_SEPARATED
+    assert row["mdd"] == pytest.approx(pw.mdd(row["run_diff_sd"], 8), rel=1e-9) and row["mdd"] > abs(row["diff"])
+    seeds = row["seeds_to_decide"]
+    need = pw.pairs_for(abs(row["diff"]), row["run_diff_sd"], max_pairs=comparison.MAX_PAIRS)
+    assert row["runs_per_seed"] == 8  # one more seed adds one run per fold
+    assert (seeds == np.ceil(need / 8)) if need else np.isnan(seeds)
 
 
-# --- degenerate warning ---------------------------------------------------------------------------------
+def test_verdict_needs_both_the_run_test_and_the_interval() -> None:
+    assert rl.run_verdict(0.01, 0.02, 0.1, 8) == rl.BETTER
+    assert rl.run_verdict(0.01, -0.01, 0.1, 8) == rl.NOT_SEPARATED  # interval crosses 0
+    assert rl.run_verdict(0.2, 0.02, 0.1, 8) == rl.NOT_SEPARATED  # test not significant after Holm
+    assert rl.run_verdict(0.01, -0.1, -0.02, 8) == rl.WORSE
+    assert rl.run_verdict(NAN, 0.02, 0.1, 8) == rl.NOT_SEPARATED
+    assert rl.run_verdict(0.01, 0.02, 0.1, 1) == rl.NO_VERDICT
+
 
 def test_degenerate_threshold_and_flag() -> None:
     assert unc.degenerate([0.01, 0.049], "iou") and not unc.degenerate([0.01, 0.06], "iou")
@@ -194,16 +217,19 @@ def test_case_values_from_summed_counts() -> None:
 def test_report_shows_intervals_case_tests_and_ranks(carve_study: Path, tmp_path: Path) -> None:
     index = build_report(carve_study, tmp_path / "r", max_points=5)
     html = index.read_text()
-    for text in ("Summary: what separates the methods", "Rank stability", "95% CI of \u0394",
-                 "resamples test cases within each fold", "a case that is a test case in several folds is one unit",
-                 "Smallest p-value this design can reach"):
+    for text in ("Summary: what separates the methods", "Rank stability", "95% CI of \u0394 (runs x cases)",
+                 "resample runs with replacement, then test cases within each drawn run",
+                 "exact two-sided paired permutation (sign-flip) test", "Smallest p-value this design can reach",
+                 "Training runs and test cases: where the variance comes from", "Every trained model at"):
         assert text in html, text
     assert html.index("Summary: what separates") < html.index("Tables I/II")
     main = pd.read_csv(index.parent / "tables" / "table1_main.csv")
     assert main["ci_low"].notna().all() and (main["ci_low"] <= main["ci_high"]).all()
-    cases = pd.read_csv(index.parent / "tables" / "table3_cases.csv")
-    assert set(cases["verdict"]) <= {unc.BETTER, unc.SAME, unc.WORSE}
-    assert (cases["cases"] == 5).all()  # synthetic trials test case0..case4 in every fold: 5 units, not 20
+    runs = pd.read_csv(index.parent / "tables" / "table3_runs.csv")
+    assert set(runs["verdict"]) <= {rl.BETTER, rl.NOT_SEPARATED, rl.WORSE, rl.NO_VERDICT}
+    assert (runs["cases"] == 5).all()  # synthetic trials test case0..case4 in every fold: 5 distinct cases
+    components = pd.read_csv(index.parent / "tables" / "variance_components.csv")
+    assert ((components["run_share"] >= 0) & (components["run_share"] <= 1)).all()
 
 
 def test_cases_table_is_preferred(carve_study: Path, tmp_path: Path) -> None:
@@ -230,10 +256,12 @@ def test_report_builds_on_the_version_1_fixture(tmp_path: Path) -> None:
     assert set(ctx.cases.frame["label_draw"]) == {0}
 
 
-def test_verdicts_say_they_do_not_cover_training_runs() -> None:
-    from mismatch.report.design import Design
+def test_the_summary_says_when_the_design_cannot_decide(make_rows) -> None:  # noqa: ANN001
     from mismatch.report.sections import training_runs_caveat
 
-    design = Design(axis="labelled_slices", replicate="fold", axis_values=(5,), replicates=(0, 1), columns=(), reference=None)
-    text = training_runs_caveat(design)
-    assert "2 trained models per method (folds)" in text and "cannot reach p below 0.33" in text
+    two = _context(_study(make_rows, {(m, f): {"a": 0.5 + 0.1 * (m == "mismatch")} for m in ("sup1", "mismatch")
+                                      for f in (0, 1)}))
+    text = training_runs_caveat(two.comparisons, two.design, 10)
+    assert "2 paired runs give a run-level p of at least 0.50" in text and "at least 6 paired runs" in text
+    one = _context(_study(make_rows, {(m, 0): {"a": 0.5 + 0.1 * (m == "mismatch")} for m in ("sup1", "mismatch")}))
+    assert training_runs_caveat(one.comparisons, one.design, 10).startswith("No verdict: each method has one")
