@@ -695,6 +695,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `| head` closed the pipe: the reader has what it wanted
+        return 0
     except OSError as err:
         from mismatch.data.atomic import as_disk_full, is_disk_full
 

@@ -120,6 +120,9 @@ def bench_hours(specs: list[TrialSpec]) -> dict[str, float]:
     """
     hours: dict[str, float] = defaultdict(float)
     for spec in specs:
+        if spec.data.spatial_dims == 3:  # the bench times 2D steps only: no honest 3D figure
+            hours[spec.method.name] = math.nan
+            continue
         steps = spec.train.epochs * _epoch_steps(spec)
         pixels = _pixels(spec)
         width = getattr(spec.method, "width", BENCH_WIDTH) or BENCH_WIDTH
@@ -160,11 +163,14 @@ def plan_study(study: Study, pilot: str | None = None, target_mdd: float | None 
         facts = read_pilot(pilot, ref)
         plan.pilot = facts.folder
         plan.components = facts.components
-        if facts.trial_hours:
-            plan.hours = {m: per_method[m] * facts.trial_hours.get(m, math.nan) * _epoch_ratio(specs, m, facts.epochs)
-                          for m in per_method}
-            plan.hours_source = (f"measured: median train_time_s of the pilot's trials ({facts.folder}) x trials, "
-                                 "scaled by the ratio of epochs")
+        measured = [m for m in per_method if m in facts.trial_hours]
+        if measured:
+            for m in measured:
+                plan.hours[m] = per_method[m] * facts.trial_hours[m] * _epoch_ratio(specs, m, facts.epochs)
+            rest = [m for m in per_method if m not in facts.trial_hours]
+            plan.hours_source = (f"measured for {', '.join(measured)}: median train_time_s of the pilot's trials "
+                                 f"({facts.folder}) x trials, scaled by the ratio of epochs"
+                                 + (f"; {', '.join(rest)}: the bench estimate (not in the pilot)" if rest else ""))
         for comp in comps:
             comp.sd, comp.sd_source = facts.sd_for(comp.count, comp.baseline)
     for comp in comps:
@@ -206,15 +212,18 @@ def format_plan(plan: Plan) -> str:
              f"baseline{'s' if plan.family != 1 else ''} (Holm's strictest level {ALPHA}/{plan.family} = "
              f"{ALPHA / plan.family:.4g})"]
     lines.append("  trials per method: " + ", ".join(f"{m} {n}" for m, n in plan.per_method.items()))
-    lines.append("  device-hours per method: " + ", ".join(f"{m} {h:.2f} h" for m, h in plan.hours.items())
-                 + f" (total {sum(plan.hours.values()):.2f} h; {plan.hours_source})")
+    if all(np.isnan(h) for h in plan.hours.values()):
+        lines.append("  device-hours per method: unknown (3D trials: the bench times 2D steps only; run a pilot and "
+                     "pass --pilot)")
+    else:
+        lines.append("  device-hours per method: " + ", ".join(f"{m} {h:.2f} h" for m, h in plan.hours.items())
+                     + f" (total {np.nansum(list(plan.hours.values())):.2f} h; {plan.hours_source})")
     if plan.components is not None and len(plan.components):
         lines.append(f"  variance components (pilot {plan.pilot}; points; run share = share of one run's mean):")
         for _, r in plan.components.iterrows():
             lines.append(f"    {r['count']}: {r['column']}: run SD {_pts(r['run_sd'])}, case SD {_pts(r['case_sd'])}, "
                          f"run share {r['run_share']:.0%} ({r['runs']} runs, {r['cases_per_run']:.0f} cases/run)")
-    for c in plan.comparisons:
-        lines.append(_comparison_line(plan, c))
+    lines += _comparison_lines(plan)
     if plan.pilot is None:
         lines.append("  no pilot: the SD of paired run differences is unknown, so the MDD is in units of it. Run a "
                      "pilot (e.g. this file's smoke profile, or 2 seeds) and pass --pilot <storage>/<study>.")
@@ -222,12 +231,30 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def _comparison_line(plan: Plan, c: Comparison) -> str:
+def _comparison_lines(plan: Plan) -> list[str]:
+    """One line per group of comparisons that share a count and every planned figure."""
+    groups: dict[tuple[object, ...], list[Comparison]] = {}
+    for c in plan.comparisons:
+        key = (c.count, c.pairs, c.folds, c.seeds, c.runs_per_seed, round(c.sd, 6) if np.isfinite(c.sd) else None,
+               c.sd_source, c.target_seeds, c.target_folds)
+        groups.setdefault(key, []).append(c)
+    return [_comparison_line(plan, cs[0], ", ".join(c.baseline for c in cs)) for cs in groups.values()]
+
+
+def decidable_pairs(family: int) -> int:
+    """Fewest paired runs whose floor 2 / 2^n passes Holm's strictest level 0.05 / family."""
+    return math.floor(math.log2(2 * family / ALPHA)) + 1
+
+
+def _comparison_line(plan: Plan, c: Comparison, baselines: str) -> str:
     floor = min_p_run_test(c.pairs)
-    head = (f"  {plan.reference} vs {c.baseline} at {c.count}: {c.pairs} paired runs ({c.folds} folds x {c.seeds} seeds"
-            f"{' x label draws' if c.runs_per_seed > c.folds else ''}); smallest reachable p {floor:.3g}")
+    head = (f"  {plan.reference} vs {baselines} at {c.count}: {c.pairs} paired runs ({c.folds} fold"
+            f"{'s' if c.folds != 1 else ''} x {c.seeds} seeds{' x label draws' if c.runs_per_seed > c.folds else ''}); "
+            f"smallest reachable p {floor:.3g}")
     if not np.isfinite(c.mdd_in_sd):
-        return head + f": can never pass {ALPHA / plan.family:.4g}: no verdict possible; add seeds"
+        need = decidable_pairs(plan.family)
+        return (head + f": can never pass {ALPHA / plan.family:.4g}: no verdict possible; needs >= {need} paired runs "
+                f"(>= {math.ceil(need / c.runs_per_seed)} seeds per (fold, label draw))")
     if not np.isfinite(c.mdd):
         return head + f"; MDD = {c.mdd_in_sd:.2f} x SD of paired run differences (80% power)"
     text = (head + f"; SD of paired run differences {_pts(c.sd)} points ({c.sd_source}); MDD {_pts(c.mdd)} points "

@@ -68,7 +68,7 @@ def test_pilot_variances_times_and_target(tmp_path: Path, capsys) -> None:  # no
     assert main(["study", "plan", str(_file(tmp_path)), "--pilot", str(pilot), "--target-mdd", "1"]) == 0
     out = capsys.readouterr().out
     assert "SD of paired run differences 2.00 points (pilot, sup1 at the same count, 10 paired runs)" in out
-    assert "measured: median train_time_s" in out and "variance components (pilot" in out
+    assert "median train_time_s of the pilot's trials" in out and "variance components (pilot" in out
     # the synthetic pilot's trials took 3600 s each (their spec_json names no epochs: no rescaling)
     assert "mismatch 6.00 h" in out and "sup1 6.00 h" in out
     seeds = int(re.search(r"target 1 points: (\d+) seeds per \(fold, label draw\)", out).group(1))
