@@ -203,6 +203,8 @@ def check_target(value: float | None) -> None:
 
 
 def _pts(x: float) -> str:
+    if np.isnan(x):
+        return "n/a"
     return f"{100 * x:.2f}" if np.isfinite(x) else "inf"
 
 
@@ -221,8 +223,12 @@ def format_plan(plan: Plan) -> str:
     if plan.components is not None and len(plan.components):
         lines.append(f"  variance components (pilot {plan.pilot}; points; run share = share of one run's mean):")
         for _, r in plan.components.iterrows():
+            if r["runs"] < 2:
+                lines.append(f"    {r['count']}: {r['column']}: one run in the pilot: no run SD")
+                continue
+            share = f"{r['run_share']:.0%}" if np.isfinite(r["run_share"]) else "n/a"
             lines.append(f"    {r['count']}: {r['column']}: run SD {_pts(r['run_sd'])}, case SD {_pts(r['case_sd'])}, "
-                         f"run share {r['run_share']:.0%} ({r['runs']} runs, {r['cases_per_run']:.0f} cases/run)")
+                         f"run share {share} ({r['runs']} runs, {r['cases_per_run']:.0f} cases/run)")
     lines += _comparison_lines(plan)
     if plan.pilot is None:
         lines.append("  no pilot: the SD of paired run differences is unknown, so the MDD is in units of it. Run a "
