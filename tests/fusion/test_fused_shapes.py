@@ -18,6 +18,7 @@ import torch
 from mismatch.config import load_trial_spec
 from mismatch.data.synth import write_synthetic_dataset
 from mismatch.fusion import train_fused
+from mismatch.study.store import read_table, write_result
 from mismatch.train import run_trial
 
 IOU_TOL = 1e-4
@@ -80,13 +81,18 @@ def _assert_same_rows(member, solo) -> None:
         np.testing.assert_allclose(member.classes["iou"], solo.classes["iou"], atol=IOU_TOL, rtol=0)
 
 
-def test_a_fused_multi_class_trial_has_the_network_and_class_rows_of_the_trial_alone(acdc_root, native_kernels):
+def test_a_fused_multi_class_trial_has_the_network_and_class_rows_of_the_trial_alone(acdc_root, native_kernels,
+                                                                                    tmp_path):
     specs = _acdc_specs(acdc_root)
     fused = train_fused(specs)
     for spec, member in zip(specs, fused, strict=True):
         solo = run_trial(spec)
         assert solo.classes is not None and len(solo.classes)  # C = 4: per-class rows
         _assert_same_rows(member, solo)
+        write_result(str(tmp_path), member)  # the study's writer: the member's classes table is stored
+    stored = read_table(str(tmp_path), "mc", "classes")
+    assert sorted(stored["trial_id"].unique()) == sorted(s.trial_id() for s in specs)
+    assert len(stored) == sum(len(m.classes) for m in fused)
 
 
 def test_two_fused_3d_trials_complete_with_the_rows_of_the_trials_alone(la_root, native_kernels):
