@@ -67,7 +67,7 @@ def interval_note(ctx: Context) -> str:
     """What the ``[low, high]`` after each main-table cell is (or why there is none)."""
     if ctx.cases is None:
         return "No 95% intervals: the rows carry no test-case ids."
-    return (f"runs x cases m [low, high]: the mean over training runs (fold, seed, label draw) of the per-case "
+    return (f"2-level m [low, high]: the mean over training runs (fold, seed, label draw) of the per-case "
             f"mean within the run (m), and its 95% two-level percentile bootstrap interval ({uncertainty.RESAMPLES} "
             f"resamples, seed {uncertainty.SEED}): runs are resampled, then test cases within each drawn run "
             "(Saravanan et al. 2020), so the interval covers a new training run as well as new test cases. It "

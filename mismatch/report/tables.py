@@ -63,7 +63,7 @@ def _cell(row: pd.Series) -> Cell:
         # The interval belongs to the two-level (runs x cases) estimate, not to the per-image mean
         # before it: show both, so no interval sits beside a number it was not computed for.
         estimate = row.get("case_estimate", np.nan)
-        case = f"runs x cases {fmt_num(estimate, SCALE)}\n" if np.isfinite(estimate) else ""
+        case = f"2-level {fmt_num(estimate, SCALE)}\n" if np.isfinite(estimate) else ""
         text += f"\n{case}[{fmt_num(low, SCALE)}, {fmt_num(high, SCALE)}]"
     return Cell(text, bold=bool(row["best"]), missing=incomplete)
 
