@@ -379,6 +379,8 @@ def init_ray(address: str | None, verbose: bool) -> None:
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     kwargs: dict[str, Any] = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
+    if ray.is_initialized():  # a second study run in this process (the rounds of --until-decided) reuses it
+        return
     if address:
         ray.init(address=address, **kwargs)
     else:

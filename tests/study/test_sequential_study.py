@@ -118,3 +118,39 @@ def test_max_seeds_needs_until_decided(tmp_path: Path, capsys) -> None:  # noqa:
     _study(tmp_path)
     assert main(["study", "run", str(tmp_path / "study.yaml"), "--max-seeds", "4"]) == 2
     assert "--max-seeds needs --until-decided" in capsys.readouterr().err
+
+
+TINY = {
+    "name": "seq-e2e",
+    "base": {"data": {"synthetic": {"kind": "vessels", "cases": 6, "size": [32, 32], "slices": 10, "seed": 0}},
+             "protocol": {"labelled_cases": 1, "unlabelled_cases": 2, "validation_cases": 1, "test_cases": 2},
+             "train": {"epochs": 1, "lr": 0.001, "snapshot_k": 1, "prediction_maps": 0, "stream": "two-stream"}},
+    "methods": [{"name": "mismatch", "model": "mm", "width": 4}, {"name": "sup1", "width": 4}],
+    "grid": {"labelled_slices": [2], "fold": [0, 1], "seed": [0, 1]},
+    "resources": {"cpu": 1, "gpu": 0},
+}
+
+
+@pytest.mark.slow
+def test_until_decided_runs_rounds_on_one_embedded_ray(tmp_path: Path) -> None:
+    """Two rounds in one driver process (the second reuses the embedded Ray), then status and a rerun."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "seq.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "storage": str(tmp_path / "runs")}))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mismatch", *args], capture_output=True, text=True, timeout=300)
+
+    first = cli("study", "run", str(path), "--until-decided", "--max-seeds", "3", "--tracking", "none")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "round 1/2 (seeds [0, 1]" in first.stdout and "round 2/2 (seeds [0, 1, 2]" in first.stdout
+    state = json.loads((tmp_path / "runs" / "seq-e2e" / "sequential.json").read_text())
+    assert len(state["rounds"]) == 2 and state["stopped"] in ("budget", "decided")
+    trials = list((tmp_path / "runs" / "seq-e2e" / "trials").glob("*.parquet"))
+    assert len(trials) == 12  # 2 methods x 2 folds x 3 seeds
+    status = cli("study", "status", str(path))
+    assert "12 done" in status.stdout and "sequential: round 2 of 2 done" in status.stdout
+    again = cli("study", "run", str(path), "--until-decided", "--max-seeds", "3", "--tracking", "none")
+    assert again.returncode == 0 and "already stopped" in again.stdout
