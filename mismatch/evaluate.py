@@ -313,6 +313,15 @@ def failed_trial_row(spec: TrialSpec, error: BaseException, started: str | None 
                                  started_at=started or utc_now(), finished_at=utc_now())
 
 
+def pruned_trial_row(spec: TrialSpec, reason: str, epochs: int, train_time_s: float,
+                     started: str | None = None) -> dict[str, Any]:
+    """The per-trial row of a search run a scheduler stopped after ``epochs`` epochs."""
+    return rows.pruned_trial_row(spec_identity(spec), reason, stream=spec.train.stream, budget=spec.train.budget,
+                                 spec_json=spec.model_dump_json(), epochs=epochs, train_time_s=train_time_s,
+                                 code_version=code_version(), torch_version=torch.__version__,
+                                 started_at=started or utc_now(), finished_at=utc_now())
+
+
 def all_fold_splits(spec: TrialSpec, data: TrialData) -> dict[str, dict[str, list[str]]]:
     """Every fold's split of this dataset and protocol, as stored in ``splits/<key>.json``."""
     return {str(fold): splits for fold, splits in make_all_splits(data.cases, spec.protocol, data.lists).items()}

@@ -375,6 +375,13 @@ def load_checkpoint(path: Path, method: Method, optim: Optimization, n_labelled:
     return TrainState(**payload["state"], snapshots=payload["snapshots"])
 
 
+def checkpoint_history(path: Path) -> list[dict[str, Any]]:
+    """The per-epoch history (``epoch``, ``time_s``, ``loss_*``, ``val_*``) kept in a trial's
+    checkpoint file, without building its network: what a paused search run had trained."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    return list(payload["state"]["history"])
+
+
 def fit(
     spec: TrialSpec,
     method: Method,

@@ -38,6 +38,7 @@ from mismatch.results.schema import (
     CLASS_METRICS,
     COMPLETED,
     FAILED,
+    PRUNED,
     IDENTITY,
     IMAGE_KEY,
     IMAGE_METRICS,
@@ -62,7 +63,7 @@ from mismatch.results.versions import UPGRADES, Upgrade, read_columns, upgrade
 
 __all__ = [
     "BIN_PARTS", "CASE_COLUMNS", "CASE_METRICS", "CLASS_COLUMNS", "CLASS_KEY", "CLASS_LEVELS", "CLASS_METRICS",
-    "COMPLETED", "FAILED", "IDENTITY", "IMAGE_KEY", "IMAGE_METRICS",
+    "COMPLETED", "FAILED", "PRUNED", "IDENTITY", "IMAGE_KEY", "IMAGE_METRICS",
     "N_BINS", "OVERLAP_METRICS", "SCHEMA_VERSION", "STRING_IDENTITY", "SURFACE_METRICS", "TABLES",
     "THRESHOLD", "TRIAL_BUDGET", "TRIAL_COLUMNS", "TRIAL_PROTOCOL", "UPGRADES", "VARIANT", "Upgrade", "add_bins",
     "bin_centres", "bin_column", "bin_columns", "bin_values", "brier", "class_counts", "class_metrics",

@@ -20,6 +20,7 @@ from mismatch.results.schema import (
     CLASS_COLUMNS,
     COMPLETED,
     FAILED,
+    PRUNED,
     IDENTITY,
     IMAGE_KEY,
     LOSS_PREFIX,
@@ -149,6 +150,15 @@ def failed_trial_row(ident: Mapping[str, Any], error: BaseException, *, stream: 
     return {**ident, "status": FAILED, "error": f"{type(error).__name__}: {error}", "stream": stream,
             "budget": budget, "spec_json": spec_json, "code_version": code_version, "torch_version": torch_version,
             "started_at": started_at, "finished_at": finished_at}
+
+
+def pruned_trial_row(ident: Mapping[str, Any], reason: str, *, stream: str, budget: str, spec_json: str, epochs: int,
+                     train_time_s: float, code_version: str, torch_version: str, started_at: str,
+                     finished_at: str) -> dict[str, Any]:
+    """The trials row of a search run stopped at a rung: identity, why, protocol, epochs trained and their time."""
+    return {**ident, "status": PRUNED, "error": reason, "stream": stream, "budget": budget, "spec_json": spec_json,
+            "train_time_s": float(train_time_s), "epochs": int(epochs), "code_version": code_version,
+            "torch_version": torch_version, "started_at": started_at, "finished_at": finished_at}
 
 
 def fusion_columns(group: str = "", size: int = 1) -> dict[str, Any]:

@@ -32,8 +32,9 @@ STRING_IDENTITY = ("study", "trial_id", "method", "model", "dataset_fingerprint"
 VARIANT = ("method", "model", "alpha", "labelled_slices", "unlabelled_slices", "fold", "seed", "label_draw")
 """Identity that tells trials apart when a merged file has no ``trial_id``."""
 
-COMPLETED, FAILED = "completed", "failed"
-"""Values of the trials table's ``status`` column."""
+COMPLETED, FAILED, PRUNED = "completed", "failed", "pruned"
+"""Values of the trials table's ``status`` column (``pruned``: a search candidate's training run
+stopped at a rung by a multi-fidelity scheduler; it has no test rows and reaches no table)."""
 
 # images/: one row per test image (a slice or a patch of it)
 IMAGE_KEY = ("case_id", "slice_index", "patch")
@@ -78,6 +79,10 @@ TRIAL_RUN = ("splits_json", "infer_time_per_image_s", "peak_memory_mb", "n_test_
 TIMES = ("started_at", "finished_at")
 FAILED_TRIAL = ("status", "error", *TRIAL_PROTOCOL, "spec_json", "code_version", "torch_version")
 """Columns of a failed trial's row after the identity (then TIMES)."""
+PRUNED_TRIAL = ("status", "error", *TRIAL_PROTOCOL, "spec_json", "train_time_s", "epochs", "code_version",
+                "torch_version")
+"""Columns of a pruned search run's row after the identity (then TIMES): ``epochs`` trained and
+their ``train_time_s``, for the search's ledger; ``error`` says at which rung."""
 TRIAL_STORE = ("splits_file",)
 """Added by the store when it writes the row (``splits/<sha>.json``)."""
 TRIAL_NODE = ("ray_node_id", "node_ip")

@@ -8,11 +8,13 @@ candidate is evaluated on K folds (Ray's ``Repeater``; Optuna receives the mean)
 VALIDATION IoU of the epochs whose snapshots form the test-time ensemble. With a held-out
 tuning split (``protocol.tuning_cases``), candidates are scored on the set-aside cases, which
 no fold of the table tests on (docs/studies.md). The method's own values (the paper's) are
-enqueued first, the budget is fixed (no early stopping: ASHA-stopped trials would be told to
-Optuna as complete), the Optuna studies are persisted in a journal file (or an RDB URL), an
-interrupted search resumes, and ``<storage>/<study>/best.json`` records per method the best
-values, the objective, the folds, the validation cases scored and the search's cost; a study
-names it (``alpha: {best_of: NAME}`` or ``tuned: NAME``).
+enqueued first. With ``search.scheduler: asha | hyperband``, or a budget in trial-epochs or
+device-hours, a candidate is one Tune trial that trains all its runs and is pruned at rungs by
+Optuna's own pruner (:mod:`mismatch.study.rungs`); without, every candidate trains its full
+budget. The Optuna studies are persisted in a journal file (or an RDB URL), an interrupted
+search resumes, and ``<storage>/<study>/best.json`` records per method the best values, the
+objective, the folds, the validation cases scored and the search's cost, pruned candidates
+included; a study names it (``alpha: {best_of: NAME}`` or ``tuned: NAME``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mismatch.config import METHODS, SpecError, TrialSpec
 from mismatch.search_space import Choice, Dimension, IntRange, Uniform, method_space, overrides_of
 from mismatch.study.best import read_best  # noqa: F401  (re-exported)
 from mismatch.study.lock import STALE_AFTER_S, StudyLock
+from mismatch.study.rungs import Rungs, method_grace
 from mismatch.study.spec import SearchSpec, Study, deep_merge, method_variants
 from mismatch.study.store import _write_atomic, absolute_storage, read_table, resolve
 
@@ -98,6 +101,8 @@ class MethodSearch:
     optuna_name: str
     experiment: str
     enqueue: list[dict[str, Any]] = field(default_factory=list)
+    rungs: Rungs | None = None
+    """Its scheduler, grace and rung epochs (set when the search starts)."""
 
 
 def validation_objective(epochs: Any, k: int) -> float:
@@ -139,17 +144,39 @@ def distribution(dim: Dimension) -> Any:
     raise TypeError(f"unknown search dimension {dim!r}")
 
 
-def _searcher(search: SearchSpec, plan: MethodSearch, storage: Any) -> Any:
+def _searcher(search: SearchSpec, plan: MethodSearch, storage: Any, concurrent: int = 1) -> Any:
     import optuna
-    from ray.tune.search import Repeater
+    from ray.tune.search import ConcurrencyLimiter, Repeater
     from ray.tune.search.optuna import OptunaSearch
 
-    inner = OptunaSearch(
+    kwargs = dict(
         space={tune_key(p): distribution(d) for p, d in plan.space.items()}, metric=OBJECTIVE, mode="max",
         points_to_evaluate=[{tune_key(p): v for p, v in point.items()} for point in plan.enqueue] or None,
         sampler=optuna.samplers.TPESampler(seed=search.sampler_seed), study_name=plan.optuna_name, storage=storage,
     )
-    return Repeater(inner, repeat=repeats(search), set_index=True)
+    if not multi_fidelity(search):
+        return Repeater(OptunaSearch(**kwargs), repeat=repeats(search), set_index=True)
+    from mismatch.study.rung_search import RungSearch
+
+    searcher = RungSearch(pruner=plan.rungs.pruner(), budget=search if search.budgeted else None, **kwargs)
+    # A budget is checked when a candidate starts: at most the slots' candidates run past it.
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrent) if search.budgeted else searcher
+
+
+def _num_samples(search: SearchSpec) -> int:
+    """Tune trials: candidates x runs (Repeater); one per candidate when multi-fidelity; with a
+    budget and no ``candidates`` in the file, as many as the budget allows (-1)."""
+    if not multi_fidelity(search):
+        return search.candidates * repeats(search)
+    return search.candidates if "candidates" in search.model_fields_set or not search.budgeted else -1
+
+
+def _budget_words(search: SearchSpec) -> str:
+    if search.budget_epochs is not None:
+        return f"a budget of {search.budget_epochs} trial-epochs"
+    if search.budget_hours is not None:
+        return f"a budget of {search.budget_hours:g} device-hours"
+    return f"{search.candidates} candidates"
 
 
 def repeats(search: SearchSpec) -> int:
@@ -229,7 +256,9 @@ def run_search(study: Study, storage: str | None = None, address: str | None = N
     candidates = [Candidate(study, tuple(plan.space), tuple(search.folds), plan.method, seeds) for plan in plans]
     for plan, candidate in zip(plans, candidates):  # a spec error shows here, not once per candidate on a worker
         for fold, seed in candidate.runs:
-            candidate.spec({p: _some_value(d) for p, d in plan.space.items()}, fold, seed)
+            spec = candidate.spec({p: _some_value(d) for p, d in plan.space.items()}, fold, seed)
+        plan.rungs = Rungs(search.scheduler, method_grace(search, plan.label, spec), search.reduction_factor,
+                           spec.train.epochs, plan.optuna_name, search, storage, study.name)
     with StudyLock(storage, study.name, stale_after_s=stale_lock_s):
         _search_locked(study, storage, search, plans, candidates, address, verbose, stream, wait_resources_s)
         return write_best(study, storage, search, plans, legacy=param is not None)
@@ -240,18 +269,27 @@ def _search_locked(study: Study, storage: str, search: SearchSpec, plans: list[M
                    wait_resources_s: float | None) -> None:
     from ray import tune
 
-    from mismatch.study.runner import WAIT_RESOURCES_S, check_resources, effective_resources, init_ray, trial_fn
+    from mismatch.study.runner import WAIT_RESOURCES_S, check_resources, effective_resources, init_ray, trial_fn, trial_slots
 
     init_ray(address, verbose)
     resources = effective_resources(study)
     check_resources(study, resources, address, WAIT_RESOURCES_S if wait_resources_s is None else wait_resources_s)
+    threads = max(1, int(resources["cpu"]))
     for plan, candidate in zip(plans, candidates):
-        trainable = tune.with_resources(
-            tune.with_parameters(trial_fn, storage=storage, threads=max(1, int(resources["cpu"])),
-                                 spec_of=candidate, objective=search_objective),
-            resources,
-        )
-        _fit_one(study, storage, search, plan, trainable, verbose, stream)
+        if multi_fidelity(search):
+            from mismatch.study.rung_search import candidate_fn
+
+            fn = tune.with_parameters(candidate_fn, storage=storage, threads=threads, spec_of=candidate, rungs=plan.rungs)
+        else:
+            fn = tune.with_parameters(trial_fn, storage=storage, threads=threads, spec_of=candidate,
+                                      objective=search_objective)
+        _fit_one(study, storage, search, plan, tune.with_resources(fn, resources), verbose, stream,
+                 trial_slots(study, resources))
+
+
+def multi_fidelity(search: SearchSpec) -> bool:
+    """Whether candidates train as one Tune trial each, rung by rung (a scheduler or a budget)."""
+    return search.scheduler != "none" or search.budgeted
 
 
 def _some_value(dim: Dimension) -> Any:
@@ -259,24 +297,27 @@ def _some_value(dim: Dimension) -> Any:
 
 
 def _fit_one(study: Study, storage: str, search: SearchSpec, plan: MethodSearch, trainable: Any, verbose: bool,
-             stream: TextIO) -> None:
+             stream: TextIO, slots: int = 1) -> None:
     from ray import tune
 
     from mismatch.study.runner import REUSE_ACTORS
 
     experiment = f"{storage}/{study.name}/_ray/{plan.experiment}"
     ranges = ", ".join(f"{p} {d.describe()}" for p, d in plan.space.items())
-    print(f"[{study.name}] {plan.label}: searching {ranges}: {search.candidates} candidates x {len(search.folds)} folds"
+    print(f"[{study.name}] {plan.label}: searching {ranges}: {_budget_words(search)} x {len(search.folds)} folds"
           f"{f' x {len(search.seeds)} seeds' if search.seeds else ''}",
           file=stream, flush=True)
+    if multi_fidelity(search):
+        print(f"[{study.name}] {plan.label}: {plan.rungs.describe()}", file=stream, flush=True)
     if tune.Tuner.can_restore(experiment):
         print(f"[{study.name}] resuming the interrupted search", file=stream, flush=True)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=_searcher(search, plan, optuna_storage(search, storage, study.name)),
-                                        num_samples=search.candidates * repeats(search),
+            tune_config=tune.TuneConfig(search_alg=_searcher(search, plan, optuna_storage(search, storage, study.name),
+                                                             study.file.max_concurrent or slots),
+                                        num_samples=_num_samples(search),
                                         max_concurrent_trials=study.file.max_concurrent,
                                         reuse_actors=REUSE_ACTORS),
             run_config=tune.RunConfig(name=plan.experiment, storage_path=f"{storage}/{study.name}/_ray",
@@ -301,8 +342,9 @@ def write_best(study: Study, storage: str, search: SearchSpec, plans: list[Metho
     cases = sorted({c for m in methods.values() for c in m["validation_cases"]})
     payload: dict[str, Any] = {
         "study": study.name, "objective": OBJECTIVE, "folds": search.folds, "seeds": search.seeds, "validation_cases": cases,
-        "budget": {"candidates": search.candidates, "folds": len(search.folds),
-                                                             "seeds": len(search.seeds or [None])}, "methods": methods,
+        "budget": {"candidates": search.candidates, "folds": len(search.folds), "seeds": len(search.seeds or [None]),
+                   "trial_epochs": search.budget_epochs, "device_hours": search.budget_hours,
+                   "scheduler": search.scheduler, "reduction_factor": search.reduction_factor}, "methods": methods,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if legacy:
@@ -319,17 +361,35 @@ def _method_best(study: Study, storage: str, search: SearchSpec, plan: MethodSea
     import optuna
 
     ot = optuna.load_study(study_name=plan.optuna_name, storage=optuna_storage(search, storage, study.name))
-    done = [t for t in ot.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    states = optuna.trial.TrialState
+    done = [t for t in ot.trials if t.state == states.COMPLETE]
     if not done:
         raise RuntimeError(f"search {study.name}: no candidate of {plan.label} completed")
-    best = max(done, key=lambda t: t.value)
+    best = max(done, key=lambda t: t.value)  # COMPLETE only: a pruned candidate's rung score is never a best value
     mine = rows[rows["method"].astype(str) == plan.label] if len(rows) else rows
     ok = mine[mine["status"] == "completed"] if len(mine) else mine
     validation = sorted({c for s in ok.get("splits_json", []) if isinstance(s, str) for c in json.loads(s)["validation"]})
-    return {"params": {p: best.params[tune_key(p)] for p in plan.space}, "objective": best.value,
-            "candidates": len(done), "trials": int(len(mine)), "validation_cases": validation,
-            "train_time_s": float(mine["train_time_s"].fillna(0).sum()) if len(mine) else 0.0}
+    entry = {"params": {p: best.params[tune_key(p)] for p in plan.space}, "objective": best.value,
+             "candidates": len(done), "trials": int(len(mine)), "validation_cases": validation,
+             "train_time_s": float(mine["train_time_s"].fillna(0).sum()) if len(mine) else 0.0}
+    return {**entry, **_ledger(mine, ot.trials, plan)}
+
+
+def _ledger(rows: Any, trials: list[Any], plan: MethodSearch) -> dict[str, Any]:
+    """Every epoch the method's search trained (pruned runs included), its candidates by
+    Optuna state, and the scheduler's settings: what best.json's ledger adds."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    epochs = int(rows["epochs"].fillna(0).sum()) if len(rows) and "epochs" in rows else 0
+    pruned = rows[rows["status"] == "pruned"] if len(rows) else rows
+    rungs = plan.rungs
+    return {"trial_epochs": epochs, "pruned_candidates": sum(t.state == states.PRUNED for t in trials),
+            "failed_candidates": sum(t.state == states.FAIL for t in trials), "pruned_trials": int(len(pruned)),
+            "pruned_train_time_s": float(pruned["train_time_s"].fillna(0).sum()) if len(pruned) else 0.0,
+            "scheduler": rungs.scheduler if rungs else "none", "grace_epochs": rungs.grace if rungs else None,
+            "rungs": rungs.epochs_list if rungs else []}
 
 
 def _search_rows(storage: str, study: str) -> Any:
-    return read_table(storage, study, "trials", columns=["method", "status", "splits_json", "train_time_s"])
+    return read_table(storage, study, "trials", columns=["method", "status", "splits_json", "train_time_s", "epochs"])

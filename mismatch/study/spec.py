@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from mismatch.config import (
     METHODS,
@@ -119,6 +119,41 @@ class SearchSpec(StrictModel):
     enqueue: list[float] = [0.002]
     sampler_seed: int = 0
     storage: str | None = None
+    scheduler: Literal["none", "asha", "hyperband"] = "none"
+    """Multi-fidelity pruning of candidates on their validation IoU at rung epochs (Optuna's
+    SuccessiveHalvingPruner / HyperbandPruner, :mod:`mismatch.study.rungs`); ``none``: every
+    candidate trains its full budget."""
+    grace_epochs: int | dict[str, int] = 1
+    """Epochs before a candidate's first rung: one number for every method (each method's
+    consistency ramp-up raises it, :func:`mismatch.study.rungs.method_grace`), or per method
+    name, with ``default`` for the others; a method named here gets exactly its value."""
+    reduction_factor: int = Field(3, ge=2)
+    """Rungs at grace x factor^k epochs; at each rung 1/factor of the candidates go on."""
+    budget_epochs: int | None = Field(None, ge=1)
+    """Each method's budget in trial-epochs (every epoch of every training run, pruned ones
+    included): candidates start while the method has spent less (``candidates`` then caps them
+    only where the file sets it)."""
+    budget_hours: float | None = Field(None, gt=0)
+    """Each method's budget in device-hours of training (summed ``train_time_s``), as ``budget_epochs``."""
+
+    @field_validator("grace_epochs")
+    @classmethod
+    def _grace_positive(cls, value: int | dict[str, int]) -> int | dict[str, int]:
+        values = value.values() if isinstance(value, dict) else [value]
+        if any(v < 1 for v in values):
+            raise ValueError("grace_epochs must be at least 1 epoch")
+        return value
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> SearchSpec:
+        if self.budget_epochs is not None and self.budget_hours is not None:
+            raise ValueError("give one budget: search.budget_epochs or search.budget_hours, not both")
+        return self
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether the budget is in trial-epochs or device-hours rather than candidates."""
+        return self.budget_epochs is not None or self.budget_hours is not None
 
 
 class StudyFile(StrictModel):
