@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from ray import tune
@@ -22,6 +22,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from mismatch.config import SpecError, TrialSpec
+from mismatch.study.optuna_store import tune_key
 from mismatch.study.rungs import (
     TRIAL_ID_KEY,
     CandidateRuns,
@@ -33,10 +34,11 @@ from mismatch.study.rungs import (
     objective_of,
     resume_progress,
 )
-from mismatch.study.search import Candidate as SearchCandidate
-from mismatch.study.search import tune_key
 from mismatch.study.spec import SearchSpec
 from mismatch.study.store import TrialCheckpoint, completed_trials, write_result, write_trial
+
+if TYPE_CHECKING:
+    from mismatch.study.search import Candidate as SearchCandidate
 
 
 class RungSearch(OptunaSearch):

@@ -113,7 +113,7 @@ class Rungs:
         """The candidate's Optuna trial, opened on its worker from the shared storage."""
         import optuna
 
-        from mismatch.study.search import optuna_storage
+        from mismatch.study.optuna_store import optuna_storage
 
         storage = optuna_storage(self.search, self.storage, self.study)
         study = optuna.load_study(study_name=self.optuna_name, storage=storage, pruner=self.pruner())

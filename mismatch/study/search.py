@@ -20,16 +20,17 @@ included; a study names it (``alpha: {best_of: NAME}`` or ``tuned: NAME``).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mismatch.config import METHODS, SpecError, TrialSpec
 from mismatch.search_space import Choice, Dimension, IntRange, Uniform, method_space, overrides_of
 from mismatch.study.best import read_best  # noqa: F401  (re-exported)
 from mismatch.study.lock import STALE_AFTER_S, StudyLock
+from mismatch.study.optuna_store import optuna_storage, tune_key
 from mismatch.study.rungs import Rungs, method_grace
 from mismatch.study.spec import SearchSpec, Study, deep_merge, method_variants
 from mismatch.study.store import _write_atomic, absolute_storage, read_table, resolve
@@ -40,11 +41,6 @@ if TYPE_CHECKING:  # a study naming ``best_of`` reads best.json here: no torch, 
 OBJECTIVE = "val_iou"
 #: The setting ``mismatch search alpha`` tunes (of the study's first method).
 ALPHA = "alpha"
-
-
-def tune_key(name: str) -> str:
-    """A searched setting's key in Ray's config and Optuna (no dots: Ray nests dotted keys)."""
-    return name.replace(".", "__")
 
 
 @dataclass(frozen=True)
@@ -114,21 +110,6 @@ def search_objective(spec: TrialSpec, result: TrialResult) -> dict[str, float]:
     """What a finished candidate reports for Optuna: validation IoU of its snapshot epochs."""
     k = 1 if spec.train.snapshot == "final" else spec.train.snapshot_k
     return {OBJECTIVE: validation_objective(result.epochs, k), "fold": spec.protocol.fold}
-
-
-def optuna_storage(search: SearchSpec, storage: str, study: str) -> Any:
-    """The study's Optuna storage: an RDB URL, or a journal file in the results folder."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    if search.storage and "://" in search.storage and not search.storage.startswith("file://"):
-        return search.storage  # an RDB URL (postgresql://, mysql://)
-    if "://" in storage and not search.storage:
-        raise SpecError("an Optuna journal needs a shared filesystem path; on object storage set search.storage "
-                        "to an RDB URL")
-    path = Path(search.storage.removeprefix("file://")) if search.storage else Path(storage) / study / "optuna" / "journal.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
 def distribution(dim: Dimension) -> Any:
@@ -309,6 +290,9 @@ def _fit_one(study: Study, storage: str, search: SearchSpec, plan: MethodSearch,
           file=stream, flush=True)
     if multi_fidelity(search):
         print(f"[{study.name}] {plan.label}: {plan.rungs.describe()}", file=stream, flush=True)
+        # A candidate's rung reports carry no objective, on purpose: one that ends without it is PRUNED
+        # (mismatch.study.rung_search). Tune would refuse them as results missing the searcher's metric.
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     if tune.Tuner.can_restore(experiment):
         print(f"[{study.name}] resuming the interrupted search", file=stream, flush=True)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)

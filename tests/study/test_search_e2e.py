@@ -130,3 +130,83 @@ def test_search_of_a_baseline_setting_on_a_held_out_tuning_split(tmp_path):
     (tmp_path / "table.yaml").write_text(yaml.safe_dump(table))
     specs = load_study(tmp_path / "table.yaml", storage=str(tmp_path / "results")).trials()
     assert {s.method.alpha for s in specs} == {found["params"]["alpha"]}
+
+
+def _pruned_search_file(tmp_path: Path) -> Path:
+    study = {
+        "name": "asha",
+        "base": {"data": {"synthetic": {"kind": "vessels", "cases": 7, "size": [32, 32], "slices": 8}},
+                 "protocol": {"unlabelled_cases": 2, "validation_cases": 1, "test_cases": 2, "tuning_cases": 1},
+                 "train": {"epochs": 4, "snapshot_k": 1, "prediction_maps": 0}},
+        # Mean Teacher's weight ramps up over 2 epochs here: its grace, and its first rung, is 2
+        "methods": [{"name": "sup1", "width": 4}, {"name": "mean-teacher", "width": 4, "rampup_epochs": 2}],
+        "grid": {"labelled_slices": [2], "seed": [0]},
+        "search": {"params": ["train.lr"], "folds": [0], "scheduler": "asha", "grace_epochs": 1,
+                   "reduction_factor": 2, "budget_epochs": 12},
+        "resources": {"cpu": 1},
+        "max_concurrent": 1,
+        "max_failures": 0,
+    }
+    path = tmp_path / "asha.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def _journal_study(storage: Path, name: str) -> optuna.Study:
+    journal = storage / "asha" / "optuna" / "journal.log"
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
+
+
+def test_a_pruned_search_killed_between_rungs_resumes_and_keeps_equal_budgets(tmp_path):
+    """ASHA on two methods with the same budget of 12 trial-epochs: killed once a candidate has
+    reported its first rung, resumed; pruned candidates are PRUNED in the journal, absent from
+    best.json, and every epoch trained, pruned ones included, is in the ledger."""
+    storage = tmp_path / "results"
+    cmd = [sys.executable, "-m", "mismatch", "search", str(_pruned_search_file(tmp_path)), "--storage", str(storage)]
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            journal = storage / "asha" / "optuna" / "journal.log"
+            if journal.exists() and journal.stat().st_size and any(
+                    t.intermediate_values for t in _journal_study(storage, "asha.sup1").trials):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("no candidate reported a rung before the kill")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=60)
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "resuming the interrupted search" in rerun.stdout
+    assert "asha: grace 2 epochs, reduction factor 2, rungs at epochs 2" in rerun.stdout
+
+    best = json.loads((storage / "asha" / "best.json").read_text())
+    rows = pd.read_parquet(storage / "asha" / "trials")
+    epochs = pd.read_parquet(storage / "asha" / "epochs")
+    for method, name in (("sup1", "asha.sup1"), ("mean-teacher", "asha.mean-teacher")):
+        ot = _journal_study(storage, name)
+        states = optuna.trial.TrialState
+        complete = [t for t in ot.trials if t.state == states.COMPLETE]
+        pruned = [t for t in ot.trials if t.state == states.PRUNED]
+        found = best["methods"][method]
+        # the best values are a COMPLETE candidate's, scored at the full budget
+        assert found["objective"] == max(t.value for t in complete)
+        assert found["params"]["train.lr"] == max(complete, key=lambda t: t.value).params["train__lr"]
+        assert found["pruned_candidates"] == len(pruned)
+        mine = rows[rows["method"] == method]
+        assert set(mine["status"]) <= {"completed", "pruned"}
+        assert (mine.loc[mine["status"] == "completed", "epochs"] == 4).all()
+        # the ledger: every epoch trained, each stored once, pruned runs included
+        assert found["trial_epochs"] == int(mine["epochs"].sum()) == sum(t.user_attrs["trial_epochs"] for t in ot.trials)
+        done = epochs[epochs["trial_id"].isin(mine.loc[mine["status"] == "completed", "trial_id"])]
+        assert not done.duplicated(["trial_id", "epoch"]).any()
+        # the same budget for both: candidates start while less than 12 trial-epochs are spent,
+        # one at a time, so a method spends at least 12 and less than 12 + one full candidate
+        assert 12 <= found["trial_epochs"] < 12 + 4
+        assert found["rungs"] == ([1, 2] if method == "sup1" else [2])
+    mt = rows[(rows["method"] == "mean-teacher") & (rows["status"] == "pruned")]
+    assert (mt["epochs"] >= 2).all()  # never pruned before its ramp-up ends
+    assert best["methods"]["sup1"]["pruned_candidates"] >= 1
