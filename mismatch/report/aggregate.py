@@ -96,6 +96,8 @@ def per_trial(data: StudyData, metric: str, exclude_empty: bool = False) -> pd.D
     status = merged["status"].astype(object) if "status" in merged else pd.Series("completed", merged.index)
     has_images = merged["n_images"].fillna(0) > 0
     status = status.where(status.notna(), "completed")
-    merged["status"] = np.where(has_images, "completed", np.where(status == "failed", "failed", "no-images"))
+    # A pruned search run has no image rows by design: kept as "pruned", out of every table
+    merged["status"] = np.where(has_images & (status != "pruned"), "completed",
+                                np.where(status.isin(["failed", "pruned"]), status, "no-images"))
     merged["n_images"] = merged["n_images"].fillna(0).astype(np.int64)
     return _normalise(merged)

@@ -89,9 +89,11 @@ def ledger(trials: pd.DataFrame | None, tuning: dict[str, Any]) -> pd.DataFrame:
     tune: dict[str, list[float]] = {}
     for best in tuning.values():
         for method, result in (best.get("methods") or {}).items():
-            counts = tune.setdefault(method, [0.0, 0.0])
-            counts[0] += result.get("trials", 0)
+            counts = tune.setdefault(method, [0.0, 0.0, 0.0, 0.0])
+            counts[0] += result.get("trials", 0)  # pruned runs included: each trains epochs and costs time
             counts[1] += result.get("train_time_s", 0.0) / SECONDS_PER_HOUR
+            counts[2] += result.get("trial_epochs", 0)
+            counts[3] += result.get("pruned_trials", 0)
     train = pd.DataFrame(columns=["method", "trials", "hours"])
     if trials is not None and "status" in trials:
         trials = trials[trials["status"] == "completed"]
@@ -103,25 +105,31 @@ def ledger(trials: pd.DataFrame | None, tuning: dict[str, Any]) -> pd.DataFrame:
     by_method = train.set_index("method")
     rows = []
     for method in methods:
-        t_trials, t_hours = tune.get(method, [0, 0.0])
+        t_trials, t_hours, t_epochs, t_pruned = tune.get(method, [0, 0.0, 0, 0])
         n = int(by_method.loc[method, "trials"]) if method in by_method.index else 0
         h = float(by_method.loc[method, "hours"]) if method in by_method.index else 0.0
-        rows.append({"method": method, "tuning_trials": int(t_trials), "tuning_device_hours": t_hours,
+        rows.append({"method": method, "tuning_trials": int(t_trials), "tuning_pruned_trials": int(t_pruned),
+                     "tuning_trial_epochs": int(t_epochs), "tuning_device_hours": t_hours,
                      "training_trials": n, "training_device_hours": h, "total_device_hours": t_hours + h})
-    return pd.DataFrame(rows, columns=["method", "tuning_trials", "tuning_device_hours", "training_trials",
-                                       "training_device_hours", "total_device_hours"])
+    return pd.DataFrame(rows, columns=["method", "tuning_trials", "tuning_pruned_trials", "tuning_trial_epochs",
+                                       "tuning_device_hours", "training_trials", "training_device_hours",
+                                       "total_device_hours"])
 
 
 def ledger_table(frame: pd.DataFrame, searches: list[str]) -> Table:
     """The ledger as a report table."""
-    rows = [[Cell(str(r.method)), Cell(str(r.tuning_trials)), Cell(f"{r.tuning_device_hours:.3f}"),
+    rows = [[Cell(str(r.method)), Cell(str(r.tuning_trials)), Cell(str(r.tuning_pruned_trials)),
+             Cell(str(r.tuning_trial_epochs)), Cell(f"{r.tuning_device_hours:.3f}"),
              Cell(str(r.training_trials)), Cell(f"{r.training_device_hours:.3f}"), Cell(f"{r.total_device_hours:.3f}")]
             for r in frame.itertuples()]
     notes = ["Device-hours: sums of the trials' train_time_s (wall time of each trial on its device; trials "
              "that share a GPU each count their own time).",
+             "Tuning counts every training run of the search, pruned ones included (a multi-fidelity search stops "
+             "them at a rung: their epochs and time are spent; none of their numbers reaches a table).",
              f"Tuning: {', '.join(searches)}." if searches else "No search fed this study: no method was tuned here."]
     return Table("tuning_ledger", "Ledger: tuning and training cost per method",
-                 ["method", "tuning trials", "tuning device-h", "training trials", "training device-h", "total device-h"],
+                 ["method", "tuning trials", "of them pruned", "tuning trial-epochs", "tuning device-h", "training trials",
+                  "training device-h", "total device-h"],
                  rows, frame, notes)
 
 

@@ -44,6 +44,15 @@ def test_ledger_sums_tuning_and_training_time_per_method():
     assert (untuned["tuning_trials"] == 0).all() and untuned.loc["mismatch", "total_device_hours"] == 1.5
 
 
+def test_ledger_counts_the_epochs_of_pruned_search_runs():
+    best = {"methods": {"mismatch": {"params": {}, "trials": 5, "train_time_s": 3600.0, "trial_epochs": 31,
+                                     "pruned_trials": 3},
+                        "sup1": {"params": {}, "trials": 2, "train_time_s": 360.0, "trial_epochs": 18}}}
+    frame = ledger(None, {"tuning": best, "again": best}).set_index("method")
+    assert frame.loc["mismatch", "tuning_trial_epochs"] == 62 and frame.loc["mismatch", "tuning_pruned_trials"] == 6
+    assert frame.loc["sup1", "tuning_pruned_trials"] == 0 and frame.loc["sup1", "tuning_device_hours"] == 0.2
+
+
 def _study(tmp_path: Path) -> Path:
     grid = SyntheticGrid((("sup1", "unet", float("nan")), ("mismatch", "mm", 0.002)), counts=(5,),
                          replicates=(0, 1), images_per_trial=4, study="tuned-table")

@@ -39,6 +39,10 @@ def _write_search(storage: Path) -> Path:
                                 storage=optuna_storage(SearchSpec(), str(storage), STUDY),
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda t: 0.6 - abs(t.suggest_float("alpha", 1e-4, 1e-2, log=True) - 0.002), n_trials=4)
+    # a candidate pruned at its first rung, told as RungSearch tells it (mismatch.study.rung_search)
+    pruned = study.ask({"alpha": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    pruned.report(0.1, 1)
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
     return storage / STUDY / "optuna" / "journal.log"
 
 
@@ -84,6 +88,8 @@ def test_a_search_journal_opens_in_optuna_dashboard(tmp_path: Path) -> None:
     studies = {s["study_name"]: s for s in listing["study_summaries"]}
     assert list(studies) == [f"{STUDY}.{METHOD}"]
     assert studies[f"{STUDY}.{METHOD}"]["directions"] == ["maximize"]
-    assert detail["name"] == f"{STUDY}.{METHOD}" and len(detail["trials"]) == 4
+    assert detail["name"] == f"{STUDY}.{METHOD}" and len(detail["trials"]) == 5
+    assert [t["state"] for t in detail["trials"]] == ["Complete"] * 4 + ["Pruned"]  # shown as pruned
+    assert [v["step"] for v in detail["trials"][-1]["intermediate_values"]] == [1]
     assert [p["name"] for p in detail["union_search_space"]] == ["alpha"]
     assert proc.returncode is not None  # stopped
