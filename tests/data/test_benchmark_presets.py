@@ -169,6 +169,7 @@ def test_lists_naming_absent_cases_and_sources_without_lists(la_root, tmp_path):
         load_trial_data(phantom, ProtocolSpec(preset="la-8", labelled_cases=1), cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.slow  # seconds of training: CI runs it, the developer loop leaves it out
 def test_a_tiny_acdc_trial_on_fixed_lists(acdc_root):
     from mismatch.train import run_trial
 

@@ -70,6 +70,7 @@ def test_cps_members_get_the_rows_of_their_trials_alone(tiny_dict, native_kernel
         np.testing.assert_allclose(member.images["iou"], solo.images["iou"], atol=IOU_TOL, rtol=0)
 
 
+@pytest.mark.slow  # seconds of training: CI runs it, the developer loop leaves it out
 def test_a_killed_group_resumes_every_member_with_the_same_rows(tiny_dict, tmp_path):
     specs = _specs(tiny_dict, epochs=2)[:2]
     whole = train_fused(specs)

@@ -95,6 +95,7 @@ def test_a_fused_multi_class_trial_has_the_network_and_class_rows_of_the_trial_a
     assert len(stored) == sum(len(m.classes) for m in fused)
 
 
+@pytest.mark.slow  # seconds of training: CI runs it, the developer loop leaves it out
 def test_two_fused_3d_trials_complete_with_the_rows_of_the_trials_alone(la_root, native_kernels):
     specs = _la_specs(la_root)
     fused = train_fused(specs)
