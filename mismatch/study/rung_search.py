@@ -12,7 +12,6 @@ Imported by the search driver and by Ray's workers only (it imports Ray).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +80,9 @@ def candidate_fn(config: dict[str, Any], storage: str, threads: int, spec_of: Se
     A finished candidate stores each run's rows as a study trial does and reports the
     objective; a pruned one stores ``pruned`` rows (epochs and time trained) and reports
     ``pruned`` without the objective, which :class:`RungSearch` tells Optuna as PRUNED."""
+    from mismatch.results.rows import fusion_columns
     from mismatch.runtime import set_threads
+    from mismatch.study.runner import placement
 
     set_threads(threads)
     try:
@@ -92,9 +93,6 @@ def candidate_fn(config: dict[str, Any], storage: str, threads: int, spec_of: Se
         return
     trial = rungs.open_trial(int(config[TRIAL_ID_KEY]))
     candidate = CandidateRuns([RunProgress(s) for s in specs], rungs, trial, tune.report)
-    from mismatch.results.rows import fusion_columns
-    from mismatch.study.runner import placement
-
     train_candidate(candidate, storage, {**placement(), **fusion_columns()})
 
 
@@ -102,7 +100,7 @@ def train_candidate(candidate: CandidateRuns, storage: str, extra: dict[str, Any
     """Train the candidate's runs to each rung in turn, store their rows (plus ``extra``
     columns: where it ran), report the outcome."""
     from mismatch.study.runner import PERMANENT_ERRORS
-    from mismatch.train import run_trial
+    from mismatch.train import run_trial, snapshot_epochs
 
     study = candidate.runs[0].spec.study
     done = completed_trials(storage, study, [r.spec.trial_id() for r in candidate.runs])
@@ -133,8 +131,7 @@ def train_candidate(candidate: CandidateRuns, storage: str, extra: dict[str, Any
         return
     _clean(checkpoints.values())
     candidate.spend()
-    spec = candidate.runs[0].spec
-    k = 1 if spec.train.snapshot == "final" else spec.train.snapshot_k
+    k = snapshot_epochs(candidate.runs[0].spec)  # the epochs of the test-time snapshots, as search_objective scores them
     candidate.report({"val_iou": objective_of(candidate.runs, k), "trial_epochs": candidate.epochs, "done_trial": 1})
 
 
@@ -156,7 +153,5 @@ def _store_pruned(candidate: CandidateRuns, storage: str, reason: str) -> None:
 
 
 def _clean(checkpoints: Any) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for ckpt in checkpoints:
-            ckpt.delete()
+    for ckpt in checkpoints:
+        ckpt.delete()
