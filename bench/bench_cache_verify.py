@@ -61,7 +61,7 @@ def _load(spec: DataSpec, protocol, verify: bool) -> None:  # noqa: ANN001 - a P
 
 def bench_phantom(name: str, out: Path, runs: int) -> dict[str, float]:
     """Load times with and without the check, and one trial's time, for one phantom."""
-    from mismatch.train import run_trial
+    from mismatch.trial.run import run_trial
 
     cases, size, slices, protocol, train, method = PHANTOMS[name]
     raw = write_synthetic_dataset(out / name / "raw", "vessels", cases, size, slices, seed=0)

@@ -36,10 +36,10 @@ from functools import partial
 import torch
 
 from mismatch.config import TrainSpec, load_trial_spec
-from mismatch.fusion.engine import FusedModel
 from mismatch.fusion.optim import AdamSettings, MaskedAdam
 from mismatch.methods import Batch, build_method
 from mismatch.optim import Optimization
+from mismatch.trial.fused import FusedModel
 
 
 def _batch(size: int, device: torch.device) -> Batch:

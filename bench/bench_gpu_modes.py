@@ -38,11 +38,11 @@ from bench_fusion import _batch, _methods, _timed  # bench/ is on sys.path when 
 from torch.func import vmap
 
 from mismatch.config import TrainSpec
-from mismatch.fusion.engine import FusedModel
 from mismatch.fusion.optim import AdamSettings, MaskedAdam
 from mismatch.methods import Batch
 from mismatch.optim import Optimization
 from mismatch.runtime import peak_memory_mb, reset_peak_memory
+from mismatch.trial.fused import FusedModel
 
 MODES = ("eager", "channels_last", "bf16", "compile", "reduce-overhead")
 Step = Callable[[], None]

@@ -91,7 +91,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Run one trial and write its Parquet rows."""
     from mismatch.study.store import write_result, write_trial
     from mismatch.summary import format_summary
-    from mismatch.train import NON_FINITE_ERRORS, failed_trial_row, run_trial
+    from mismatch.trial.evaluate import failed_trial_row
+    from mismatch.trial.run import run_trial
+    from mismatch.trial.state import NON_FINITE_ERRORS
 
     spec = build_train_spec(args)
     if args.dry_run:
@@ -698,7 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `| head` closed the pipe: the reader has what it wanted
         return 0
     except OSError as err:
-        from mismatch.data.atomic import as_disk_full, is_disk_full
+        from mismatch.atomic import as_disk_full, is_disk_full
 
         if not is_disk_full(err):
             raise

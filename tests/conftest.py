@@ -34,7 +34,7 @@ def tiny_result(tmp_path_factory):
     Tests must not modify it (its frames are shared); a test that needs a second run (a
     determinism or resume check) trains its own and compares with this one.
     """
-    from mismatch.train import run_trial
+    from mismatch.trial.run import run_trial
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MISMATCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
@@ -48,7 +48,7 @@ class StopTraining(Exception):
 @pytest.fixture
 def interrupt_after_first_epoch():
     """Run a trial with checkpoints in ``checkpoint_dir`` and stop it after its first epoch."""
-    from mismatch.train import run_trial
+    from mismatch.trial.run import run_trial
 
     def run(spec: TrialSpec, checkpoint_dir) -> None:
         def stop(report) -> None:

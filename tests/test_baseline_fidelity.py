@@ -9,10 +9,11 @@ import torch
 
 from mismatch.config import load_trial_spec
 from mismatch.data import SliceSet
-from mismatch.evaluate import NonFiniteProbabilityError, check_probabilities
 from mismatch.methods import Batch, build_method
 from mismatch.results import image_metrics
-from mismatch.train import NON_FINITE_ERRORS, run_trial
+from mismatch.trial.evaluate import check_probabilities
+from mismatch.trial.run import run_trial
+from mismatch.trial.state import NON_FINITE_ERRORS, NonFiniteProbabilityError
 
 
 def _slices(n: int = 3) -> SliceSet:
@@ -42,7 +43,7 @@ def test_a_nan_probability_makes_the_images_metrics_nan_not_background() -> None
 
 
 def test_a_trial_whose_network_outputs_nan_fails_naming_a_test_image(tiny_dict, monkeypatch) -> None:
-    import mismatch.evaluate as evaluate
+    import mismatch.trial.evaluate as evaluate
 
     spec = load_trial_spec(tiny_dict(method={"name": "sup1", "width": 4}, train={"epochs": 1, "snapshot_k": 1}))
     real_predict = evaluate.predict

@@ -15,10 +15,10 @@ from mismatch.data.reassemble import CaseVolume, case_volumes
 from mismatch.data.recipe import SliceSet
 from mismatch.data.synth import make_phantom
 from mismatch.data.volumes import CaseGeometry
-from mismatch.evaluate_cases import case_metrics, case_rows, surface_metrics, surface_metrics_lib
 from mismatch.results import IDENTITY, table_columns
 from mismatch.study.store import read_table, write_result, write_trial
-from mismatch.train import run_trial
+from mismatch.trial.cases import case_metrics, case_rows, surface_metrics, surface_metrics_lib
+from mismatch.trial.run import run_trial
 
 SPACING = (2.0, 0.5, 0.5)  # mm along (z = slices, y = rows, x = columns)
 

@@ -8,7 +8,7 @@ from mismatch.config import load_trial_spec
 from mismatch.report import build_report
 from mismatch.results import ece_from_bins
 from mismatch.study.store import read_table, write_result
-from mismatch.train import run_trial
+from mismatch.trial.run import run_trial
 
 
 def test_report_sums_each_decoders_bins_over_folds(tmp_path, tiny_dict):

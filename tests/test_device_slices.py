@@ -8,7 +8,8 @@ import torch
 
 from mismatch.config import load_trial_spec
 from mismatch.data import load_trial_data
-from mismatch.train import DeviceSlices, device_slices, epoch_batches, run_trial
+from mismatch.trial.batches import DeviceSlices, device_slices, epoch_batches
+from mismatch.trial.run import run_trial
 
 CPU = torch.device("cpu")
 
@@ -50,7 +51,9 @@ def test_a_trial_gives_the_same_rows_with_its_slices_as_tensors(tiny_dict, tiny_
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: the sync-free hot path")
 def test_cuda_training_steps_do_not_synchronise(tiny_dict):
     from mismatch.methods import build_method
-    from mismatch.train import TrainState, build_optimization, train_epoch
+    from mismatch.trial.loop import train_epoch
+    from mismatch.trial.members import Member, build_optimization
+    from mismatch.trial.steppers import PerMemberStepper
 
     spec = load_trial_spec(tiny_dict(train={"device": "cuda", "check_every": 10_000, "epochs": 1}))
     data = load_trial_data(spec.data, spec.protocol)
@@ -67,4 +70,5 @@ def test_cuda_training_steps_do_not_synchronise(tiny_dict):
         method.after_step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert train_epoch(method, optim, data, TrainState(), spec, device, slices)
+    member = Member(spec, data, method, optim, "", slices)
+    assert train_epoch([member], PerMemberStepper([member], device), 0)[0]

@@ -10,7 +10,8 @@ import torch
 
 from mismatch.config import load_trial_spec
 from mismatch.data.volumes3d import VolumeSet, VolumeWindow
-from mismatch.evaluate_volumes import (
+from mismatch.methods import Method
+from mismatch.trial.volumes import (
     VOLUME_PATCH,
     NonFiniteVolumeError,
     predict_test_volumes,
@@ -20,7 +21,6 @@ from mismatch.evaluate_volumes import (
     volume_image_rows,
     volume_prediction_maps,
 )
-from mismatch.methods import Method
 from tests.volumes3d_helpers import Tiny3D
 
 CPU = torch.device("cpu")

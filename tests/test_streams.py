@@ -11,7 +11,8 @@ import pytest
 from mismatch.config import SpecError, load_trial_spec
 from mismatch.data import load_trial_data
 from mismatch.data.splits import make_splits
-from mismatch.train import epoch_batches, run_trial, steps_per_epoch
+from mismatch.trial.batches import epoch_batches, steps_per_epoch
+from mismatch.trial.run import run_trial
 
 SMALL_POOL = {"unlabelled_slices": 4}  # a 4-slice unlabelled pool keeps full trials fast
 

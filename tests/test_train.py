@@ -7,7 +7,9 @@ import pytest
 from mismatch.config import load_trial_spec
 from mismatch.data import load_trial_data
 from mismatch.methods.mismatch import MisMatch
-from mismatch.train import NonFiniteLossError, run_trial, stream_batches
+from mismatch.trial.batches import stream_batches
+from mismatch.trial.run import run_trial
+from mismatch.trial.state import NonFiniteLossError
 
 
 def test_stream_sees_every_slice_once_per_epoch_in_a_seeded_order(tiny_spec):

@@ -11,7 +11,9 @@ from mismatch.data import load_trial_data
 from mismatch.methods import Batch, Method, build_method, list_methods
 from mismatch.methods.mismatch import MisMatch
 from mismatch.optim import Optimization, OptimizerSetup, build_optimizer, build_scheduler
-from mismatch.train import NonFiniteLossError, run_trial, steps_per_epoch
+from mismatch.trial.batches import steps_per_epoch
+from mismatch.trial.run import run_trial
+from mismatch.trial.state import NonFiniteLossError
 
 
 def tiny_method(name: str) -> Method:

@@ -15,7 +15,7 @@ import yaml
 from mismatch.config import TrainSpec, load_trial_spec
 from mismatch.data import load_trial_data
 from mismatch.data.volumes3d import VolumeWindow
-from mismatch.train import epoch_batches, steps_per_epoch
+from mismatch.trial.batches import epoch_batches, steps_per_epoch
 from tests.volumes3d_helpers import SPACING, write_volume_dataset
 
 PATCH = [16, 32, 16]  # four poolings leave 1 x 2 x 1 voxels (16^3 would leave one)
@@ -86,7 +86,7 @@ def test_labelled_patches_are_centred_on_foreground_at_the_configured_rate(vol_r
 
 def test_a_resumed_3d_trial_gives_the_rows_of_an_uninterrupted_one(tmp_path, vol_root,
                                                                       interrupt_after_first_epoch):
-    from mismatch.train import run_trial
+    from mismatch.trial.run import run_trial
 
     spec = load_trial_spec(_spec_dict(vol_root, prediction_maps=0))
     whole = run_trial(spec)

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from mismatch import evaluate
+import mismatch.trial.evaluate as evaluate
 from mismatch.runtime import PROC_CLEAR_REFS, peak_memory_mb, reset_peak_memory, seed_everything
-from mismatch.train import run_trial
+from mismatch.trial.run import run_trial
 
 CPU = torch.device("cpu")
 

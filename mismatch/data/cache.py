@@ -38,19 +38,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mismatch.atomic import as_disk_full, is_disk_full, remove_stale_siblings, temporary_sibling
 from mismatch.config import DATA_PRESETS, DataSpec
 from mismatch.data import preprocess as pp
-from mismatch.data.atomic import (
-    as_disk_full,
-    is_disk_full,
-    publish,
-    refuse_non_empty,
-    remove_stale_siblings,
-    temporary_sibling,
-)
 from mismatch.data.check import Progress, check_dataset
 from mismatch.data.errors import DataCheckError, DataError, FileProblemError
 from mismatch.data.layouts import Layout, class_names, get_layout
+from mismatch.data.publish import publish, refuse_non_empty
 from mismatch.data.recipe import (
     SliceSet,
     case_samples,

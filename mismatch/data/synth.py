@@ -43,10 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mismatch.atomic import disk_full_names, remove_stale_siblings, temporary_sibling
 from mismatch.config import SynthSpec
-from mismatch.data.atomic import disk_full_names, publish, refuse_non_empty, remove_stale_siblings, temporary_sibling
 from mismatch.data.errors import DataError
 from mismatch.data.msd import DATASET_JSON, write_case, write_dataset_json
+from mismatch.data.publish import publish, refuse_non_empty
 
 # Bump when a change to the generators changes their output: it invalidates cached phantoms.
 PHANTOM_VERSION = 1

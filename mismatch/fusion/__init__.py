@@ -1,25 +1,11 @@
-"""Fused trials (horizontal fusion): same-architecture trials trained as one model.
-
-:func:`train_fused` (torch) trains a group; :mod:`mismatch.fusion.support` (torch-free)
-says which trials may be fused and plans the groups. docs/studies.md has the measurements.
+"""Fusion's parts below the trial: which trials may train as one fused group and how groups
+are planned (:mod:`mismatch.fusion.support`, torch-free), and the members' masked Adam
+(:mod:`mismatch.fusion.optim`). The grouped stepper that trains a group through the one loop
+is :mod:`mismatch.trial.fused`; docs/studies.md has the measurements.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from mismatch.fusion.support import NOT_FUSABLE, check_group, group_key, plan_groups, trial_fusable
 
-if TYPE_CHECKING:
-    from mismatch.fusion.engine import MemberOutcome, train_fused
-
-__all__ = ["NOT_FUSABLE", "MemberOutcome", "check_group", "group_key", "plan_groups", "train_fused", "trial_fusable"]
-
-
-def __getattr__(name: str) -> Any:
-    """The torch engine loads on first use, so planning groups stays torch-free."""
-    if name in ("train_fused", "MemberOutcome", "FusedModel"):
-        from mismatch.fusion import engine
-
-        return getattr(engine, name)
-    raise AttributeError(name)
+__all__ = ["NOT_FUSABLE", "check_group", "group_key", "plan_groups", "trial_fusable"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from mismatch.data.atomic import disk_full_names
+from mismatch.atomic import disk_full_names
 from mismatch.report import comparison, sections, tuning
 from mismatch.report.aggregate import METRICS, image_subset, per_trial
 from mismatch.report.cases import case_values

@@ -100,7 +100,8 @@ def train_candidate(candidate: CandidateRuns, storage: str, extra: dict[str, Any
     """Train the candidate's runs to each rung in turn, store their rows (plus ``extra``
     columns: where it ran), report the outcome."""
     from mismatch.study.runner import PERMANENT_ERRORS
-    from mismatch.train import run_trial, snapshot_epochs
+    from mismatch.trial.members import snapshot_epochs
+    from mismatch.trial.run import run_trial
 
     study = candidate.runs[0].spec.study
     done = completed_trials(storage, study, [r.spec.trial_id() for r in candidate.runs])
@@ -145,7 +146,7 @@ def _pushing(hook: Any, ckpt: TrialCheckpoint) -> Any:
 
 
 def _store_pruned(candidate: CandidateRuns, storage: str, reason: str) -> None:
-    from mismatch.evaluate import pruned_trial_row
+    from mismatch.trial.evaluate import pruned_trial_row
 
     for run in candidate.runs:  # none is done: a run passes a rung only after the candidate did
         spec: TrialSpec = run.spec

@@ -219,7 +219,7 @@ class CandidateRuns:
 
 def resume_progress(run: RunProgress, checkpoint: Path) -> None:
     """A run's epochs so far, read from its checkpoint (a resumed or paused run)."""
-    from mismatch.train import checkpoint_history
+    from mismatch.trial.checkpoint import checkpoint_history
 
     path = checkpoint / "trial.pt"
     if path.exists():

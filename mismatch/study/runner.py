@@ -26,11 +26,9 @@ from typing import Any, TextIO
 import pyarrow.fs as pafs
 from pydantic import ValidationError
 
+from mismatch.atomic import DiskFullError, as_disk_full, is_disk_full
 from mismatch.config import SpecError, TrialSpec, load_trial_spec
-from mismatch.data.atomic import DiskFullError, as_disk_full, is_disk_full
 from mismatch.data.errors import DataError
-from mismatch.evaluate import utc_now
-from mismatch.fusion.engine import CHECKPOINT_NAME as FUSED_CHECKPOINT
 from mismatch.fusion.support import plan_groups
 from mismatch.results import TABLES
 from mismatch.results.rows import fusion_columns
@@ -53,7 +51,10 @@ from mismatch.study.store import (
     write_trial,
 )
 from mismatch.tracking import Tracker, TrackingSpec, open_tracker, prepare_tracking
-from mismatch.train import NON_FINITE_ERRORS, TrialResult, failed_trial_row, run_trial
+from mismatch.trial.checkpoint import GROUP_CHECKPOINT as FUSED_CHECKPOINT
+from mismatch.trial.evaluate import failed_trial_row
+from mismatch.trial.run import run_trial
+from mismatch.trial.state import NON_FINITE_ERRORS, TrialResult, utc_now
 
 #: Errors that would recur on every retry: the trial is recorded as failed at once.
 PERMANENT_ERRORS = (*NON_FINITE_ERRORS, DataError, SpecError)
@@ -161,12 +162,13 @@ def _member_failed(storage: str, spec: TrialSpec, err: BaseException, fused: dic
 
 
 def group_fn(config: dict[str, Any], storage: str, threads: int, tracking: TrackingSpec | None = None) -> None:
-    """One fused group as one Tune trial: :func:`mismatch.fusion.train_fused` over its members,
+    """One fused group as one Tune trial: :func:`mismatch.trial.run.run_group` over its members,
     one checkpoint per group (resumed by a retry or a re-run planning the same group), and each
     member's rows written as a solo trial's plus ``fuse_group`` / ``fuse_size``. A member whose
     loss became non-finite gets its failed row; the others are stored as usual (:func:`run_unit`)."""
     trial = config["trial"]
-    run_unit(Unit(storage, [{"trial": m} for m in trial["members"]], trial["id"]), threads, tracking)
+    run_unit(Unit(storage, [{"trial": m} for m in trial["members"]], trial["id"], kernels=trial.get("kernels", "auto")),
+             threads, tracking)
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,8 @@ class Unit:
     #: Members whose completed rows are stored already (a group resumed after a kill between two
     #: members' row writes): trained along with the others, neither stored again nor tracked.
     stored: frozenset[str] = frozenset()
+    #: How a group steps (``resources.fuse_kernels``: :func:`mismatch.trial.run.group_stepper`).
+    kernels: str = "auto"
 
     def fused(self) -> dict[str, Any]:
         """The fusion columns of its members' result rows (a solo trial: ``""``, 1)."""
@@ -270,9 +274,9 @@ def _train_unit(unit: Unit, specs: list[TrialSpec], ckpt: TrialCheckpoint, track
     hook, local = _epoch_hook(unit, ckpt, trackers), Path(ckpt.local)
     try:
         if unit.group:
-            from mismatch.fusion import train_fused
+            from mismatch.trial.run import run_group
 
-            return train_fused(specs, on_epoch_end=hook, checkpoint_dir=local)
+            return run_group(specs, kernels=unit.kernels, on_epoch_end=hook, checkpoint_dir=local)
         return [run_trial(specs[0], on_epoch_end=lambda report: hook(0, report), checkpoint_dir=local)]
     except PERMANENT_ERRORS as err:
         for spec, tracker in zip(specs, trackers):
@@ -579,13 +583,14 @@ def plan_units(todo: list[TrialSpec], fuse: int, started: dict[str, list[str]] |
     return units + [[rest[i] for i in group] for group in plan_groups(rest, fuse)]
 
 
-def unit_config(unit: list[TrialSpec]) -> dict[str, Any]:
+def unit_config(unit: list[TrialSpec], kernels: str = "auto") -> dict[str, Any]:
     """The Tune config's ``trial`` of one unit: a trial (``id``, ``spec``) or a fused group
-    (``id``: :func:`group_id`, ``members``: the trials' ``id`` and ``spec``)."""
+    (``id``: :func:`group_id`, ``members``: the trials' ``id`` and ``spec``, ``kernels``: how
+    it steps)."""
     trials = [{"id": s.trial_id(), "spec": trial_payload(s)} for s in unit]
     if len(unit) == 1:
         return trials[0]
-    return {"id": group_id([t["id"] for t in trials]), "members": trials}
+    return {"id": group_id([t["id"] for t in trials]), "members": trials, "kernels": kernels}
 
 
 def _run_locked(study: Study, storage: str, address: str | None, verbose: bool, retry_failed: bool,
@@ -698,37 +703,10 @@ def measure_member(spec: TrialSpec) -> tuple[int, int] | None:
 
     if not torch.cuda.is_available():
         return None
+    from mismatch.trial.fused import member_peak_bytes
+
     member = member_peak_bytes(spec)
     return member, torch.cuda.mem_get_info()[0]
-
-
-def member_peak_bytes(spec: TrialSpec) -> int:
-    """Peak CUDA memory of one fused step of ``spec`` alone (its data, weights, Adam state and
-    activations), measured on this process's current device."""
-    import torch
-
-    from mismatch.fusion.engine import _build_member, _FusedRun
-    from mismatch.runtime import select_device
-
-    device = select_device(spec.train.device)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    run = _FusedRun([_build_member(spec, device, None)], device)
-    batch = next(iter(_first_batches(run)))
-    sums: dict[str, Any] = {}
-    run._step({0: batch}, 0, sums, {}, check=False, unchecked={0: 0})
-    peak = torch.cuda.max_memory_allocated(device) - before
-    del run, batch
-    torch.cuda.empty_cache()
-    return int(peak)
-
-
-def _first_batches(run: Any) -> Any:
-    from mismatch.train import epoch_batches
-
-    member = run.members[0]
-    return epoch_batches(member.data, 0, member.spec.train, member.method.uses_unlabelled)
 
 
 def _fit(study: Study, storage: str, units: list[list[TrialSpec]], resources: dict[str, float], verbose: bool,
@@ -738,7 +716,7 @@ def _fit(study: Study, storage: str, units: list[list[TrialSpec]], resources: di
     threads = max(1, int(resources["cpu"]))
     trainable = tune.with_resources(tune.with_parameters(study_fn, storage=storage, threads=threads,
                                                          tracking=study.file.tracking), resources)
-    trials = [unit_config(u) for u in units]
+    trials = [unit_config(u, study.file.resources.fuse_kernels) for u in units]
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials)},

@@ -36,7 +36,7 @@ from mismatch.study.spec import SearchSpec, Study, deep_merge, method_variants
 from mismatch.study.store import _write_atomic, absolute_storage, read_table, resolve
 
 if TYPE_CHECKING:  # a study naming ``best_of`` reads best.json here: no torch, no Ray
-    from mismatch.train import TrialResult
+    from mismatch.trial.state import TrialResult
 
 OBJECTIVE = "val_iou"
 #: The setting ``mismatch search alpha`` tunes (of the study's first method).

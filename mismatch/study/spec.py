@@ -59,11 +59,15 @@ class Resources(StrictModel):
     """Resources of one trial. ``gpu`` may be fractional (0.25 packs four trials on a GPU);
     where the cluster has no GPU, trials fall back to the CPU. ``fuse`` (default 1: one trial
     per process) trains up to that many compatible trials as one fused group, which is one
-    Ray Tune trial with these resources; ``auto`` picks the size from memory (docs/studies.md)."""
+    Ray Tune trial with these resources; ``auto`` picks the size from memory (docs/studies.md).
+    ``fuse_kernels`` says how a group steps: ``grouped`` (one vmapped step: a GPU's
+    throughput), ``per-member`` (each member with its own kernels: rows equal to its trials
+    alone) or ``auto`` (grouped on CUDA, per-member on a CPU)."""
 
     cpu: float = Field(1, gt=0)
     gpu: float = Field(0, ge=0)
     fuse: Fuse = 1
+    fuse_kernels: Literal["auto", "grouped", "per-member"] = "auto"
 
     @field_validator("fuse", mode="before")
     @classmethod

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from mismatch.data.atomic import as_disk_full
+from mismatch.atomic import as_disk_full
 from mismatch.results import TABLES
 from mismatch.results.rows import fill_trial_defaults
 
@@ -88,7 +88,7 @@ def resolve(storage: str) -> tuple[pafs.FileSystem, str]:
 
 def _write_atomic(fs: pafs.FileSystem, path: str, payload: bytes) -> None:
     """Write bytes to ``path`` through a temporary sibling and a move; a full disk raises
-    :class:`~mismatch.data.atomic.DiskFullError` naming ``path``."""
+    :class:`~mismatch.atomic.DiskFullError` naming ``path``."""
     parent = path.rsplit("/", 1)[0]
     tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
     try:

@@ -171,7 +171,7 @@ def test_lists_naming_absent_cases_and_sources_without_lists(la_root, tmp_path):
 
 @pytest.mark.slow  # seconds of training: CI runs it, the developer loop leaves it out
 def test_a_tiny_acdc_trial_on_fixed_lists(acdc_root):
-    from mismatch.train import run_trial
+    from mismatch.trial.run import run_trial
 
     spec = load_trial_spec({
         "study": "tiny", "data": {"root": str(acdc_root), "preset": "acdc"},

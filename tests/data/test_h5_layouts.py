@@ -175,7 +175,7 @@ def test_acdc_prepare_refuses_without_a_foreground_choice_and_works_with_one(acd
 
 
 def test_la_prepare_and_a_tiny_trial(la_root, tmp_path):
-    from mismatch.train import run_trial
+    from mismatch.trial.run import run_trial
 
     result = prepare_dataset(data_spec_for("la2018-h5", la_root), tmp_path / "prep")
     layout = get_layout("la2018-h5")

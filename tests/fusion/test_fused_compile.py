@@ -15,8 +15,8 @@ import torch
 from torch.func import vmap
 
 from mismatch.config import load_trial_spec
-from mismatch.fusion.engine import FusedModel, MemberConfig
 from mismatch.methods import build_method
+from mismatch.trial.fused import FusedModel, MemberConfig
 
 
 def _group(k: int) -> tuple[FusedModel, torch.Tensor, torch.Tensor]:

@@ -1,6 +1,9 @@
 """A fused group gives each member the rows of its trial trained alone (CPU).
 
-Tolerance: on the CPU, torch picks oneDNN for a trial's convolutions but its native kernels
+On the default kernels a CPU group steps its members one by one (``kernels: auto`` is
+``per-member`` there), and its rows equal the trials alone exactly. The grouped (vmapped)
+stepper, the one a GPU uses, is tested here on a CPU too. Its tolerance: on the CPU, torch
+picks oneDNN for a trial's convolutions but its native kernels
 for the grouped convolutions of a fused step; the two differ by float32 rounding, which
 Adam amplifies for parameters whose gradients are rounding noise (a bias-free convolution
 before InstanceNorm). The equivalence tests therefore run solo and fused trials on the same
@@ -11,12 +14,12 @@ sums inside a grouped vs a plain convolution (docs/studies.md gives the figures)
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from mismatch.config import load_trial_spec
-from mismatch.fusion import train_fused
-from mismatch.train import run_trial
+from mismatch.trial.run import run_group, run_trial
 
 IOU_TOL = 1e-4
 # fold, labelled slices, alpha, seed, unlabelled pool: three stream lengths (4, 3 and 2 steps
@@ -44,9 +47,24 @@ def native_kernels():
         yield
 
 
-def test_fused_members_get_the_rows_of_their_trials_alone(tiny_dict, native_kernels):
+def test_on_the_default_cpu_kernels_a_group_gives_exactly_the_rows_of_its_trials_alone(tiny_dict):
+    specs = _specs(tiny_dict, epochs=2)
+    fused = run_group(specs)  # kernels auto: per-member on a CPU, oneDNN as a trial alone uses
+    for spec, member in zip(specs, fused, strict=True):
+        solo = run_trial(spec)
+        for table in ("images", "epochs"):
+            a, b = getattr(member, table), getattr(solo, table)
+            assert list(a.columns) == list(b.columns)
+            cols = [c for c in a.columns if c not in ("time_s",)]
+            pd.testing.assert_frame_equal(a[cols], b[cols])
+        for key in ("params", "optimizer_steps", "labelled_presentations", "final_loss", "best_val_iou"):
+            assert member.trial[key] == solo.trial[key], key
+    assert [m.trial["optimizer_steps"] for m in fused] == [8, 6, 4]
+
+
+def test_grouped_members_get_the_rows_of_their_trials_alone(tiny_dict, native_kernels):
     specs = _specs(tiny_dict)
-    fused = train_fused(specs)
+    fused = run_group(specs, kernels="grouped")
     for spec, member in zip(specs, fused):
         solo = run_trial(spec)
         assert member.trial["trial_id"] == solo.trial["trial_id"] == spec.trial_id()
@@ -64,7 +82,7 @@ def test_fused_members_get_the_rows_of_their_trials_alone(tiny_dict, native_kern
 def test_cps_members_get_the_rows_of_their_trials_alone(tiny_dict, native_kernels):
     specs = [spec.model_copy(update={"method": load_trial_spec(tiny_dict(method={"name": "cps", "width": 4})).method})
              for spec in _specs(tiny_dict)[:2]]
-    for spec, member in zip(specs, train_fused(specs)):
+    for spec, member in zip(specs, run_group(specs, kernels="grouped")):
         solo = run_trial(spec)
         assert member.trial["trial_id"] == solo.trial["trial_id"]
         np.testing.assert_allclose(member.images["iou"], solo.images["iou"], atol=IOU_TOL, rtol=0)
@@ -73,15 +91,15 @@ def test_cps_members_get_the_rows_of_their_trials_alone(tiny_dict, native_kernel
 @pytest.mark.slow  # seconds of training: CI runs it, the developer loop leaves it out
 def test_a_killed_group_resumes_every_member_with_the_same_rows(tiny_dict, tmp_path):
     specs = _specs(tiny_dict, epochs=2)[:2]
-    whole = train_fused(specs)
+    whole = run_group(specs, kernels="grouped")
 
     def stop(member: int, report) -> None:
         if report.epoch == 0 and member == 1:
             raise Stop
 
     with pytest.raises(Stop):
-        train_fused(specs, checkpoint_dir=tmp_path, on_epoch_end=stop)
-    resumed = train_fused(specs, checkpoint_dir=tmp_path)
+        run_group(specs, kernels="grouped", checkpoint_dir=tmp_path, on_epoch_end=stop)
+    resumed = run_group(specs, kernels="grouped", checkpoint_dir=tmp_path)
     for a, b in zip(whole, resumed):
         assert b.trial["resumed_from_epoch"] == 1 and b.trial["epochs"] == 2
         assert a.trial["optimizer_steps"] == b.trial["optimizer_steps"]
@@ -91,7 +109,7 @@ def test_a_killed_group_resumes_every_member_with_the_same_rows(tiny_dict, tmp_p
 
 def test_a_member_with_a_non_finite_loss_fails_alone(tiny_dict, monkeypatch):
     from mismatch.methods.mismatch import MisMatch
-    from mismatch.train import NonFiniteLossError
+    from mismatch.trial.state import NonFiniteLossError
 
     original = MisMatch.training_step
 
@@ -105,7 +123,7 @@ def test_a_member_with_a_non_finite_loss_fails_alone(tiny_dict, monkeypatch):
 
     monkeypatch.setattr(MisMatch, "training_step", poisoned)
     specs = _specs(tiny_dict)[:2]
-    fused = train_fused(specs)
+    fused = run_group(specs, kernels="grouped")
     with pytest.raises(NonFiniteLossError) as alone:
         run_trial(specs[1])
     assert isinstance(fused[1], NonFiniteLossError) and str(fused[1]) == str(alone.value)

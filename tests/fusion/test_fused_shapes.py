@@ -4,9 +4,11 @@ Issue 25: the fused engine once built every member as a binary 2D network (its o
 the method builder dropped ``num_classes`` and ``spatial_dims``), so a fused multi-class trial
 had 75,217 parameters instead of 75,247 and no classes table, and a fused ``mm3d`` trial
 failed with "network 'mm3d' is 3D but this trial's data is 2D". Both paths now build through
-:func:`mismatch.train.build_trial_method`. Solo and fused trials run on the same (native)
-kernels here, as in tests/fusion/test_fused_equivalence.py; the remaining difference is the
-reordering of sums in a grouped convolution, which may flip a voxel at the threshold.
+:func:`mismatch.trial.members.build_member`. On the default CPU kernels a group steps its
+members one by one and gives exactly the rows of the trials alone; the grouped (vmapped)
+stepper runs here on the native kernels (as in tests/fusion/test_fused_equivalence.py), where
+the remaining difference is the reordering of sums in a grouped convolution, which may flip a
+voxel at the threshold.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ import torch
 
 from mismatch.config import load_trial_spec
 from mismatch.data.synth import write_synthetic_dataset
-from mismatch.fusion import train_fused
 from mismatch.study.store import read_table, write_result
-from mismatch.train import run_trial
+from mismatch.trial.run import run_group, run_trial
 
 IOU_TOL = 1e-4
 # A voxel whose probability is within float rounding of the 0.5 threshold may flip between the
@@ -65,8 +66,11 @@ def _la_specs(root):
     }) for alpha in (0.002, 0.004)]
 
 
-def _assert_same_rows(member, solo) -> None:
+def _assert_same_rows(member, solo, exact: bool = False) -> None:
     assert member.trial["trial_id"] == solo.trial["trial_id"]
+    if exact:
+        np.testing.assert_array_equal(member.images["iou"], solo.images["iou"])
+        np.testing.assert_array_equal(member.epochs["loss_loss"], solo.epochs["loss_loss"])
     for key in ("params", "optimizer_steps", "labelled_presentations", "n_test_images", "alpha"):
         assert member.trial[key] == solo.trial[key], key
     assert list(member.images.columns) == list(solo.images.columns)
@@ -81,24 +85,29 @@ def _assert_same_rows(member, solo) -> None:
         np.testing.assert_allclose(member.classes["iou"], solo.classes["iou"], atol=IOU_TOL, rtol=0)
 
 
-def test_a_fused_multi_class_trial_has_the_network_and_class_rows_of_the_trial_alone(acdc_root, native_kernels,
-                                                                                    tmp_path):
+def test_a_fused_multi_class_trial_has_the_network_and_class_rows_of_the_trial_alone(acdc_root, tmp_path):
     specs = _acdc_specs(acdc_root)
-    fused = train_fused(specs)
+    fused = run_group(specs)  # the default CPU kernels: exactly the trials alone
     for spec, member in zip(specs, fused, strict=True):
         solo = run_trial(spec)
         assert solo.classes is not None and len(solo.classes)  # C = 4: per-class rows
-        _assert_same_rows(member, solo)
+        _assert_same_rows(member, solo, exact=True)
         write_result(str(tmp_path), member)  # the study's writer: the member's classes table is stored
     stored = read_table(str(tmp_path), "mc", "classes")
     assert sorted(stored["trial_id"].unique()) == sorted(s.trial_id() for s in specs)
     assert len(stored) == sum(len(m.classes) for m in fused)
 
 
+def test_a_grouped_multi_class_trial_has_the_class_rows_of_the_trial_alone(acdc_root, native_kernels):
+    specs = _acdc_specs(acdc_root)
+    for spec, member in zip(specs, run_group(specs, kernels="grouped"), strict=True):
+        _assert_same_rows(member, run_trial(spec))
+
+
 @pytest.mark.slow  # seconds of training: CI runs it, the developer loop leaves it out
-def test_two_fused_3d_trials_complete_with_the_rows_of_the_trials_alone(la_root, native_kernels):
+def test_two_fused_3d_trials_complete_with_the_rows_of_the_trials_alone(la_root):
     specs = _la_specs(la_root)
-    fused = train_fused(specs)
+    fused = run_group(specs)  # the default CPU kernels: exactly the trials alone
     for spec, member in zip(specs, fused, strict=True):
         assert not isinstance(member, BaseException), member
-        _assert_same_rows(member, run_trial(spec))
+        _assert_same_rows(member, run_trial(spec), exact=True)

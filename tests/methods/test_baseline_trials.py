@@ -6,7 +6,7 @@ import math
 import pytest
 
 from mismatch.config import METHODS, load_trial_spec
-from mismatch.train import run_trial
+from mismatch.trial.run import run_trial
 
 # every registered method but MisMatch (tests/methods/test_mismatch.py): a new method is covered
 BASELINES = [name for name in METHODS.names() if name != "mismatch"]

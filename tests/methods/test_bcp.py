@@ -10,7 +10,7 @@ from mismatch.config import TrainSpec, load_trial_spec
 from mismatch.methods import Batch
 from mismatch.methods.bcp import Mix, bidirectional_mixes
 from mismatch.methods.mixing import copy_paste_mask
-from mismatch.train import run_trial
+from mismatch.trial.run import run_trial
 from tests.methods.tiny import tiny_batch, tiny_method
 
 

@@ -10,7 +10,7 @@ from tiny import tiny_batch, tiny_method
 
 from mismatch.config import load_trial_spec
 from mismatch.methods.cps import cross_pseudo_losses, hard_pseudo_label
-from mismatch.train import run_trial
+from mismatch.trial.run import run_trial
 
 
 def _grads(net):

@@ -10,7 +10,7 @@ from mismatch.config import METHODS, MethodConfig, load_trial_spec
 from mismatch.losses import soft_dice_loss
 from mismatch.methods import Batch, Method, list_methods, method_class, register_method
 from mismatch.models import build_model
-from mismatch.train import run_trial
+from mismatch.trial.run import run_trial
 
 
 class EchoConfig(MethodConfig):

@@ -16,7 +16,7 @@ from mismatch.methods.sup_strong import (
     spatial_augment,
     warp,
 )
-from mismatch.train import run_trial
+from mismatch.trial.run import run_trial
 
 ALWAYS = {"p_rotation": 1.0, "p_scaling": 1.0, "p_elastic": 1.0, "elastic_alpha": (200.0, 400.0),
           "elastic_sigma": (3.0, 4.0)}

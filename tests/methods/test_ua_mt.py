@@ -10,7 +10,7 @@ from tiny import tiny_batch, tiny_method
 from mismatch.config import load_trial_spec
 from mismatch.methods.mean_teacher import sigmoid_rampup
 from mismatch.methods.ua_mt import binary_entropy, certainty_mask, masked_mse, uncertainty_threshold
-from mismatch.train import run_trial
+from mismatch.trial.run import run_trial
 
 
 def test_threshold_ramps_from_three_quarters_to_all_of_ln2():

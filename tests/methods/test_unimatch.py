@@ -9,7 +9,7 @@ import torch
 from mismatch.config import load_trial_spec
 from mismatch.methods.augment import colour_jitter, gaussian_blur
 from mismatch.methods.mixing import cutmix_box
-from mismatch.train import run_trial
+from mismatch.trial.run import run_trial
 from tests.methods.tiny import tiny_batch, tiny_method
 
 

@@ -128,7 +128,7 @@ def test_default_out_dir_is_reports_study(carve_study: Path, tmp_path: Path, mon
 def test_report_never_imports_torch(carve_study: Path, tmp_path: Path) -> None:
     code = ("import sys, mismatch.report as r; r.build_report(sys.argv[1], sys.argv[2]); "
             "import json; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' "
-            "or m.startswith('mismatch.train'))))")
+            "or m.startswith('mismatch.trial'))))")
     out = subprocess.run([sys.executable, "-c", code, str(carve_study), str(tmp_path)],
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -76,7 +76,7 @@ def test_the_v1_to_v2_upgrade_fills_the_new_columns() -> None:
 
 def test_todays_failed_row_matches_the_upgraded_version_1_row() -> None:
     from mismatch.config import TrialSpec
-    from mismatch.train import failed_trial_row
+    from mismatch.trial.evaluate import failed_trial_row
 
     old = results.upgrade(_file("trials", FAILED_ID), "trials")
     spec = TrialSpec.model_validate_json(old["spec_json"].iloc[0])

@@ -13,11 +13,11 @@ from torch import nn
 from mismatch.config import load_trial_spec
 from mismatch.data import load_trial_data
 from mismatch.data.synth import write_synthetic_dataset
-from mismatch.evaluate import evaluate_trial, utc_now, validate
 from mismatch.methods import Method
 from mismatch.results import class_metrics, image_metrics, table_columns
 from mismatch.study.store import read_table, write_result
-from mismatch.train import TrainState
+from mismatch.trial.evaluate import evaluate_trial, validate
+from mismatch.trial.state import TrainState, utc_now
 
 
 class FixedSoftmax(Method):

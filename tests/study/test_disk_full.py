@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from mismatch.atomic import DiskFullError, as_disk_full, is_disk_full
 from mismatch.cli import main
-from mismatch.data.atomic import DiskFullError, as_disk_full, is_disk_full
 from mismatch.study import runner, store
 
 NOTHING_LOST = "nothing finished was lost"
@@ -129,21 +129,33 @@ def test_study_export_on_a_full_disk_is_one_line_and_leaves_no_tmp(tmp_path, ful
 
 
 def test_a_checkpoint_on_a_full_disk_keeps_the_last_one_and_leaves_no_trial_tmp(tmp_path, monkeypatch):
-    from mismatch import train
+    import os
+
+    from mismatch.trial.checkpoint import save_checkpoint
 
     path = tmp_path / "trial.pt"
     path.write_bytes(b"the previous epoch's checkpoint")
-    state = SimpleNamespace(epoch=3, snapshots=[])
-    nothing = SimpleNamespace(state_dict=dict)
-    real = Path.write_bytes
+    member = SimpleNamespace(method=SimpleNamespace(state_dict=dict), state=SimpleNamespace(epoch=3, snapshots=[]))
+    stepper = SimpleNamespace(member_state=lambda k: {})
+    real_fdopen = os.fdopen
 
-    def write_bytes(self, data) -> int:
-        real(self, bytes(data)[:3])
-        raise enospc()
+    class FullDisk:  # the temporary file takes 3 bytes, then the disk is full
+        def __init__(self, fd, mode):
+            self.handle = real_fdopen(fd, mode)
 
-    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            self.handle.write(bytes(data)[:3])
+            raise enospc()
+
+    monkeypatch.setattr("mismatch.atomic.os.fdopen", FullDisk)
     with pytest.raises(DiskFullError) as caught:
-        train.save_checkpoint(path, nothing, nothing, state)
+        save_checkpoint(path, [member], stepper, group=False)
     assert caught.value.path == str(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trial.pt"]
     assert path.read_bytes() == b"the previous epoch's checkpoint"

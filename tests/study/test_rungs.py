@@ -19,7 +19,7 @@ from mismatch.study.rungs import CandidateRuns, Rungs, RunProgress, method_grace
 from mismatch.study.search import Candidate
 from mismatch.study.spec import SearchSpec, load_study
 from mismatch.study.store import TrialCheckpoint
-from mismatch.train import run_trial
+from mismatch.trial.run import run_trial
 
 
 def test_rung_epochs_are_grace_times_powers_of_the_factor_below_the_budget():

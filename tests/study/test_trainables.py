@@ -17,7 +17,7 @@ from mismatch.config import load_trial_spec
 from mismatch.data.errors import DataError
 from mismatch.study import runner
 from mismatch.study.spec import trial_payload
-from mismatch.train import EpochReport, NonFiniteLossError
+from mismatch.trial.state import EpochReport, NonFiniteLossError
 
 pytest.importorskip("ray")
 
@@ -63,14 +63,14 @@ def test_a_solo_trial_and_a_group_store_the_same_rows_and_reports(tmp_path, monk
             on_epoch_end(_epoch(epoch))
         return tiny_result
 
-    def train_fused(specs, on_epoch_end, checkpoint_dir):
+    def run_group(specs, kernels, on_epoch_end, checkpoint_dir):
         for epoch in (0, 1):
             on_epoch_end(0, _epoch(epoch))
             on_epoch_end(1, _epoch(epoch))
         return [tiny_result, failure]
 
     monkeypatch.setattr(runner, "run_trial", run_trial)
-    monkeypatch.setattr("mismatch.fusion.train_fused", train_fused)
+    monkeypatch.setattr("mismatch.trial.run.run_group", run_group)
     runner.study_fn({"trial": members[0]}, storage=str(tmp_path / "solo"), threads=1)
     solo_reports = list(reports)
     reports.clear()
@@ -105,7 +105,7 @@ def test_a_permanent_error_fails_every_member_for_good_with_one_report(tmp_path,
         raise DataError("case_003 has no label")
 
     monkeypatch.setattr(runner, "run_trial", broken)
-    monkeypatch.setattr("mismatch.fusion.train_fused", broken)
+    monkeypatch.setattr("mismatch.trial.run.run_group", broken)
     runner.study_fn({"trial": members[0]}, storage=str(tmp_path / "solo"), threads=1)
     group = runner.group_id([m["id"] for m in members])
     runner.study_fn({"trial": {"id": group, "members": members}}, storage=str(tmp_path / "group"), threads=1)
@@ -146,7 +146,8 @@ def test_a_resumed_group_leaves_a_member_it_stored_before_untouched(tmp_path, mo
     members = _members(tiny_dict)
     group = runner.group_id([m["id"] for m in members])
     errors = iter([NonFiniteLossError("loss sup is nan at steps 0-4"), NonFiniteLossError("loss sup is inf at step 7")])
-    monkeypatch.setattr("mismatch.fusion.train_fused", lambda specs, on_epoch_end, checkpoint_dir: [tiny_result, next(errors)])
+    monkeypatch.setattr("mismatch.trial.run.run_group",
+                        lambda specs, kernels, on_epoch_end, checkpoint_dir: [tiny_result, next(errors)])
     config = {"trial": {"id": group, "members": members}}
     runner.study_fn(config, storage=str(tmp_path), threads=1)
     trials = tmp_path / "tiny" / "trials"

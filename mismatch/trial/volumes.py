@@ -18,7 +18,8 @@ What a 3D trial's tables hold (docs/data.md, "3D trials"):
 - ``decoders``: each decoder's calibration summed over every test voxel;
 - ``epochs``: ``val_*`` are means over the validation volumes of whole-volume overlap metrics.
 
-:func:`mismatch.evaluate.evaluate_trial` and :func:`mismatch.evaluate.validate` call into
+
+:func:`mismatch.trial.evaluate.evaluate_trial` and :func:`mismatch.trial.evaluate.validate` call into
 this module when ``TrialData.spatial_dims`` is 3.
 """
 
@@ -36,10 +37,11 @@ import torch
 from mismatch import results
 from mismatch.data.reassemble import CaseVolume
 from mismatch.data.volumes3d import VolumeSet, VolumeWindow
-from mismatch.evaluate_cases import case_metrics, geometry_values, multiclass_case_metrics, surface_metrics_lib
 from mismatch.methods import Method
 from mismatch.results import rows
 from mismatch.results.schema import VAL_PREFIX
+from mismatch.trial.cases import case_metrics, geometry_values, multiclass_case_metrics, surface_metrics_lib
+from mismatch.trial.state import NonFiniteVolumeError
 
 #: Windows per forward pass of the sliding-window inference.
 SW_BATCH = 4
@@ -49,10 +51,6 @@ VOLUME_PATCH = "volume"
 TIMED_VOLUMES = 3
 
 Prediction = tuple[np.ndarray, list[np.ndarray] | None]
-
-
-class NonFiniteVolumeError(FloatingPointError):
-    """A predicted probability of a whole volume is NaN or infinite; the message names the case."""
 
 
 def _window_probabilities(methods: Sequence[Method], x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

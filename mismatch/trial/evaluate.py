@@ -3,19 +3,18 @@
 Prediction (the snapshot ensemble, and each decoder's probability of a several-decoder
 network), per-image metrics and calibration, prediction maps for the report, inference
 timing, and the rows of every results table, built through :mod:`mismatch.results` (the
-schema's only authority). The training loop (:mod:`mismatch.train`) calls :func:`validate`
+schema's only authority). The training loop (:mod:`mismatch.trial.loop`) calls :func:`validate`
 every epoch and :func:`evaluate_trial` once at the end.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,8 +24,13 @@ from mismatch import results
 from mismatch.config import TrialSpec
 from mismatch.data import SliceSet, TrialData
 from mismatch.data.splits import make_all_splits
-from mismatch.evaluate_cases import case_tables
-from mismatch.evaluate_volumes import (
+from mismatch.methods import Method
+from mismatch.results import rows
+from mismatch.results.schema import VAL_PREFIX
+from mismatch.runtime import code_version, peak_memory_mb
+from mismatch.trial.cases import case_tables
+from mismatch.trial.state import NonFiniteProbabilityError, TrainState, TrialResult, utc_now
+from mismatch.trial.volumes import (
     predict_test_volumes,
     time_volume_inference,
     validate_volumes,
@@ -35,24 +39,9 @@ from mismatch.evaluate_volumes import (
     volume_image_rows,
     volume_prediction_maps,
 )
-from mismatch.methods import Method
-from mismatch.results import rows
-from mismatch.results.schema import VAL_PREFIX
-from mismatch.runtime import code_version, peak_memory_mb
-
-if TYPE_CHECKING:
-    from mismatch.train import TrainState
 
 EVAL_BATCH = 16
 TIMED_IMAGES = 20
-
-
-class NonFiniteProbabilityError(FloatingPointError):
-    """A predicted probability is NaN or infinite; the message names the image.
-
-    Thresholding would count a NaN pixel as background and the ECE of its image would be NaN,
-    which pandas skips when pooling: the trial would look fine. It fails instead.
-    """
 
 
 def check_probabilities(prob: np.ndarray, slices: SliceSet, where: str) -> None:
@@ -69,25 +58,6 @@ def check_probabilities(prob: np.ndarray, slices: SliceSet, where: str) -> None:
         f"slice_index={int(slices.slice_index[i])} patch={slices.patch[i]!r} ({pixels} pixels; "
         f"{len(bad)} of {len(prob)} images affected)"
     )
-
-
-@dataclass
-class TrialResult:
-    """The rows one trial produces (see docs/results-schema.md)."""
-
-    trial: dict[str, Any]
-    images: pd.DataFrame
-    epochs: pd.DataFrame
-    predictions: dict[str, np.ndarray] | None = None
-    splits: dict[str, dict[str, list[str]]] | None = None
-    decoders: pd.DataFrame | None = None
-    cases: pd.DataFrame | None = None
-    classes: pd.DataFrame | None = None
-
-
-def utc_now() -> str:
-    """The current UTC time as ISO-8601 with milliseconds (``started_at`` / ``finished_at``)."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _batch_probabilities(methods: list[Method], x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -331,60 +301,68 @@ def _device_name(device: torch.device) -> str:
     return str(device) if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})"
 
 
-def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: TrainState, device: torch.device,
-                   started: str) -> TrialResult:
-    """Test the trained trial (snapshot ensemble) and build every table's rows."""
-    if data.spatial_dims == 3:
-        return evaluate_volume_trial(spec, method, data, state, device, started)
-    ensemble = snapshot_methods(method, state)
+@dataclass
+class TestTables:
+    """What testing a trial gives, 2D or 3D alike: the tables the rows are built from."""
+
+    images: pd.DataFrame
+    cases: pd.DataFrame | None
+    classes: pd.DataFrame | None
+    predictions: dict[str, np.ndarray] | None
+    decoders: list[dict[str, Any]] | None
+    infer_time_s: float
+
+
+def _test_slices(spec: TrialSpec, ensemble: list[Method], method: Method, data: TrialData, ident: dict[str, Any],
+                 device: torch.device) -> TestTables:
+    """A 2D trial's test: the ensemble's probability of every test slice."""
     prob, decoders = predict(ensemble, data.test.images, device, labels=data.test.labels)
     check_probabilities(prob, data.test, "test")
-    ident = identity_columns(spec, method, data)
-    splits = all_fold_splits(spec, data)
-    run = {
-        "splits_json": json.dumps(data.splits, sort_keys=True),
-        "infer_time_per_image_s": time_inference(method, data.test.images, device),
-        "peak_memory_mb": peak_memory_mb(device),
-        "n_test_images": len(prob),
-        "device": _device_name(device),
-    }
     cases, case_classes = case_tables(ident, data.test, prob, data.geometry, spec.data.crop_size,
-                                    spec.train.nsd_tolerance_mm, data.class_names)
-    return TrialResult(  # arguments run in order: the trial row (finished_at) after every table
-        images=image_rows(ident, data.test, prob),
-        epochs=rows.epoch_rows(ident, state.history),
-        predictions=prediction_maps(data.test, prob, spec.train.prediction_maps),
-        splits=splits,
-        decoders=rows.decoder_rows(ident, method.decoder_names(), decoders),
-        cases=cases,
+                                      spec.train.nsd_tolerance_mm, data.class_names)
+    return TestTables(
+        images=image_rows(ident, data.test, prob), cases=cases,
         classes=class_rows(ident, data.test, prob, data.class_names, case_classes),
-        trial=trial_row(spec, ident, method, state, run, {"started_at": started, "finished_at": utc_now()}),
+        predictions=prediction_maps(data.test, prob, spec.train.prediction_maps), decoders=decoders,
+        infer_time_s=time_inference(method, data.test.images, device),
     )
 
 
-def evaluate_volume_trial(spec: TrialSpec, method: Method, data: TrialData, state: TrainState, device: torch.device,
-                          started: str) -> TrialResult:
-    """:func:`evaluate_trial` of a 3D trial: whole test volumes by sliding-window inference;
-    what each table holds is in :mod:`mismatch.evaluate_volumes`."""
-    ensemble = snapshot_methods(method, state)
+def _test_volumes(spec: TrialSpec, ensemble: list[Method], method: Method, data: TrialData, ident: dict[str, Any],
+                  device: torch.device) -> TestTables:
+    """A 3D trial's test: whole test volumes by sliding-window inference (what each table
+    holds: :mod:`mismatch.trial.volumes`)."""
     probs, decoders = predict_test_volumes(ensemble, data.test, data.window, device)
-    ident = identity_columns(spec, method, data)
-    images = volume_image_rows(ident, data.test, probs, spec.data.min_foreground)
     cases, case_classes = volume_case_tables(ident, data.test, probs, spec.train.nsd_tolerance_mm, data.class_names)
+    return TestTables(
+        images=volume_image_rows(ident, data.test, probs, spec.data.min_foreground), cases=cases,
+        classes=volume_class_rows(ident, data.test, probs, spec.data.min_foreground, data.class_names, case_classes),
+        predictions=volume_prediction_maps(data.test, probs, spec.data.min_foreground, spec.train.prediction_maps),
+        decoders=decoders, infer_time_s=time_volume_inference(method, data.test, data.window, device),
+    )
+
+
+def evaluate_trial(spec: TrialSpec, method: Method, data: TrialData, state: TrainState, device: torch.device,
+                   started: str) -> TrialResult:
+    """Test the trained trial (snapshot ensemble) and build every table's rows: the one
+    evaluation of every trial, alone or fused, 2D or 3D."""
+    ensemble = snapshot_methods(method, state)
+    ident = identity_columns(spec, method, data)
+    test = (_test_volumes if data.spatial_dims == 3 else _test_slices)(spec, ensemble, method, data, ident, device)
     run = {
         "splits_json": json.dumps(data.splits, sort_keys=True),
-        "infer_time_per_image_s": time_volume_inference(method, data.test, data.window, device),
+        "infer_time_per_image_s": test.infer_time_s,
         "peak_memory_mb": peak_memory_mb(device),
-        "n_test_images": len(images),
+        "n_test_images": len(test.images),
         "device": _device_name(device),
     }
     return TrialResult(  # arguments run in order: the trial row (finished_at) after every table
-        images=images,
+        images=test.images,
         epochs=rows.epoch_rows(ident, state.history),
-        predictions=volume_prediction_maps(data.test, probs, spec.data.min_foreground, spec.train.prediction_maps),
+        predictions=test.predictions,
         splits=all_fold_splits(spec, data),
-        decoders=rows.decoder_rows(ident, method.decoder_names(), decoders),
-        cases=cases,
-        classes=volume_class_rows(ident, data.test, probs, spec.data.min_foreground, data.class_names, case_classes),
+        decoders=rows.decoder_rows(ident, method.decoder_names(), test.decoders),
+        cases=test.cases,
+        classes=test.classes,
         trial=trial_row(spec, ident, method, state, run, {"started_at": started, "finished_at": utc_now()}),
     )

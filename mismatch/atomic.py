@@ -1,7 +1,10 @@
-"""Writing a folder atomically: build it in a hidden temporary sibling, then rename it into place.
+"""Atomic writes, and the one error of a full disk: the module every writer of the package uses.
 
-A crash leaves at most the hidden ``.NAME.tmp-*`` sibling, never a half-written ``NAME``. A
-write that fails because the disk is full becomes a :class:`DiskFullError` naming the path.
+A file is written to a hidden temporary sibling and renamed into place (:func:`write_atomic`);
+a folder is built in a hidden ``.NAME.tmp-<pid>-*`` sibling (:func:`temporary_sibling`) and
+renamed into place by its writer. A crash leaves at most the hidden sibling, never a
+half-written file or folder. A write that fails because the disk is full becomes a
+:class:`DiskFullError` naming the path. Standard library only: it sits below every layer.
 """
 
 from __future__ import annotations
@@ -11,12 +14,11 @@ import glob
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from mismatch.data.errors import OutputExistsError
 
 #: errno values of a full disk (or a full quota, which reads the same to the user).
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -110,21 +112,18 @@ def _owner_alive(suffix: str) -> bool:
     return True
 
 
-def refuse_non_empty(out: Path, overwrite: bool) -> None:
-    """Raise :class:`OutputExistsError` when ``out`` is a file, or a non-empty folder and not ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out} is not empty (pass overwrite=True / --overwrite to replace it)")
-
-
-def publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
-    refuse_non_empty(out, overwrite)
-    if not out.is_dir():
-        os.rename(tmp, out)
-        return
-    trash = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(out, trash)
-    os.rename(tmp, out)
-    shutil.rmtree(trash, ignore_errors=True)
+def write_atomic(path: str | os.PathLike[str], data: bytes | bytearray | memoryview | str) -> None:
+    """Write ``data`` to ``path`` through a unique hidden sibling and a rename: a reader sees the
+    old file or the new one, never a part. A failed write (a full disk:
+    :class:`DiskFullError` naming ``path``; an interrupt) removes the sibling."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with disk_full_names(path):
+            with os.fdopen(fd, "w" if isinstance(data, str) else "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
