@@ -23,7 +23,7 @@ import time
 import types
 
 from mismatch.config import load_trial_spec
-from mismatch.study import runner
+from mismatch.study import worker
 from mismatch.study.spec import trial_payload
 from mismatch.tracking import TrackingSpec, prepare_tracking
 
@@ -42,13 +42,13 @@ def fake_tune() -> None:
 
     sys.modules["ray.tune"] = types.SimpleNamespace(report=lambda metrics: None)
     sys.modules["ray"].tune = sys.modules["ray.tune"]
-    runner.placement = lambda: {"ray_node_id": "bench", "node_ip": "127.0.0.1"}
+    worker.placement = lambda: {"ray_node_id": "bench", "node_ip": "127.0.0.1"}
 
 
 def one_trial(storage: str, tracking: TrackingSpec, epochs: int, seed: int) -> float:
     spec = load_trial_spec(smoke_spec(epochs, seed))
     start = time.perf_counter()
-    runner.trial_fn({"trial": {"id": spec.trial_id(), "spec": trial_payload(spec)}}, storage=storage, threads=1,
+    worker.trial_fn({"trial": {"id": spec.trial_id(), "spec": trial_payload(spec)}}, storage=storage, threads=1,
                     tracking=tracking)
     return time.perf_counter() - start
 

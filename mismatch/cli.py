@@ -89,11 +89,11 @@ def build_train_spec(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run one trial and write its Parquet rows."""
-    from mismatch.study.store import write_result, write_trial
+    from mismatch.study.store import write_result
+    from mismatch.study.worker import write_failed_row
     from mismatch.summary import format_summary
-    from mismatch.trial.evaluate import failed_trial_row
     from mismatch.trial.run import run_trial
-    from mismatch.trial.state import NON_FINITE_ERRORS
+    from mismatch.trial.state import NON_FINITE_ERRORS, PERMANENT_ERRORS
 
     spec = build_train_spec(args)
     if args.dry_run:
@@ -106,10 +106,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     try:
         result = run_trial(spec, on_epoch_end=_print_epoch if not args.quiet else None)
-    except NON_FINITE_ERRORS as err:
-        folder = write_trial(args.out, spec.study, spec.trial_id(), failed_trial_row(spec, err))
+    except PERMANENT_ERRORS as err:  # the failed row a study would store for this trial
+        folder = write_failed_row(args.out, spec, err)
         print(f"error: trial {spec.trial_id()} failed: {err} (recorded in {folder}/trials/)", file=sys.stderr)
-        return 1
+        return 1 if isinstance(err, NON_FINITE_ERRORS) else 2
     folder = write_result(args.out, result)
     print(format_summary(result, folder))
     return 0
@@ -359,7 +359,8 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 def _run_once(study: Any, args: argparse.Namespace) -> int:
     """One `study run` of ``study``'s missing trials; the command's exit code."""
     from mismatch.study.lock import LockHeld
-    from mismatch.study.runner import ResourceError, run_study  # torch and Ray only once the file is known good
+    from mismatch.study.resources import ResourceError  # torch and Ray only once the file is known good
+    from mismatch.study.runner import run_study
     from mismatch.tracking import TrackingError
 
     try:
@@ -442,7 +443,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"error: {file} has no search{f' of {param!r}' if param else ''} (a 'search:' section)", file=sys.stderr)
         return 2
     from mismatch.study.lock import LockHeld
-    from mismatch.study.runner import ResourceError
+    from mismatch.study.resources import ResourceError
 
     try:
         best = run_search(study, address=args.address, verbose=args.verbose, param=param)

@@ -1,11 +1,12 @@
 """Row builders: the one place that puts values into the schema's columns, in the schema's order.
 
 They take plain values (no torch, no trial objects), so the trial code, tests and synthetic
-data build rows the same way. :mod:`mismatch.evaluate` gathers the values of a trial.
+data build rows the same way. :mod:`mismatch.trial.evaluate` gathers the values of a trial.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -150,6 +151,16 @@ def failed_trial_row(ident: Mapping[str, Any], error: BaseException, *, stream: 
     return {**ident, "status": FAILED, "error": f"{type(error).__name__}: {error}", "stream": stream,
             "budget": budget, "spec_json": spec_json, "code_version": code_version, "torch_version": torch_version,
             "started_at": started_at, "finished_at": finished_at}
+
+
+def unbuildable_trial_row(trial_id: str, raw: Mapping[str, Any], error: BaseException, now: str) -> dict[str, Any]:
+    """The trials row of a trial whose spec does not validate, from its raw payload ``raw``:
+    what can be read of its identity (study, method), the error and the raw spec."""
+    method = raw.get("method")
+    return {"schema_version": SCHEMA_VERSION, "study": str(raw.get("study", "adhoc")), "trial_id": trial_id,
+            "method": str(method.get("name", "")) if isinstance(method, dict) else str(method or ""),
+            "status": FAILED, "error": f"{type(error).__name__}: {error}",
+            "spec_json": json.dumps(raw, sort_keys=True, default=str), "started_at": now, "finished_at": now}
 
 
 def pruned_trial_row(ident: Mapping[str, Any], reason: str, *, stream: str, budget: str, spec_json: str, epochs: int,

@@ -82,7 +82,7 @@ def candidate_fn(config: dict[str, Any], storage: str, threads: int, spec_of: Se
     ``pruned`` without the objective, which :class:`RungSearch` tells Optuna as PRUNED."""
     from mismatch.results.rows import fusion_columns
     from mismatch.runtime import set_threads
-    from mismatch.study.runner import placement
+    from mismatch.study.worker import placement
 
     set_threads(threads)
     try:
@@ -99,9 +99,10 @@ def candidate_fn(config: dict[str, Any], storage: str, threads: int, spec_of: Se
 def train_candidate(candidate: CandidateRuns, storage: str, extra: dict[str, Any] | None = None) -> None:
     """Train the candidate's runs to each rung in turn, store their rows (plus ``extra``
     columns: where it ran), report the outcome."""
-    from mismatch.study.runner import PERMANENT_ERRORS
+    from mismatch.study.worker import write_failed_row
     from mismatch.trial.members import snapshot_epochs
     from mismatch.trial.run import run_trial
+    from mismatch.trial.state import PERMANENT_ERRORS
 
     study = candidate.runs[0].spec.study
     done = completed_trials(storage, study, [r.spec.trial_id() for r in candidate.runs])
@@ -126,7 +127,8 @@ def train_candidate(candidate: CandidateRuns, storage: str, extra: dict[str, Any
         candidate.spend()
         candidate.report({"pruned": 1, "rung": pruned.epoch, "trial_epochs": candidate.epochs})
         return
-    except PERMANENT_ERRORS as err:
+    except PERMANENT_ERRORS as err:  # the run that failed gets a study trial's failed row
+        write_failed_row(storage, run.spec, err, extra)
         _clean(checkpoints.values())
         candidate.report({"status_failed": 1, "error": f"{type(err).__name__}: {err}"})
         return

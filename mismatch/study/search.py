@@ -228,7 +228,7 @@ def run_search(study: Study, storage: str | None = None, address: str | None = N
     ``param=None`` (``mismatch search FILE``) searches every method with the same budget.
     Like ``study run``, it holds the study's driver lock (:class:`~mismatch.study.lock.LockHeld`
     while another driver, a run or a search, holds it) and refuses resources no node has
-    (:class:`~mismatch.study.runner.ResourceError`) before any candidate starts.
+    (:class:`~mismatch.study.resources.ResourceError`) before any candidate starts.
     """
     search = _search_of(study)
     storage = study.storage if storage is None else absolute_storage(storage)
@@ -250,7 +250,9 @@ def _search_locked(study: Study, storage: str, search: SearchSpec, plans: list[M
                    wait_resources_s: float | None) -> None:
     from ray import tune
 
-    from mismatch.study.runner import WAIT_RESOURCES_S, check_resources, effective_resources, init_ray, trial_fn, trial_slots
+    from mismatch.study.ray_session import init_ray
+    from mismatch.study.resources import WAIT_RESOURCES_S, check_resources, effective_resources, trial_slots
+    from mismatch.study.worker import trial_fn
 
     init_ray(address, verbose)
     resources = effective_resources(study)

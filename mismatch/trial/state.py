@@ -14,8 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mismatch.config import SpecError
+from mismatch.data.errors import DataError
+
 __all__ = [
-    "NON_FINITE_ERRORS", "EpochReport", "NonFiniteLossError", "NonFiniteProbabilityError", "NonFiniteVolumeError",
+    "NON_FINITE_ERRORS", "PERMANENT_ERRORS", "EpochReport", "NonFiniteLossError", "NonFiniteProbabilityError", "NonFiniteVolumeError",
     "TrainState", "TrialResult", "utc_now",
 ]
 
@@ -44,6 +47,10 @@ class NonFiniteVolumeError(FloatingPointError):
 NON_FINITE_ERRORS: tuple[type[FloatingPointError], ...] = (NonFiniteLossError, NonFiniteProbabilityError,
                                                            NonFiniteVolumeError)
 """Errors that fail a trial for good (a retry gives the same NaN): recorded as failed rows."""
+
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (*NON_FINITE_ERRORS, DataError, SpecError)
+"""Errors that would recur on every retry: a study and ``mismatch train`` alike record the
+trial as failed at once (one failed row, :func:`mismatch.trial.evaluate.failed_trial_row`)."""
 
 
 @dataclass

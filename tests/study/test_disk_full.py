@@ -15,7 +15,7 @@ import yaml
 
 from mismatch.atomic import DiskFullError, as_disk_full, is_disk_full
 from mismatch.cli import main
-from mismatch.study import runner, store
+from mismatch.study import runner, store, worker
 
 NOTHING_LOST = "nothing finished was lost"
 AGAIN = "run the same command again"
@@ -246,17 +246,17 @@ def reports(monkeypatch):
 def test_a_trial_on_a_full_disk_is_a_clear_failed_trial_that_runs_again(tmp_path, monkeypatch, reports, tiny_dict):
     from mismatch.study.spec import trial_payload
 
-    spec = runner.load_trial_spec(tiny_dict())
+    spec = worker.load_trial_spec(tiny_dict())
 
     def run_trial(spec, on_epoch_end, checkpoint_dir):
         (checkpoint_dir / "trial.pt").write_bytes(b"epoch 1")
         raise enospc()
 
-    monkeypatch.setattr(runner, "run_trial", run_trial)
+    monkeypatch.setattr(worker, "run_trial", run_trial)
     config = {"trial": {"id": spec.trial_id(), "spec": trial_payload(spec)}}
-    runner.trial_fn(config, storage=str(tmp_path), threads=1)  # returns: no EOFError, no traceback
+    worker.trial_fn(config, storage=str(tmp_path), threads=1)  # returns: no EOFError, no traceback
     (report,) = reports
-    assert report["status_failed"] == 1 and report[runner.DISK_FULL] == report["error"]
+    assert report["status_failed"] == 1 and report[worker.DISK_FULL] == report["error"]
     assert report["error"].startswith(f"no space left on the disk of {tmp_path}/tiny/checkpoints/{spec.trial_id()}")
     assert store.trial_statuses(str(tmp_path), "tiny") == {}  # not failed for good: the next run retries it
     assert (tmp_path / "tiny" / "checkpoints" / spec.trial_id() / "trial.pt").read_bytes() == b"epoch 1"  # resumes
@@ -266,9 +266,9 @@ def test_the_driver_stops_the_run_and_ends_with_the_workers_line(tmp_path):
     pytest.importorskip("ray")
     stopper = runner.stop_on_full_disk()
     assert not stopper("a", {"epoch": 1}) and not stopper.stop_all()
-    assert stopper("b", {runner.DISK_FULL: "no space left on the disk of /x"}) and stopper.stop_all()
+    assert stopper("b", {worker.DISK_FULL: "no space left on the disk of /x"}) and stopper.stop_all()
     line = "no space left on the disk of /x: nothing finished was lost ..."
-    grid = [SimpleNamespace(metrics={"status_failed": 1, runner.DISK_FULL: line}, error=None, config={}),
+    grid = [SimpleNamespace(metrics={"status_failed": 1, worker.DISK_FULL: line}, error=None, config={}),
             SimpleNamespace(metrics={}, error=SimpleNamespace(cause=enospc()), config={})]
     full = runner._record_errored(grid, str(tmp_path))
     assert isinstance(full, DiskFullError) and str(full) == line

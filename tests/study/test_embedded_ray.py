@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from mismatch.study import runner
+from mismatch.study import ray_session
 
 AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
@@ -30,14 +30,14 @@ def fake_init(monkeypatch):
     for var in (*AUTH_VARS, "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "RAY_AIR_NEW_OUTPUT"):
         monkeypatch.delenv(var, raising=False)  # restored at teardown, whatever init_ray sets
     monkeypatch.setattr(ray, "init", init)
-    monkeypatch.setattr(runner, "_reload_ray_auth_config", lambda: None)  # keep this process's Ray config
+    monkeypatch.setattr(ray_session, "_reload_ray_auth_config", lambda: None)  # keep this process's Ray config
     return calls, ray_constants
 
 
 def test_the_embedded_ray_is_asked_for_loopback_and_a_fresh_token(fake_init):
     calls, ray_constants = fake_init
     before = ray_constants.ENABLE_RAY_CLUSTER
-    runner.init_ray(None, verbose=False)
+    ray_session.init_ray(None, verbose=False)
     (call,) = calls
     assert call["_node_ip_address"] == "127.0.0.1" and call["include_dashboard"] is False
     assert call["clusters"] is False  # else ray.init swaps 127.0.0.1 for the routable address
@@ -46,17 +46,17 @@ def test_the_embedded_ray_is_asked_for_loopback_and_a_fresh_token(fake_init):
     first = os.environ["RAY_AUTH_TOKEN"]
     assert re.fullmatch(r"[0-9a-f]{64}", first)
     os.environ.pop("RAY_AUTH_TOKEN")
-    runner.init_ray(None, verbose=False)
+    ray_session.init_ray(None, verbose=False)
     assert os.environ["RAY_AUTH_TOKEN"] != first  # random per run, not a fixed value
 
 
 def test_a_token_of_the_user_is_kept_and_a_cluster_address_is_left_alone(fake_init, monkeypatch):
     calls, _ = fake_init
     monkeypatch.setenv("RAY_AUTH_TOKEN", "mine")
-    runner.init_ray(None, verbose=False)
+    ray_session.init_ray(None, verbose=False)
     assert os.environ["RAY_AUTH_TOKEN"] == "mine"
     monkeypatch.delenv("RAY_AUTH_MODE")
-    runner.init_ray("ray://head:10001", verbose=False)
+    ray_session.init_ray("ray://head:10001", verbose=False)
     assert calls[-1]["address"] == "ray://head:10001" and "_node_ip_address" not in calls[-1]
     assert "RAY_AUTH_MODE" not in os.environ  # a running cluster's own auth settings apply
 
@@ -64,7 +64,7 @@ def test_a_token_of_the_user_is_kept_and_a_cluster_address_is_left_alone(fake_in
 PROBE = """
 import json, os
 from ray import tune  # noqa: F401  imported before Ray starts, as `mismatch search` does
-from mismatch.study.runner import init_ray
+from mismatch.study.ray_session import init_ray
 init_ray(None, False)
 import psutil, ray  # psutil: Ray's vendored copy, importable once ray is
 from ray._raylet import AuthenticationMode, get_authentication_mode

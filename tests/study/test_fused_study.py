@@ -18,10 +18,10 @@ import yaml
 
 from mismatch.results.rows import fill_trial_defaults
 from mismatch.study.progress import ProgressTracker, group_labels
-from mismatch.study.runner import AUTO_FUSE_CPU, fuse_size, group_id, plan_units, unit_config
 from mismatch.study.spec import load_study, parse_fuse
 from mismatch.study.status import study_status
 from mismatch.study.store import read_table, write_group_members, write_trial
+from mismatch.study.units import AUTO_FUSE_CPU, fuse_size, group_id, plan_units, unit_config
 
 STUDY = {
     "name": "fused",
@@ -95,11 +95,11 @@ def test_a_group_started_by_an_earlier_run_is_planned_again_as_it_was(tmp_path):
 
 
 def test_fuse_auto_for_trials_without_a_gpu_takes_the_cpu_default(tmp_path, monkeypatch):
-    from mismatch.study import runner
+    from mismatch.study import units
 
     study = load_study(_write(tmp_path / "s.yaml", {**STUDY, "resources": {"cpu": 1, "fuse": "auto"}}), None,
                        str(tmp_path / "r"))
-    monkeypatch.setattr(runner, "measure_on_worker", lambda spec, gpu: pytest.fail("no GPU: nothing to measure"))
+    monkeypatch.setattr(units, "measure_on_worker", lambda spec, gpu: pytest.fail("no GPU: nothing to measure"))
     specs = study.trials()
     out = io.StringIO()
     assert fuse_size(study.file.resources.fuse, specs, "s", out, gpu=0) == AUTO_FUSE_CPU == 4
@@ -116,12 +116,12 @@ def test_fuse_auto_for_trials_without_a_gpu_takes_the_cpu_default(tmp_path, monk
 def test_fuse_auto_on_a_gpu_fills_its_share_of_the_free_memory(tmp_path, monkeypatch, member_gib, free_gib, gpu, k):
     """The GPU branch's arithmetic (the measurement itself needs a GPU): K = 0.8 x free x
     min(gpu, 1) / one member's peak, at least 1 and at most 64; 0.25: four groups share the GPU."""
-    from mismatch.study import runner
+    from mismatch.study import units
 
     study = load_study(_write(tmp_path / "s.yaml", {**STUDY, "resources": {"cpu": 1, "fuse": "auto"}}), None,
                        str(tmp_path / "r"))
     asked = []
-    monkeypatch.setattr(runner, "measure_on_worker",
+    monkeypatch.setattr(units, "measure_on_worker",
                         lambda spec, share: asked.append(share) or (int(member_gib * 2**30), int(free_gib * 2**30)))
     out = io.StringIO()
     assert fuse_size("auto", study.trials(), "s", out, gpu=gpu) == k
@@ -133,7 +133,7 @@ def test_fuse_auto_on_a_gpu_fills_its_share_of_the_free_memory(tmp_path, monkeyp
 PROBE = """
 import json, sys
 import ray
-from mismatch.study.runner import auto_fuse
+from mismatch.study.units import auto_fuse
 from mismatch.study.spec import load_study
 ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, logging_level="ERROR")  # a GPU this machine lacks
 print(json.dumps(auto_fuse(load_study(sys.argv[1], None, sys.argv[2]).trials()[0], 0.5)))
@@ -218,8 +218,8 @@ def test_fused_study_rows_equal_the_same_study_alone(tmp_path):
     a = read_table(str(alone), "fused", "images").sort_values(key).reset_index(drop=True)
     b = read_table(str(fused), "fused", "images").sort_values(key).reset_index(drop=True)
     assert (a[key] == b[key]).all().all()
-    gap = (a["iou"] - b["iou"]).abs()
-    assert gap.max() <= 1e-4, a.assign(gap=gap).groupby("trial_id")["gap"].max()
+    gap = (a["iou"] - b["iou"]).abs()  # the default CPU kernels: a group steps its members one by one
+    assert gap.max() == 0, a.assign(gap=gap).groupby("trial_id")["gap"].max()
 
     status = _run(["study", "status", str(study_file), "--storage", str(fused)])
     assert "6 trials: 6 done, 0 running, 0 failed, 0 pending" in status.stdout

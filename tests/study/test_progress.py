@@ -193,7 +193,7 @@ def test_the_tune_callback_is_plain_off_a_terminal_and_live_on_one():
 def test_trial_slots_are_what_fits_at_once(monkeypatch, cluster, max_concurrent, expected):
     import ray
 
-    from mismatch.study.runner import trial_slots
+    from mismatch.study.resources import trial_slots
 
     class _File:
         pass

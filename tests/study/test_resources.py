@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mismatch.study.runner import ResourceError, check_resources, node_shortfall
+from mismatch.study.resources import ResourceError, check_resources, node_shortfall
 
 
 def _node(cpu: float, gpu: float = 0, alive: bool = True) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mismatch.cli import main
-from mismatch.study import runner, search
+from mismatch.study import ray_session, resources, search
 
 STUDY_FILE = Path(__file__).resolve().parents[2] / "studies" / "alpha_search.yaml"
 ARGS = ["search", "alpha", str(STUDY_FILE), "--profile", "smoke"]
@@ -18,7 +18,7 @@ STUDY = "alpha_search-smoke"
 
 
 def test_a_second_search_on_a_locked_study_refuses_naming_the_holder(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(runner, "init_ray", lambda *a, **k: pytest.fail("Ray started on a locked study"))
+    monkeypatch.setattr(ray_session, "init_ray", lambda *a, **k: pytest.fail("Ray started on a locked study"))
     lock = tmp_path / STUDY / "driver.lock"
     lock.parent.mkdir(parents=True)
     holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": "2026-11-29T18:00:00Z"}  # live
@@ -32,8 +32,8 @@ def test_a_second_search_on_a_locked_study_refuses_naming_the_holder(tmp_path, m
 
 def test_a_search_refuses_impossible_resources_before_any_candidate_and_unlocks(tmp_path, monkeypatch, capsys):
     ray = pytest.importorskip("ray")
-    monkeypatch.setattr(runner, "init_ray", lambda *a, **k: None)
-    monkeypatch.setattr(runner, "effective_resources", lambda study: {"cpu": 64, "gpu": 0})
+    monkeypatch.setattr(ray_session, "init_ray", lambda *a, **k: None)
+    monkeypatch.setattr(resources, "effective_resources", lambda study: {"cpu": 64, "gpu": 0})
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0}}])
     monkeypatch.setattr(search, "_fit_one", lambda *a, **k: pytest.fail("a candidate started"))
     assert main([*ARGS, "--storage", str(tmp_path)]) == 2

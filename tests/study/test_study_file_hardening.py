@@ -14,7 +14,7 @@ import yaml
 from mismatch import cli
 from mismatch.config import SpecError, load_trial_spec, load_trial_spec_file, parse_yaml, read_yaml_mapping
 from mismatch.results.schema import SCHEMA_VERSION
-from mismatch.study import runner
+from mismatch.study import runner, worker
 from mismatch.study.spec import load_study, trial_payload
 from mismatch.study.store import read_table, trial_statuses, write_trial
 
@@ -110,7 +110,7 @@ def test_worker_records_a_spec_that_fails_validation_as_failed(tmp_path, monkeyp
     monkeypatch.setattr("mismatch.runtime.set_threads", lambda n: None)  # keep this process's threads
     config, trial_id = _broken_config(tiny_dict)
     storage = str(tmp_path / "runs")
-    runner.trial_fn(config, storage=storage, threads=1)
+    worker.trial_fn(config, storage=storage, threads=1)
     assert reports == [{"status_failed": 1, "error": reports[0]["error"]}]
     assert "SpecError" in reports[0]["error"] and "train.lr" in reports[0]["error"]
     assert trial_statuses(storage, "tiny") == {trial_id: "failed"}

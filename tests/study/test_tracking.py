@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mismatch.config import SpecError, load_trial_spec
-from mismatch.study import runner
+from mismatch.study import runner, worker
 from mismatch.study.spec import load_study, trial_payload
 from mismatch.study.store import read_table
 from mismatch.tracking import TrackingError, TrackingSpec, TrackingUnavailable, config_group, prepare_tracking, run_info
@@ -37,12 +37,12 @@ def _fake_tune(monkeypatch, stop_at_epoch: int | None = None) -> list[dict]:
     monkeypatch.setitem(sys.modules, "ray.tune", types.SimpleNamespace(report=report))
     monkeypatch.setattr(sys.modules["ray"], "tune", sys.modules["ray.tune"], raising=False)
     monkeypatch.setattr("mismatch.runtime.set_threads", lambda n: None)
-    monkeypatch.setattr(runner, "placement", lambda: {"ray_node_id": "n", "node_ip": "127.0.0.1"})
+    monkeypatch.setattr(worker, "placement", lambda: {"ray_node_id": "n", "node_ip": "127.0.0.1"})
     return reports
 
 
 def _run(spec, storage: str, tracking: TrackingSpec | None) -> None:
-    runner.trial_fn({"trial": {"id": spec.trial_id(), "spec": trial_payload(spec)}}, storage=storage, threads=1,
+    worker.trial_fn({"trial": {"id": spec.trial_id(), "spec": trial_payload(spec)}}, storage=storage, threads=1,
                     tracking=tracking)
 
 

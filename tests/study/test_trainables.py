@@ -15,7 +15,7 @@ import pytest
 
 from mismatch.config import load_trial_spec
 from mismatch.data.errors import DataError
-from mismatch.study import runner
+from mismatch.study import units, worker
 from mismatch.study.spec import trial_payload
 from mismatch.trial.state import EpochReport, NonFiniteLossError
 
@@ -28,7 +28,7 @@ def reports(monkeypatch) -> list[dict]:
     monkeypatch.setitem(sys.modules, "ray.tune", types.SimpleNamespace(report=reported.append))
     monkeypatch.setattr(sys.modules["ray"], "tune", sys.modules["ray.tune"], raising=False)
     monkeypatch.setattr("mismatch.runtime.set_threads", lambda n: None)
-    monkeypatch.setattr(runner, "placement", lambda: {"ray_node_id": "n", "node_ip": "127.0.0.1"})
+    monkeypatch.setattr(worker, "placement", lambda: {"ray_node_id": "n", "node_ip": "127.0.0.1"})
     return reported
 
 
@@ -69,13 +69,13 @@ def test_a_solo_trial_and_a_group_store_the_same_rows_and_reports(tmp_path, monk
             on_epoch_end(1, _epoch(epoch))
         return [tiny_result, failure]
 
-    monkeypatch.setattr(runner, "run_trial", run_trial)
+    monkeypatch.setattr(worker, "run_trial", run_trial)
     monkeypatch.setattr("mismatch.trial.run.run_group", run_group)
-    runner.study_fn({"trial": members[0]}, storage=str(tmp_path / "solo"), threads=1)
+    worker.study_fn({"trial": members[0]}, storage=str(tmp_path / "solo"), threads=1)
     solo_reports = list(reports)
     reports.clear()
-    group = runner.group_id([m["id"] for m in members])
-    runner.study_fn({"trial": {"id": group, "members": members}}, storage=str(tmp_path / "group"), threads=1)
+    group = units.group_id([m["id"] for m in members])
+    worker.study_fn({"trial": {"id": group, "members": members}}, storage=str(tmp_path / "group"), threads=1)
 
     metrics = {"val_dice": 0.5, "loss_sup": 1.0}
     iou = float(tiny_result.images["iou"].mean())
@@ -104,11 +104,11 @@ def test_a_permanent_error_fails_every_member_for_good_with_one_report(tmp_path,
     def broken(*args, **kwargs):
         raise DataError("case_003 has no label")
 
-    monkeypatch.setattr(runner, "run_trial", broken)
+    monkeypatch.setattr(worker, "run_trial", broken)
     monkeypatch.setattr("mismatch.trial.run.run_group", broken)
-    runner.study_fn({"trial": members[0]}, storage=str(tmp_path / "solo"), threads=1)
-    group = runner.group_id([m["id"] for m in members])
-    runner.study_fn({"trial": {"id": group, "members": members}}, storage=str(tmp_path / "group"), threads=1)
+    worker.study_fn({"trial": members[0]}, storage=str(tmp_path / "solo"), threads=1)
+    group = units.group_id([m["id"] for m in members])
+    worker.study_fn({"trial": {"id": group, "members": members}}, storage=str(tmp_path / "group"), threads=1)
 
     error = "DataError: case_003 has no label"
     assert reports == [{"status_failed": 1, "error": error},
@@ -126,8 +126,8 @@ def test_a_permanent_error_fails_every_member_for_good_with_one_report(tmp_path,
 def test_an_unbuildable_spec_fails_every_member_from_its_payload(tmp_path, reports, tiny_dict):
     members = _members(tiny_dict)
     members[1]["spec"]["train"]["lr"] = None  # the second member's spec no longer validates
-    group = runner.group_id([m["id"] for m in members])
-    runner.study_fn({"trial": {"id": group, "members": members}}, storage=str(tmp_path), threads=1)
+    group = units.group_id([m["id"] for m in members])
+    worker.study_fn({"trial": {"id": group, "members": members}}, storage=str(tmp_path), threads=1)
 
     (report,) = reports
     assert report["status_failed"] == 1 and (report["members"], report["members_failed"]) == (2, 2)
@@ -144,18 +144,18 @@ def test_a_resumed_group_leaves_a_member_it_stored_before_untouched(tmp_path, mo
     """A kill between two members' row writes: the re-run trains the same group from its
     checkpoint, stores only the member without rows, and reports only that member."""
     members = _members(tiny_dict)
-    group = runner.group_id([m["id"] for m in members])
+    group = units.group_id([m["id"] for m in members])
     errors = iter([NonFiniteLossError("loss sup is nan at steps 0-4"), NonFiniteLossError("loss sup is inf at step 7")])
     monkeypatch.setattr("mismatch.trial.run.run_group",
                         lambda specs, kernels, on_epoch_end, checkpoint_dir: [tiny_result, next(errors)])
     config = {"trial": {"id": group, "members": members}}
-    runner.study_fn(config, storage=str(tmp_path), threads=1)
+    worker.study_fn(config, storage=str(tmp_path), threads=1)
     trials = tmp_path / "tiny" / "trials"
     stored = trials / f"{members[0]['id']}.parquet"
     before = stored.stat().st_mtime_ns
     reports.clear()
 
-    runner.study_fn(config, storage=str(tmp_path), threads=1)  # the same group again, member 0 stored
+    worker.study_fn(config, storage=str(tmp_path), threads=1)  # the same group again, member 0 stored
     assert stored.stat().st_mtime_ns == before
     rows = _trials(tmp_path)
     assert rows[members[0]["id"]]["status"] == "completed"
