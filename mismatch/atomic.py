@@ -113,7 +113,7 @@ def _owner_alive(suffix: str) -> bool:
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | bytearray | memoryview | str) -> None:
-    """Write ``data`` to ``path`` through a unique hidden sibling and a rename: a reader sees the
+    """Write ``data`` (text: as UTF-8) to ``path`` through a unique hidden sibling and a rename: a reader sees the
     old file or the new one, never a part. A failed write (a full disk:
     :class:`DiskFullError` naming ``path``; an interrupt) removes the sibling."""
     path = Path(path)
@@ -121,7 +121,9 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | bytearray | memoryv
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with disk_full_names(path):
-            with os.fdopen(fd, "w" if isinstance(data, str) else "wb") as handle:
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, path)
     except BaseException:

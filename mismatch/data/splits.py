@@ -32,14 +32,13 @@ rotates the training patients by ``d * labelled_cases`` first. Seeds vary; the s
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mismatch.atomic import write_atomic
 from mismatch.config import ProtocolSpec
 from mismatch.data.errors import LeakageError, SplitError
 
@@ -221,16 +220,7 @@ def save_splits(path: str | Path, folds: Mapping[int, Mapping[str, Sequence[str]
     for fold, splits in sorted(folds.items()):
         check_splits(splits)
         data[str(int(fold))] = {role: list(splits.get(role, [])) for role in ROLES}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
     return path
 
 

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from mismatch.atomic import disk_full_names
+from mismatch.atomic import disk_full_names, write_atomic
 from mismatch.report import comparison, sections, tuning
 from mismatch.report.aggregate import METRICS, image_subset, per_trial
 from mismatch.report.cases import case_values
@@ -164,15 +163,10 @@ def build_report(results: str | Path, out_dir: str | Path | None = None, metric:
     html_text, tables = render(ctx, name, opts.title or f"Study report: {name}")
     out = Path(out_dir) if out_dir is not None else Path("reports") / _slug(name)
     index = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    try:
-        with disk_full_names(out.absolute()):  # a full disk: DiskFullError naming the report folder
-            for table in tables:
-                write_table(table, out / "tables")
-            tmp.write_text(html_text, encoding="utf-8")
-            os.replace(tmp, index)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with disk_full_names(out.absolute()):  # a full disk: DiskFullError naming the report folder
+        for table in tables:
+            write_table(table, out / "tables")
+        write_atomic(index, html_text)
     if figures is not None:  # after the page: a missing browser still leaves the page and tables
         with disk_full_names(out.absolute()):
             export_figures(ctx.figures, out / "figures", figures)

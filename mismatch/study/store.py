@@ -88,7 +88,11 @@ def resolve(storage: str) -> tuple[pafs.FileSystem, str]:
 
 def _write_atomic(fs: pafs.FileSystem, path: str, payload: bytes) -> None:
     """Write bytes to ``path`` through a temporary sibling and a move; a full disk raises
-    :class:`~mismatch.atomic.DiskFullError` naming ``path``."""
+    :class:`~mismatch.atomic.DiskFullError` naming ``path``.
+
+    :func:`mismatch.atomic.write_atomic` in pyarrow's filesystem terms: the store may be an
+    object store (``s3://``, ``gs://``), which has no ``os.replace``; locally it is the same
+    temporary-sibling-and-rename."""
     parent = path.rsplit("/", 1)[0]
     tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
     try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+from mismatch.atomic import write_atomic
+
 
 def _path(folder: str, trial_id: str) -> str:
     return os.path.join(folder, f"{trial_id}.logged.json")
@@ -24,6 +26,4 @@ def write_logged(folder: str, trial_id: str, epochs: set[int]) -> None:
     """Record that ``epochs`` of ``trial_id`` are logged."""
     os.makedirs(folder, exist_ok=True)
     path = _path(folder, trial_id)
-    with open(f"{path}.tmp", "w") as handle:
-        json.dump({"epochs": sorted(epochs)}, handle)
-    os.replace(f"{path}.tmp", path)
+    write_atomic(path, json.dumps({"epochs": sorted(epochs)}))

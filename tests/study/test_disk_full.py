@@ -128,18 +128,11 @@ def test_study_export_on_a_full_disk_is_one_line_and_leaves_no_tmp(tmp_path, ful
     assert list(out.parent.iterdir()) == []  # neither the merged file nor a .uuid.tmp
 
 
-def test_a_checkpoint_on_a_full_disk_keeps_the_last_one_and_leaves_no_trial_tmp(tmp_path, monkeypatch):
-    import os
-
-    from mismatch.trial.checkpoint import save_checkpoint
-
-    path = tmp_path / "trial.pt"
-    path.write_bytes(b"the previous epoch's checkpoint")
-    member = SimpleNamespace(method=SimpleNamespace(state_dict=dict), state=SimpleNamespace(epoch=3, snapshots=[]))
-    stepper = SimpleNamespace(member_state=lambda k: {})
+def fill_the_disk_on_atomic_writes(monkeypatch) -> None:
+    """Every :func:`mismatch.atomic.write_atomic` writes 3 bytes of its temporary file, then finds the disk full."""
     real_fdopen = os.fdopen
 
-    class FullDisk:  # the temporary file takes 3 bytes, then the disk is full
+    class FullDisk:
         def __init__(self, fd, mode):
             self.handle = real_fdopen(fd, mode)
 
@@ -154,6 +147,16 @@ def test_a_checkpoint_on_a_full_disk_keeps_the_last_one_and_leaves_no_trial_tmp(
             raise enospc()
 
     monkeypatch.setattr("mismatch.atomic.os.fdopen", FullDisk)
+
+
+def test_a_checkpoint_on_a_full_disk_keeps_the_last_one_and_leaves_no_trial_tmp(tmp_path, monkeypatch):
+    from mismatch.trial.checkpoint import save_checkpoint
+
+    path = tmp_path / "trial.pt"
+    path.write_bytes(b"the previous epoch's checkpoint")
+    member = SimpleNamespace(method=SimpleNamespace(state_dict=dict), state=SimpleNamespace(epoch=3, snapshots=[]))
+    stepper = SimpleNamespace(member_state=lambda k: {})
+    fill_the_disk_on_atomic_writes(monkeypatch)
     with pytest.raises(DiskFullError) as caught:
         save_checkpoint(path, [member], stepper, group=False)
     assert caught.value.path == str(path)
@@ -219,13 +222,7 @@ def test_report_on_a_full_disk_is_one_line_and_leaves_no_index_tmp(tmp_path, mon
     monkeypatch.setattr(build, "study_name", lambda data: "s")
     monkeypatch.setattr(build, "make_context", lambda data, opts: None)
     monkeypatch.setattr(build, "render", lambda ctx, name, title: ("<html>" * 1000, []))
-    real = Path.write_text
-
-    def write_text(self, text, *args, **kwargs):
-        real(self, text[:10], *args, **kwargs)
-        raise enospc()
-
-    monkeypatch.setattr(Path, "write_text", write_text)
+    fill_the_disk_on_atomic_writes(monkeypatch)
     out = tmp_path / "report"
     out.mkdir()
     assert main(["report", str(tmp_path), "--out", str(out)]) == 1
