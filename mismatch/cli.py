@@ -33,16 +33,6 @@ def _verb(sub: argparse._SubParsersAction, name: str, help: str, examples: str) 
                           epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise SystemExit(f"--set {dotted}: '{key}' is not a section")
-    node[leaf] = value
-
-
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Spec keys given as dedicated flags, as dotted paths."""
     flags = {
@@ -64,7 +54,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_train_spec(args: argparse.Namespace) -> Any:
     """A TrialSpec from an optional YAML file, the dedicated flags and ``--set key=value``."""
-    from mismatch.config import SpecError, load_trial_spec, parse_yaml
+    from mismatch.config import SpecError, load_trial_spec, parse_yaml, set_dotted
 
     tree: dict[str, Any] = {}
     source = None
@@ -78,12 +68,12 @@ def build_train_spec(args: argparse.Namespace) -> Any:
     if "data" not in tree and not args.data_root and not args.data_prepared:
         tree["data"] = {"synthetic": {"kind": "vessels"}}
     for dotted, value in _train_overrides(args).items():
-        _set_path(tree, dotted, value)
+        set_dotted(tree, dotted, value)
     for item in args.set or []:
         key, sep, raw = item.partition("=")
         if not sep:
             raise SpecError(f"--set expects key=value, got {item!r}")
-        _set_path(tree, key, yaml.safe_load(raw))
+        set_dotted(tree, key, yaml.safe_load(raw))
     return load_trial_spec(tree, source=source)
 
 

@@ -658,6 +658,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree``'s key at the dotted path ``dotted`` (``train.lr``) to ``value``, creating the
+    sections on the way: the one setter of ``--set``, a study's grid axes and searched values.
+    A path through a value that is not a section is a :class:`SpecError` naming both."""
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"{dotted}: '{key}' is not a section")
+    node[leaf] = value
+
+
 def parse_yaml(text: str) -> Any:
     """YAML text parsed as by ``yaml.safe_load``, except that a key given twice in one
     mapping raises a ``yaml.YAMLError`` naming the key and its line."""

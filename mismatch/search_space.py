@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mismatch.config import set_dotted
+
 
 @dataclass(frozen=True)
 class Dimension:
@@ -116,6 +118,5 @@ def overrides_of(values: dict[str, Any]) -> dict[str, Any]:
     """Searched values as trial-spec overrides: ``train.lr`` -> train section, the rest -> method."""
     out: dict[str, Any] = {}
     for name, value in values.items():
-        section, key = ("train", name[len(TRAIN_PREFIX):]) if name.startswith(TRAIN_PREFIX) else ("method", name)
-        out.setdefault(section, {})[key] = value
+        set_dotted(out, name if name.startswith(TRAIN_PREFIX) else f"method.{name}", value)
     return out

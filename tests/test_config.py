@@ -67,3 +67,16 @@ def test_trial_id_is_content_derived_and_round_trips():
     assert a.trial_id().startswith("mismatch-")
     again = TrialSpec.model_validate_json(a.model_dump_json())
     assert again == a and again.method.alpha == 0.002
+
+
+def test_the_one_dotted_setter_creates_sections_and_names_a_path_through_a_value():
+    from mismatch.config import SpecError, set_dotted
+    from mismatch.search_space import overrides_of
+
+    tree: dict = {"train": {"epochs": 3}}
+    set_dotted(tree, "train.schedule.name", "poly")
+    set_dotted(tree, "method.alpha", 0.01)
+    assert tree == {"train": {"epochs": 3, "schedule": {"name": "poly"}}, "method": {"alpha": 0.01}}
+    with pytest.raises(SpecError, match=r"^train\.epochs\.max: 'epochs' is not a section$"):
+        set_dotted(tree, "train.epochs.max", 1)
+    assert overrides_of({"train.lr": 1e-3, "alpha": 0.01}) == {"train": {"lr": 1e-3}, "method": {"alpha": 0.01}}

@@ -29,6 +29,7 @@ from mismatch.config import (
     TrialSpec,
     load_trial_spec,
     read_yaml_lines,
+    set_dotted,
     validation_problems,
 )
 from mismatch.registry import did_you_mean
@@ -246,14 +247,6 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[leaf] = value
-
-
 def method_variants(entry: dict[str, Any]) -> list[dict[str, Any]]:
     """Expand list-valued settings of one method entry into one dict per combination."""
     keys = [k for k, v in entry.items() if isinstance(v, list)]
@@ -389,7 +382,7 @@ class Study:
         tree = deep_merge(tree, overrides or {})
         self._absolute_data_paths(tree)
         for axis, value in point.items():
-            _set_dotted(tree, GRID_AXES[axis], value)
+            set_dotted(tree, GRID_AXES[axis], value)
         try:
             spec = load_trial_spec(tree, source=self.source)
         except SpecError as err:
