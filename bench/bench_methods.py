@@ -19,7 +19,7 @@ import torch
 
 from mismatch.config import METHODS, TrainSpec
 from mismatch.methods import Batch
-from mismatch.methods.registry import build_method
+from mismatch.methods.factory import build_method
 from mismatch.optim import Optimization
 
 WARMUP = 2

@@ -37,7 +37,8 @@ print(time.perf_counter() - start)
 
 def generate(root: Path, images_per_trial: int, merged: bool) -> Path:
     """Write the synthetic study (or one merged Parquet file of its per-image rows)."""
-    from mismatch.report.synthetic import SyntheticGrid, paper_variants, synthetic_images, write_synthetic_study
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test fixtures' rows: tests/synthetic_study.py
+    from tests.synthetic_study import SyntheticGrid, paper_variants, synthetic_images, write_synthetic_study
 
     grid = SyntheticGrid(paper_variants(), counts=(5, 10, 30, 50, 100), replicates=tuple(range(10)),
                          images_per_trial=images_per_trial, study="bench")

@@ -24,7 +24,7 @@ import types
 
 from mismatch.config import load_trial_spec
 from mismatch.study import worker
-from mismatch.study.spec import trial_payload
+from mismatch.study.trials import trial_payload
 from mismatch.tracking import TrackingSpec, prepare_tracking
 
 

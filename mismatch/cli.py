@@ -328,7 +328,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     """Run the trials of a study file that have no stored result yet (in rounds of seeds with
     ``--until-decided``)."""
     from mismatch.study.best import record_tuning
-    from mismatch.study.spec import load_study
+    from mismatch.study.trials import load_study
 
     study = load_study(args.file, args.profile, args.storage)
     if args.tracking is not None:
@@ -365,7 +365,7 @@ def _run_once(study: Any, args: argparse.Namespace) -> int:
 
 def _fuse_arg(text: str) -> int | str:
     """``--fuse K|auto`` (argparse turns the ValueError's message into a usage error)."""
-    from mismatch.study.spec import parse_fuse
+    from mismatch.study.study_file import parse_fuse
 
     try:
         return parse_fuse(text)
@@ -376,8 +376,8 @@ def _fuse_arg(text: str) -> int | str:
 def cmd_study_status(args: argparse.Namespace) -> int:
     """Print done / running / failed / pending trials and an ETA (and the rounds of a sequential study)."""
     from mismatch.study.sequential import current_round, read_state, status_line, with_seeds
-    from mismatch.study.spec import load_study
     from mismatch.study.status import format_eta, study_status
+    from mismatch.study.trials import load_study
 
     study = load_study(args.file, args.profile, args.storage)
     state = read_state(study.storage, study.name)
@@ -399,7 +399,7 @@ def cmd_study_status(args: argparse.Namespace) -> int:
 def cmd_study_plan(args: argparse.Namespace) -> int:
     """Size a study before it runs: trials, device-hours, variance components, MDD, seeds needed."""
     from mismatch.study.plan import check_target, format_plan, pilot_path, plan_study
-    from mismatch.study.spec import load_study
+    from mismatch.study.trials import load_study
 
     check_target(args.target_mdd)
     study = load_study(args.file, args.profile, args.storage)
@@ -410,8 +410,8 @@ def cmd_study_plan(args: argparse.Namespace) -> int:
 
 def cmd_study_export(args: argparse.Namespace) -> int:
     """Merge a study's per-image rows into one Parquet file."""
-    from mismatch.study.spec import load_study
     from mismatch.study.store import export_images
+    from mismatch.study.trials import load_study
 
     study = load_study(args.file, args.profile, args.storage)
     rows = export_images(study.storage, study.name, args.out)
@@ -422,7 +422,7 @@ def cmd_study_export(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     """Run (or resume) the Optuna searches of a study file; write best.json."""
     from mismatch.study.search import ALPHA, run_search
-    from mismatch.study.spec import load_study
+    from mismatch.study.trials import load_study
 
     if len(args.target) > 2 or (len(args.target) == 2 and args.target[0] != ALPHA):
         print("error: usage: mismatch search [alpha] FILE", file=sys.stderr)

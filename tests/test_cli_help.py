@@ -14,7 +14,7 @@ import yaml
 
 from mismatch.cli import main, make_parser
 from mismatch.config import SpecError, load_trial_spec
-from mismatch.study.spec import load_study
+from mismatch.study.trials import load_study
 
 PROBE = """
 import json, sys

@@ -20,7 +20,7 @@ STUDY = {
 PROBE = """
 import json, sys, time
 from mismatch.config import SpecError, load_trial_spec_file
-from mismatch.study.spec import load_study
+from mismatch.study.trials import load_study
 t0 = time.perf_counter()
 spec = load_trial_spec_file(sys.argv[1])
 study = load_study(sys.argv[2], storage=sys.argv[3])

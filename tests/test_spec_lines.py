@@ -7,7 +7,7 @@ import re
 import pytest
 
 from mismatch.config import SpecError, parse_yaml_lines
-from mismatch.study.spec import load_study
+from mismatch.study.trials import load_study
 
 STUDY = """\
 name: lines

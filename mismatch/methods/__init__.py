@@ -14,12 +14,12 @@ from mismatch.registry import lazy_exports
 _EXPORTS = {
     "Batch": "mismatch.methods.base",
     "Method": "mismatch.methods.base",
-    "build_method": "mismatch.methods.registry",
-    "list_methods": "mismatch.methods.registry",
-    "method_class": "mismatch.methods.registry",
-    "method_config_class": "mismatch.methods.registry",
-    "register_method": "mismatch.methods.registry",
-    "uses_unlabelled": "mismatch.methods.registry",
+    "build_method": "mismatch.methods.factory",
+    "list_methods": "mismatch.methods.factory",
+    "method_class": "mismatch.methods.factory",
+    "method_config_class": "mismatch.methods.factory",
+    "register_method": "mismatch.methods.factory",
+    "uses_unlabelled": "mismatch.methods.factory",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,7 +3,7 @@
 A method turns a batch into a dict of losses (the ``"loss"`` key is what the loop
 backpropagates; every other entry is logged) and an image into a probability map. The one
 training loop (:func:`mismatch.train.run_trial`) only calls this interface. The registry
-(names, config classes, lazy implementations) is torch-free: :mod:`mismatch.methods.registry`.
+(names, config classes, lazy implementations) is torch-free: :mod:`mismatch.methods.factory`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,6 @@ from torch import nn
 
 from mismatch.config import MethodConfig, TrainSpec
 from mismatch.losses import out_channels_for, probabilities
-from mismatch.methods.registry import (  # noqa: F401  (re-exported: the registry's old home)
-    build_method,
-    list_methods,
-    method_class,
-    method_config_class,
-    register_method,
-)
 from mismatch.models import build_model
 from mismatch.models.catalog import NETWORKS
 from mismatch.optim import OptimizerSetup, build_optimizer, build_scheduler

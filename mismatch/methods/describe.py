@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mismatch.methods.registry import build_method, list_methods, method_config_class
+from mismatch.methods.factory import build_method, list_methods, method_config_class
 
 
 def describe_methods(width: int | None = 24, in_channels: int = 1) -> list[dict[str, Any]]:

@@ -24,11 +24,11 @@ _EXPORTS = {
     "TwoDecoderNet": "mismatch.models.networks",
     "UNet": "mismatch.models.networks",
     "UNetDecoder": "mismatch.models.decoders",
-    "build_model": "mismatch.models.registry",
-    "list_models": "mismatch.models.registry",
+    "build_model": "mismatch.models.factory",
+    "list_models": "mismatch.models.factory",
     "make_block": "mismatch.models.blocks",
-    "network_card": "mismatch.models.registry",
-    "register_model": "mismatch.models.registry",
+    "network_card": "mismatch.models.factory",
+    "register_model": "mismatch.models.factory",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pandas as pd
 
 from mismatch.report.design import Column, Design
+from mismatch.report.paper_tables import SCALE, replicate_means, summary_cells, summary_table
 from mismatch.report.stats import mean_std
-from mismatch.report.table import Cell, Table, fmt_num
-from mismatch.report.tables import SCALE, replicate_means, summary_cells, summary_table
+from mismatch.report.table_format import Cell, Table, fmt_num
 
 
 def _alpha_order(key: str) -> float:

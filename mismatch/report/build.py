@@ -18,10 +18,10 @@ from mismatch.report.design import REFERENCE_METHOD, detect_design
 from mismatch.report.export import FORMATS, export_figures
 from mismatch.report.html import Section, bullets, page, paragraph
 from mismatch.report.load import StudyData, load_study
+from mismatch.report.paper_tables import default_at
 from mismatch.report.sequential import apply_sequential, read_sequential
 from mismatch.report.stats import ALTERNATIVES
-from mismatch.report.table import Table, write_table
-from mismatch.report.tables import default_at
+from mismatch.report.table_format import Table, write_table
 
 MWU_METHODS = ("auto", "exact", "asymptotic")
 

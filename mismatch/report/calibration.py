@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from mismatch.report.design import Column, Design
+from mismatch.report.paper_tables import SCALE
 from mismatch.report.stats import poly_fit
-from mismatch.report.table import Cell, Table, fmt_num
-from mismatch.report.tables import SCALE
+from mismatch.report.table_format import Cell, Table, fmt_num
 from mismatch.results import N_BINS, bin_centres, bin_columns, pooled_calibration
 
 BIN_CENTRES = bin_centres()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pandas as pd
 
 from mismatch.report.design import Design
-from mismatch.report.table import Cell, Table, fmt_num
-from mismatch.report.tables import SCALE
+from mismatch.report.paper_tables import SCALE
+from mismatch.report.table_format import Cell, Table, fmt_num
 
 METRIC = "dice"
 

@@ -24,8 +24,8 @@ import pandas as pd
 from mismatch.report import uncertainty as unc
 from mismatch.report.cases import RUN_KEYS, units
 from mismatch.report.design import Column, Design
-from mismatch.report.table import Cell, Table, fmt_num, fmt_p, fmt_small
-from mismatch.report.tables import SCALE
+from mismatch.report.paper_tables import SCALE
+from mismatch.report.table_format import Cell, Table, fmt_num, fmt_p, fmt_small
 from mismatch.stats import hierarchical as hier
 from mismatch.stats import power as pw
 from mismatch.stats import runlevel as rl

@@ -20,7 +20,7 @@ from mismatch.report.ablations import decoder_frame
 from mismatch.report.calibration import BIN_CENTRES, Reliability, Scatter
 from mismatch.report.design import Column, Design
 from mismatch.report.palette import column_colours, keyed_colours, method_colour
-from mismatch.report.tables import SCALE, replicate_means
+from mismatch.report.paper_tables import SCALE, replicate_means
 
 LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 60, "b": 110},
           "font": {"size": 12}, "legend": {"orientation": "h", "y": -0.15, "yanchor": "top"}}

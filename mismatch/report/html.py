@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
 
-from mismatch.report.table import Table
+from mismatch.report.table_format import Table
 from mismatch.report.visual import COLOURS, VisualGrid
 
 PLOTLY_CONFIG = '{"responsive": true, "displaylogo": false}'

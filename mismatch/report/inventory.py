@@ -13,7 +13,7 @@ import pandas as pd
 
 from mismatch.report.design import Design
 from mismatch.report.load import StudyData
-from mismatch.report.table import Cell, Table, fmt_num
+from mismatch.report.table_format import Cell, Table, fmt_num
 
 _TRIAL_COLUMNS = ["method", "model", "alpha_key", "labelled_slices", "unlabelled_slices", "fold", "seed",
                   "status", "n_images", "value"]

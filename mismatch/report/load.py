@@ -34,10 +34,12 @@ TRIAL_COLUMNS = IDENTITY + ["status", "error", *schema.TRIAL_PROTOCOL, *schema.T
                             "started_at", "finished_at", "spec_json"]
 DECODER_COLUMNS = ["trial_id", "decoder", "decoder_name", "mean_fg_prob", *BIN_COLUMNS]
 _STRINGS = set(schema.STRING_IDENTITY) | {"case_id"}  # categoricals: a million rows stay small
-CASE_COLUMNS = ["trial_id", "case_id", "dice", "iou", "hd95_mm", "assd_mm", "nsd", "nsd_tolerance_mm"]
-"""The per-case columns the report reads from ``cases/`` (when a study has that table)."""
-CLASS_COLUMNS = ["trial_id", "level", "case_id", "slice_index", "patch", "class_index", "class_name", "dice", "iou"]
-"""The per-class columns the report reads from ``classes/`` (multi-class studies only)."""
+CASES_READ = ["trial_id", "case_id", "dice", "iou", "hd95_mm", "assd_mm", "nsd", "nsd_tolerance_mm"]
+"""The columns of ``cases/`` the report reads (when a study has that table): a subset of
+:data:`mismatch.results.schema.CASE_COLUMNS` after the identity's ``trial_id``."""
+CLASSES_READ = ["trial_id", "level", "case_id", "slice_index", "patch", "class_index", "class_name", "dice", "iou"]
+"""The columns of ``classes/`` the report reads (multi-class studies only): a subset of
+:data:`mismatch.results.schema.CLASS_COLUMNS` after the identity's ``trial_id``."""
 
 
 @dataclass
@@ -81,7 +83,7 @@ class StudyData:
         """Per-test-case rows (``cases/``, one file per trial) of committed trials, or None.
 
         Read as stored (the table is newer than schema version 1, so nothing to upgrade):
-        ``trial_id``, ``case_id`` and whichever of :data:`CASE_COLUMNS` the files have.
+        ``trial_id``, ``case_id`` and whichever of :data:`CASES_READ` the files have.
         """
         if self.base is None or self.trials is None:
             return None
@@ -108,7 +110,7 @@ class StudyData:
         frames = []
         for path in files:
             table = _open(self.fs, path, self.corrupt,
-                          lambda names: [c for c in CLASS_COLUMNS if c in names] if set(CLASS_COLUMNS) <= names else None,
+                          lambda names: [c for c in CLASSES_READ if c in names] if set(CLASSES_READ) <= names else None,
                           dictionary=False)
             if table is not None:
                 frames.append(table.to_pandas())
@@ -137,7 +139,7 @@ def _parquet_files(fs: pafs.FileSystem, folder: str) -> list[str]:
 
 
 def _case_columns(names: set[str]) -> list[str] | None:
-    return [c for c in CASE_COLUMNS if c in names] if {"trial_id", "case_id"} <= names else None
+    return [c for c in CASES_READ if c in names] if {"trial_id", "case_id"} <= names else None
 
 
 def _open(fs: pafs.FileSystem, path: str, skipped: dict[str, str] | None,

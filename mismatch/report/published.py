@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from mismatch.report.table import Cell, Table, fmt_small
+from mismatch.report.table_format import Cell, Table, fmt_small
 
 METHODS = ("sup1", "sup2", "mta", "mean-teacher", "fixmatch", "cct", "morph", "mismatch")
 TABLE_I = {  # labelled slices -> means in METHODS order

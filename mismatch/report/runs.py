@@ -17,8 +17,8 @@ from mismatch.report.cases import RUN_KEYS
 from mismatch.report.comparison import Units, run_labels
 from mismatch.report.design import Design
 from mismatch.report.figures import key_colour, label, layout
-from mismatch.report.table import Cell, Table, fmt_num
-from mismatch.report.tables import SCALE
+from mismatch.report.paper_tables import SCALE
+from mismatch.report.table_format import Cell, Table, fmt_num
 from mismatch.stats.components import variance_components
 
 

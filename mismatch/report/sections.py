@@ -18,11 +18,11 @@ from mismatch.report import (
     comparison,
     figures,
     inventory,
+    paper_tables,
     published,
     runs,
     search,
     significance,
-    tables,
     uncertainty,
     visual,
 )
@@ -31,7 +31,7 @@ from mismatch.report.design import Design
 from mismatch.report.html import Section, bullets, figure_html, paragraph, table_html, visual_html
 from mismatch.report.load import StudyData
 from mismatch.report.sequential import sequential_note
-from mismatch.report.table import Cell, Table, fmt_small
+from mismatch.report.table_format import Cell, Table, fmt_small
 from mismatch.stats.runlevel import min_p_run_test
 
 Built = tuple[Section, list[Table]]
@@ -91,9 +91,9 @@ def verdict_section(ctx: Context) -> Built:
     sec = Section("verdict", "Summary: what separates the methods", [paragraph(aggregation_line(ctx.trials))])
     d = ctx.design
     narrow = ctx.trials[["method", "model", "alpha_key", d.axis, d.replicate, "status", "value"]]
-    cells = tables.summary_cells(narrow, d, list(d.columns), list(d.axis_values))
+    cells = paper_tables.summary_cells(narrow, d, list(d.columns), list(d.axis_values))
     if len(cells) and uncertainty.degenerate(cells["mean"], ctx.metric):
-        limit = uncertainty.degenerate_threshold(ctx.metric) * tables.SCALE
+        limit = uncertainty.degenerate_threshold(ctx.metric) * paper_tables.SCALE
         sec.body.append(paragraph(
             f"WARNING: every method's {ctx.metric_label} is below {limit:.1f}% in every cell (the equivalent of "
             f"{uncertainty.DEGENERATE_IOU:.0%} foreground IoU): no method learnt the task (a smoke profile or a "
@@ -141,7 +141,7 @@ def significance_floor(runs: int, family: int) -> float:
 
 def main_section(ctx: Context) -> Built:
     """Tables I/II: methods against the count axis, with costs (and the published numbers)."""
-    table = tables.main_table(ctx.trials, ctx.design, ctx.metric_label, ctx.intervals, interval_note(ctx))
+    table = paper_tables.main_table(ctx.trials, ctx.design, ctx.metric_label, ctx.intervals, interval_note(ctx))
     sec = Section("main", "Tables I/II: methods compared", [table_html(table)])
     out = [table]
     per_class = classes.class_table(ctx.data.class_rows(), ctx.trials, ctx.design)
@@ -310,7 +310,7 @@ def search_section(ctx: Context) -> Built | None:
 
 def missing_section(ctx: Context) -> Built:
     """Incomplete cells, failed trials, and every trial (collapsed)."""
-    cells = tables.summary_cells(ctx.trials, ctx.design, list(ctx.design.columns), list(ctx.design.axis_values))
+    cells = paper_tables.summary_cells(ctx.trials, ctx.design, list(ctx.design.columns), list(ctx.design.axis_values))
     missing = inventory.incomplete_table(cells, ctx.design)
     failed = inventory.failed_table(ctx.trials, ctx.design)
     every = inventory.trials_table(ctx.trials, ctx.metric)

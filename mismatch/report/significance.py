@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from mismatch.report.design import Design
+from mismatch.report.paper_tables import SCALE, protocol_label, replicate_means
 from mismatch.report.stats import holm, mann_whitney, rank_biserial, wilcoxon_paired
-from mismatch.report.table import Cell, Table, fmt_num, fmt_p, fmt_small
-from mismatch.report.tables import SCALE, protocol_label, replicate_means
+from mismatch.report.table_format import Cell, Table, fmt_num, fmt_p, fmt_small
 from mismatch.report.uncertainty import min_p_mann_whitney, min_p_wilcoxon
 
 _HEADER = ["baseline", "n", "mean (ref)", "mean (baseline)", "\u0394", "U", "r", "MWU p",

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from mismatch.report.html import Section, esc, paragraph, table_html
 from mismatch.report.load import StudyData
-from mismatch.report.table import Cell, Table
+from mismatch.report.table_format import Cell, Table
 
 SECONDS_PER_HOUR = 3600.0
 #: The leakage warning's style: red, whatever the page's stylesheet (which marks "warn" amber).

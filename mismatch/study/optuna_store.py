@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from mismatch.config import SpecError
-from mismatch.study.spec import SearchSpec
+from mismatch.study.study_file import SearchSpec
 
 
 def tune_key(name: str) -> str:

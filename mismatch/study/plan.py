@@ -24,7 +24,7 @@ import pandas as pd
 from mismatch.config import SpecError, TrialSpec
 from mismatch.stats import power as pw
 from mismatch.stats.runlevel import min_p_run_test
-from mismatch.study.spec import Study
+from mismatch.study.trials import Study
 
 POWER = 0.8
 ALPHA = 0.05

@@ -30,7 +30,7 @@ from mismatch.data.splits import CaseLists, check_splits, trial_splits
 from mismatch.data.trial_data import dataset_root, open_source, split_lists
 
 if TYPE_CHECKING:
-    from mismatch.study.spec import Study
+    from mismatch.study.trials import Study
 
 __all__ = ["PlanDataError", "check_plan_data", "plan_data_problems"]
 

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from mismatch.study.spec import Study
+from mismatch.study.trials import Study
 
 #: How long a driver on a running cluster waits for a node that fits a trial (an autoscaler
 #: may add one); ``--wait-resources`` overrides it.

@@ -33,8 +33,8 @@ from mismatch.study.rungs import (
     objective_of,
     resume_progress,
 )
-from mismatch.study.spec import SearchSpec
 from mismatch.study.store import TrialCheckpoint, completed_trials, write_result, write_trial
+from mismatch.study.study_file import SearchSpec
 
 if TYPE_CHECKING:
     from mismatch.study.search import Candidate as SearchCandidate

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mismatch.study.spec import SearchSpec
+from mismatch.study.study_file import SearchSpec
 
 if TYPE_CHECKING:
     from mismatch.config import TrialSpec

@@ -31,7 +31,6 @@ from mismatch.study.resources import (
     refuse_here,
     trial_slots,
 )
-from mismatch.study.spec import Fuse, Study
 from mismatch.study.store import (
     absolute_storage,
     completed_trials,
@@ -41,6 +40,8 @@ from mismatch.study.store import (
     trial_statuses,
     write_trial,
 )
+from mismatch.study.study_file import Fuse
+from mismatch.study.trials import Study
 from mismatch.study.units import fuse_size, plan_units, unit_config
 from mismatch.study.worker import DISK_FULL, spec_from_config, study_fn, unbuildable_trial_row, write_failed_row
 from mismatch.tracking import prepare_tracking

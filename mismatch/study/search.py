@@ -32,8 +32,9 @@ from mismatch.study.best import read_best  # noqa: F401  (re-exported)
 from mismatch.study.lock import STALE_AFTER_S, StudyLock
 from mismatch.study.optuna_store import optuna_storage, tune_key
 from mismatch.study.rungs import Rungs, method_grace
-from mismatch.study.spec import SearchSpec, Study, deep_merge, method_variants
 from mismatch.study.store import _write_atomic, absolute_storage, read_table, resolve
+from mismatch.study.study_file import SearchSpec, deep_merge
+from mismatch.study.trials import Study, method_variants
 
 if TYPE_CHECKING:  # a study naming ``best_of`` reads best.json here: no torch, no Ray
     from mismatch.trial.state import TrialResult

@@ -28,8 +28,8 @@ import pyarrow.fs as pafs
 from mismatch.config import SpecError
 from mismatch.stats.runlevel import BETTER, WORSE
 from mismatch.stats.sequential import plan_looks
-from mismatch.study.spec import Study
 from mismatch.study.store import _write_atomic, resolve
+from mismatch.study.trials import Study
 
 STATE = "sequential.json"
 ALPHA = 0.05

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from mismatch.study.spec import Study
 from mismatch.study.store import CorruptFile, TrialCheckpoint, corrupt_files, fused_members, read_table
+from mismatch.study.trials import Study
 
 
 def format_eta(seconds: float | None) -> str:

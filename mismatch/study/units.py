@@ -9,7 +9,8 @@ from typing import Any, TextIO
 
 from mismatch.config import TrialSpec
 from mismatch.fusion.support import plan_groups
-from mismatch.study.spec import Fuse, trial_payload
+from mismatch.study.study_file import Fuse
+from mismatch.study.trials import trial_payload
 
 
 def group_id(trial_ids: list[str]) -> str:

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from mismatch.study.spec import load_study
 from mismatch.study.store import read_table
+from mismatch.study.trials import load_study
 
 # Real Ray clusters: minutes on 2 cores. CI runs them (`python -m pytest`); the developer loop
 # (`python -m pytest -m "not slow"`) leaves them out.

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from mismatch.study.spec import load_study
 from mismatch.study.store import read_table
+from mismatch.study.trials import load_study
 from tests.ports import free_port
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from mismatch.data.errors import SplitError
 from mismatch.data.h5layouts import case_lists, fixed_lists, patient_of, write_list
 from mismatch.data.splits import CaseLists, check_splits, list_splits, make_all_splits, trial_splits
 from mismatch.data.synth import write_synthetic_dataset
-from mismatch.study.spec import load_study
+from mismatch.study.trials import load_study
 
 STUDIES = Path(__file__).parents[2] / "studies"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mismatch.report.synthetic import SyntheticGrid, write_synthetic_study
+from tests.synthetic_study import SyntheticGrid, write_synthetic_study
 
 HOSTILE_METHOD = "<script>alert(1)</script>"
 HOSTILE_MODEL = "</script><img src=x onerror=\"window.__xss=1\">"

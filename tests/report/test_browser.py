@@ -16,7 +16,7 @@ import pytest
 
 from mismatch.report import build_report
 from mismatch.report.palette import METHOD_ORDER
-from mismatch.report.synthetic import SyntheticGrid, write_synthetic_study
+from tests.synthetic_study import SyntheticGrid, write_synthetic_study
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -14,7 +14,7 @@ import pytest
 
 from mismatch.report import build_report
 from mismatch.report.build import ReportOptions
-from mismatch.report.table import Cell, Table, tex_escape, to_latex, to_markdown
+from mismatch.report.table_format import Cell, Table, tex_escape, to_latex, to_markdown
 
 TABLES = ("table1_main", "table3_pvalues", "table4_alpha", "decoder_ablation_5", "fig8_reliability",
           "fig9_ece_fit", "missing_cells", "failed_trials", "trials", "provenance")
@@ -136,7 +136,7 @@ def test_report_never_imports_torch(carve_study: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", ["one-method", "one-trial", "mostly-failed", "brats-like"])
 def test_degenerate_studies_still_build(case: str, tmp_path: Path) -> None:
-    from mismatch.report.synthetic import SyntheticGrid, write_synthetic_study
+    from tests.synthetic_study import SyntheticGrid, write_synthetic_study
 
     nan = float("nan")
     grids = {

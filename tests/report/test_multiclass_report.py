@@ -10,8 +10,8 @@ import pytest
 from mismatch.report import aggregate, build_report
 from mismatch.report.cases import SOURCE_CLASS_MEANS, case_values
 from mismatch.report.load import load_study
-from mismatch.report.synthetic import SyntheticGrid, write_synthetic_study
 from mismatch.results import table_columns
+from tests.synthetic_study import SyntheticGrid, write_synthetic_study
 
 NAMES = ("RV", "Myo", "LV")
 

@@ -19,7 +19,7 @@ from mismatch.report.design import detect_design
 from mismatch.report.figures import fit_curve
 from mismatch.report.html import table_html, text_columns
 from mismatch.report.load import StudyData, load_study
-from mismatch.report.table import Cell, Table, fmt_p, fmt_small, to_markdown
+from mismatch.report.table_format import Cell, Table, fmt_p, fmt_small, to_markdown
 from mismatch.report.visual import RADIOLOGICAL, data_uri, grey, slice_layout, transposed_for_display, visual_grid
 
 SCIENTIFIC = re.compile(r"\de[+-]?\d")

@@ -10,8 +10,8 @@ from mismatch.report.ablations import alpha_table, decoder_frame, decoder_varian
 from mismatch.report.aggregate import per_trial
 from mismatch.report.design import detect_design
 from mismatch.report.load import StudyData
+from mismatch.report.paper_tables import main_table, summary_cells
 from mismatch.report.significance import pvalue_rows
-from mismatch.report.tables import main_table, summary_cells
 
 NAN = float("nan")
 
@@ -157,7 +157,7 @@ def test_alpha_0_control_sits_beside_sup2_and_captions_name_the_protocol(make_ro
     control = table.rows[0][table.header.index("MisMatch, alpha = 0")].text
     assert control.startswith(f"{50.0:.2f} \u00b1")  # mean of 0.45 and 0.55
     assert table.title.endswith("[stream: streaming, budget: paper]")  # rows without the columns: the paper's
-    from mismatch.report.tables import protocol_label
+    from mismatch.report.paper_tables import protocol_label
 
     frame = pd.DataFrame({"stream": ["two-stream", "two-stream"], "budget": ["paper", "paper"]})
     assert protocol_label(frame) == "stream: two-stream"

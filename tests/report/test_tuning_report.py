@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from mismatch.report import build_report
-from mismatch.report.synthetic import SyntheticGrid, write_synthetic_study
 from mismatch.report.tuning import LEAK_STYLE, leaks, ledger, table_test_cases
+from tests.synthetic_study import SyntheticGrid, write_synthetic_study
 
 SPLITS = {"labelled": ["c0"], "unlabelled": ["c1"], "validation": ["c2"], "test": ["c3", "c4"]}
 

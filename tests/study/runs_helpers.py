@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mismatch.report.synthetic import SyntheticGrid, write_synthetic_study
+from tests.synthetic_study import SyntheticGrid, write_synthetic_study
 
 NAN = float("nan")
 VARIANTS = (("sup1", "unet", NAN), ("mismatch", "mm", 0.002))

@@ -110,7 +110,7 @@ STUDY = {
 def test_status_counts_a_corrupt_trial_pending_and_run_quarantines_it(tmp_path, capsys):
     from mismatch.cli import main
     from mismatch.study.runner import pending_trials, quarantine_corrupt
-    from mismatch.study.spec import load_study
+    from mismatch.study.trials import load_study
 
     file = tmp_path / "study.yaml"
     file.write_text(yaml.safe_dump({**STUDY, "storage": str(tmp_path / "runs")}))
@@ -135,7 +135,7 @@ def test_status_counts_a_corrupt_trial_pending_and_run_quarantines_it(tmp_path, 
 
 def test_report_leaves_out_a_corrupt_file_with_a_warning(tmp_path, capsys):
     from mismatch.report import build_report
-    from mismatch.report.synthetic import SyntheticGrid, write_synthetic_study
+    from tests.synthetic_study import SyntheticGrid, write_synthetic_study
 
     grid = SyntheticGrid((("sup1", "unet", float("nan")), ("mismatch", "mm", 0.002)), counts=(5, 10),
                          replicates=(0, 1), images_per_trial=3)

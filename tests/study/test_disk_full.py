@@ -241,7 +241,7 @@ def reports(monkeypatch):
 
 
 def test_a_trial_on_a_full_disk_is_a_clear_failed_trial_that_runs_again(tmp_path, monkeypatch, reports, tiny_dict):
-    from mismatch.study.spec import trial_payload
+    from mismatch.study.trials import trial_payload
 
     spec = worker.load_trial_spec(tiny_dict())
 

@@ -18,9 +18,10 @@ import yaml
 
 from mismatch.results.rows import fill_trial_defaults
 from mismatch.study.progress import ProgressTracker, group_labels
-from mismatch.study.spec import load_study, parse_fuse
 from mismatch.study.status import study_status
 from mismatch.study.store import read_table, write_group_members, write_trial
+from mismatch.study.study_file import parse_fuse
+from mismatch.study.trials import load_study
 from mismatch.study.units import AUTO_FUSE_CPU, fuse_size, group_id, plan_units, unit_config
 
 STUDY = {
@@ -134,7 +135,7 @@ PROBE = """
 import json, sys
 import ray
 from mismatch.study.units import auto_fuse
-from mismatch.study.spec import load_study
+from mismatch.study.trials import load_study
 ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, logging_level="ERROR")  # a GPU this machine lacks
 print(json.dumps(auto_fuse(load_study(sys.argv[1], None, sys.argv[2]).trials()[0], 0.5)))
 """

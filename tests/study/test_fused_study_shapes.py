@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from mismatch.data.synth import write_synthetic_dataset
-from mismatch.study.spec import load_study
 from mismatch.study.store import read_table
+from mismatch.study.trials import load_study
 from mismatch.trial.run import run_trial
 
 pytestmark = pytest.mark.slow  # two studies on a real Ray: CI runs them, the developer loop leaves them out

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from mismatch.study.search import optuna_storage
-from mismatch.study.spec import SearchSpec
+from mismatch.study.study_file import SearchSpec
 from tests.ports import free_port
 
 STUDY, METHOD = "dash", "mismatch"

@@ -12,7 +12,7 @@ import yaml
 from mismatch.cli import main
 from mismatch.stats.runlevel import sign_flip_pvalues
 from mismatch.study.plan import plan_study
-from mismatch.study.spec import load_study
+from mismatch.study.trials import load_study
 from tests.study.runs_helpers import CASES, exact_runs, write_runs
 
 STUDY = {

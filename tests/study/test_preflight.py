@@ -16,8 +16,8 @@ import yaml
 from mismatch.cli import main
 from mismatch.data.synth import write_synthetic_dataset
 from mismatch.study.preflight import PlanDataError, check_plan_data, plan_data_problems
-from mismatch.study.spec import load_study
 from mismatch.study.store import trial_statuses
+from mismatch.study.trials import load_study
 
 
 def _study(root: str, **extra) -> dict:

@@ -154,7 +154,7 @@ def test_a_trial_failed_for_good_counts_as_failed_and_not_in_the_eta():
 
 
 def test_trial_labels_name_the_settings_that_vary_within_a_method(tmp_path):
-    from mismatch.study.spec import load_study
+    from mismatch.study.trials import load_study
 
     study = load_study("studies/quickstart.yaml", profile="smoke")
     labels = trial_labels(study.trials())

@@ -17,8 +17,9 @@ from mismatch.config import load_trial_spec
 from mismatch.study.rung_search import train_candidate
 from mismatch.study.rungs import CandidateRuns, Rungs, RunProgress, method_grace, rung_epochs
 from mismatch.study.search import Candidate
-from mismatch.study.spec import SearchSpec, load_study
 from mismatch.study.store import TrialCheckpoint
+from mismatch.study.study_file import SearchSpec
+from mismatch.study.trials import load_study
 from mismatch.trial.run import run_trial
 
 

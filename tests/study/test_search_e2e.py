@@ -85,7 +85,7 @@ def test_search_of_a_baseline_setting_on_a_held_out_tuning_split(tmp_path):
     folder: ``prepared: prep`` means prep where the search started)."""
     from mismatch.config import ProtocolSpec
     from mismatch.data.splits import held_out_cases, make_all_splits
-    from mismatch.study.spec import load_study
+    from mismatch.study.trials import load_study
 
     raw = write_synthetic_dataset(tmp_path / "raw", "vessels", 7, (32, 32), 8, seed=0)
     prepared = prepare_dataset(data_spec_for("msd", raw, "msd", {"min_foreground": 5}), tmp_path / "prep")

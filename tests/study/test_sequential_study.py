@@ -15,7 +15,7 @@ from mismatch.config import SpecError
 from mismatch.report import build_report
 from mismatch.stats.sequential import plan_looks
 from mismatch.study import sequential as seq
-from mismatch.study.spec import Study, load_study
+from mismatch.study.trials import Study, load_study
 from tests.study.runs_helpers import CASES, write_runs
 
 STUDY = {

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from mismatch.config import SpecError
-from mismatch.study.spec import load_study
+from mismatch.study.trials import load_study
 
 BASE = {
     "name": "s1",

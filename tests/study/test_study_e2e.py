@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from mismatch.data import write_synthetic_dataset
-from mismatch.study.spec import load_study
 from mismatch.study.store import corrupt_files, read_table
+from mismatch.study.trials import load_study
 
 # Real Ray clusters: minutes on 2 cores. CI runs them (`python -m pytest`); the developer loop
 # (`python -m pytest -m "not slow"`) leaves them out.

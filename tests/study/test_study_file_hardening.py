@@ -15,8 +15,8 @@ from mismatch import cli
 from mismatch.config import SpecError, load_trial_spec, load_trial_spec_file, parse_yaml, read_yaml_mapping
 from mismatch.results.schema import SCHEMA_VERSION
 from mismatch.study import runner, worker
-from mismatch.study.spec import load_study, trial_payload
 from mismatch.study.store import read_table, trial_statuses, write_trial
+from mismatch.study.trials import load_study, trial_payload
 
 STUDY = """\
 name: hard

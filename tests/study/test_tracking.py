@@ -13,8 +13,8 @@ import yaml
 
 from mismatch.config import SpecError, load_trial_spec
 from mismatch.study import runner, worker
-from mismatch.study.spec import load_study, trial_payload
 from mismatch.study.store import read_table
+from mismatch.study.trials import load_study, trial_payload
 from mismatch.tracking import TrackingError, TrackingSpec, TrackingUnavailable, config_group, prepare_tracking, run_info
 
 pytest.importorskip("ray")

@@ -16,7 +16,7 @@ import pytest
 from mismatch.config import load_trial_spec
 from mismatch.data.errors import DataError
 from mismatch.study import units, worker
-from mismatch.study.spec import trial_payload
+from mismatch.study.trials import trial_payload
 from mismatch.trial.state import EpochReport, NonFiniteLossError
 
 pytest.importorskip("ray")

@@ -9,7 +9,7 @@ import yaml
 from mismatch.config import ProtocolSpec, SpecError
 from mismatch.data.splits import ROLES, held_out_cases, make_all_splits, make_splits, trial_splits
 from mismatch.study.best import record_tuning
-from mismatch.study.spec import load_study
+from mismatch.study.trials import load_study
 
 STUDY = {
     "name": "table",

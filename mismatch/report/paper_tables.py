@@ -13,7 +13,7 @@ import pandas as pd
 
 from mismatch.report.design import Column, Design
 from mismatch.report.stats import mean_std
-from mismatch.report.table import Cell, Table, fmt_num
+from mismatch.report.table_format import Cell, Table, fmt_num
 
 SCALE = 100.0  # metrics are shown in percent
 MS = 1000.0  # times are shown in milliseconds

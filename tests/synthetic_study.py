@@ -1,4 +1,4 @@
-"""Synthetic, schema-conforming study results for tests, benchmarks and demonstrations.
+"""Synthetic, schema-conforming study results for the tests and bench/bench_report.py (test data, kept out of the library).
 
 Rows follow docs/results-schema.md exactly (identity columns, per-image pixel counts, metrics
 recomputed from those counts, reliability-bin sums), so the report can be developed and
