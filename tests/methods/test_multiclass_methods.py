@@ -12,7 +12,7 @@ from mismatch.config import METHODS, SpecError, load_trial_spec
 from mismatch.losses import probabilities
 from mismatch.methods import Batch, build_method
 from mismatch.methods.base import network_for_dims
-from mismatch.models import EncoderDecoderNet, registry
+from mismatch.models import EncoderDecoderNet, factory
 
 C = 4
 ALL_METHODS = ["bcp", "cct", "cps", "fixmatch", "mean-teacher", "mismatch", "morph", "mta",
@@ -112,14 +112,14 @@ def _tiny_net3d(decoders: int):
 def tiny_3d_networks(monkeypatch: pytest.MonkeyPatch) -> None:
     """``unet3d`` and ``mm3d`` replaced by tiny 3D networks for this test (the real ones are
     pinned in tests/models/test_networks3d.py; a step of theirs costs seconds on CPU)."""
-    entries = dict(registry.NETWORKS._entries)
+    entries = dict(factory.NETWORKS._entries)
     cards = {"unet3d": dict(decoders=1, decoder_blocks=("unet",)),
              "mm3d": dict(decoders=2, decoder_blocks=("pasb", "nasb"), accepts=("negative_sigmoid",))}
     for name in cards:
         entries.pop(name)
-    monkeypatch.setattr(registry.NETWORKS, "_entries", entries)
+    monkeypatch.setattr(factory.NETWORKS, "_entries", entries)
     for name, card in cards.items():
-        registry.register_model(name, spatial_dims=3, **card)(_tiny_net3d(card["decoders"]))
+        factory.register_model(name, spatial_dims=3, **card)(_tiny_net3d(card["decoders"]))
 
 
 @pytest.mark.parametrize("classes", [2, C])

@@ -17,11 +17,11 @@ from mismatch.models import (
     TwoDecoderNet,
     UNetDecoder,
     build_model,
+    factory,
     list_models,
     make_block,
     network_card,
     register_model,
-    registry,
 )
 
 TINY = dict(in_channels=2, width=4)
@@ -109,7 +109,7 @@ def test_duplicate_registration_raises() -> None:
 
 
 def test_register_and_build_new_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry.NETWORKS, "_entries", dict(registry.NETWORKS._entries))
+    monkeypatch.setattr(factory.NETWORKS, "_entries", dict(factory.NETWORKS._entries))
 
     @register_model("mm-test")
     def _factory(in_channels: int = 1, width: int = 24) -> TwoDecoderNet:
