@@ -354,7 +354,7 @@ class TrainSpec(StrictModel):
     schedule: ScheduleSpec = Field(default_factory=lambda: ScheduleSpec())
     clip_grad_norm: float | None = Field(None, gt=0)
     precision: Literal["none", "bf16", "fp16"] = "none"
-    # Where the GPU hot path keeps a 2D trial's slices (mismatch.train.device_slices); the rows
+    # Where the GPU hot path keeps a 2D trial's slices (mismatch.trial.batches.device_slices); the rows
     # are the same either way, so it is not part of the trial's identity.
     data_on_device: Literal["auto", "on", "off"] = "auto"
     check_every: int = Field(DEFAULT_CHECK_EVERY, ge=1)

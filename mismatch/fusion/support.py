@@ -1,7 +1,7 @@
 """Which trials can train fused, and which trials may share a group (torch-free).
 
 A fused group trains K trials of one method, network and input shape as one model
-(:func:`mismatch.fusion.train_fused`). Members may differ only in the per-trial settings of
+(:func:`mismatch.trial.run.run_group`). Members may differ only in the per-trial settings of
 :data:`MEMBER_FIELDS` and in a method's float settings (alpha, ...), which reach the fused
 step as one value per member; every other setting is part of the group key.
 

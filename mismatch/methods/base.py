@@ -2,7 +2,7 @@
 
 A method turns a batch into a dict of losses (the ``"loss"`` key is what the loop
 backpropagates; every other entry is logged) and an image into a probability map. The one
-training loop (:func:`mismatch.train.run_trial`) only calls this interface. The registry
+training loop (:func:`mismatch.trial.run.run_trial`) only calls this interface. The registry
 (names, config classes, lazy implementations) is torch-free: :mod:`mismatch.methods.factory`.
 """
 

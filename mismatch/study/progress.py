@@ -30,7 +30,7 @@ from mismatch.study.status import format_eta
 
 #: Seconds between plain progress lines while trials run but report nothing.
 HEARTBEAT_S = 30.0
-#: The validation metric shown in a trial's heartbeat (see mismatch.evaluate.validate).
+#: The validation metric shown in a trial's heartbeat (see mismatch.trial.evaluate.validate).
 VAL_METRIC = "val_iou"
 
 

@@ -168,7 +168,7 @@ def write_trial(
 
 
 def write_result(storage: str, result: Any, extra: dict[str, Any] | None = None) -> str:
-    """Write every table of a finished trial (a :class:`mismatch.evaluate.TrialResult`)."""
+    """Write every table of a finished trial (a :class:`mismatch.trial.state.TrialResult`)."""
     trial = {**result.trial, **(extra or {})}
     return write_trial(storage, trial["study"], trial["trial_id"], trial, result.images, result.epochs,
                        result.predictions, result.splits, result.decoders, result.cases,

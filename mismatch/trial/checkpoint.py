@@ -24,9 +24,11 @@ __all__ = ["GROUP_CHECKPOINT", "TRIAL_CHECKPOINT", "checkpoint_history", "load_c
 TRIAL_CHECKPOINT, GROUP_CHECKPOINT = "trial.pt", "fused.pt"
 
 
-def _entry(member: Member, stepper: Stepper, k: int) -> dict[str, Any]:
+def _entry(member: Member, stepper: Stepper, k: int, group: bool) -> dict[str, Any]:
+    weights = member.method.state_dict()
     return {
-        "method": {n: t.detach().clone() for n, t in member.method.state_dict().items()},  # not a group's stacked storage
+        # a group member's tensors are views of the stacked (K, ...) storage, which torch.save would write whole
+        "method": {n: t.detach().clone() for n, t in weights.items()} if group else weights,
         **stepper.member_state(k),
         "state": {n: v for n, v in vars(member.state).items() if n != "snapshots"},
         "snapshots": member.state.snapshots,
@@ -38,12 +40,12 @@ def save_checkpoint(path: Path, members: list[Member], stepper: Stepper, group: 
     :class:`~mismatch.atomic.DiskFullError` naming it, the previous checkpoint intact)."""
     if group:
         payload: dict[str, Any] = {
-            "members": [{**_entry(m, stepper, k), "error": None if m.error is None else str(m.error)}
+            "members": [{**_entry(m, stepper, k, group), "error": None if m.error is None else str(m.error)}
                         for k, m in enumerate(members)],
             **stepper.state_dict(),
         }
     else:
-        payload = _entry(members[0], stepper, 0)
+        payload = _entry(members[0], stepper, 0, group)
     payload["torch_rng"] = torch.get_rng_state()
     buffer = io.BytesIO()
     torch.save(payload, buffer)  # in memory: torch reports a full disk as a RuntimeError, a file write as ENOSPC

@@ -33,12 +33,17 @@ Counts = dict[str, np.ndarray]  # how many of a member's steps each term appeare
 
 
 def _accumulate(sums: Sums, counts: Counts, rows: list[int], losses: dict[str, torch.Tensor], size: int) -> None:
-    index = torch.as_tensor(rows, device=next(iter(losses.values())).device)
+    # every member in order (a trial alone, a whole group): a plain add, no index tensor per step
+    index = None if rows == list(range(size)) else torch.as_tensor(rows, device=next(iter(losses.values())).device)
     for name, value in losses.items():
         if name not in sums:
             sums[name] = torch.zeros(size, dtype=torch.float64, device=value.device)
             counts[name] = np.zeros(size, dtype=np.int64)
-        sums[name].index_add_(0, index, value.double())  # float64: the means equal a host-side sum's
+        value = value.double()  # float64: the means equal a host-side sum's
+        if index is None:
+            sums[name].add_(value)
+        else:
+            sums[name].index_add_(0, index, value)
         counts[name][rows] += 1
 
 
