@@ -33,7 +33,7 @@ from mismatch.study.rungs import (
     objective_of,
     resume_progress,
 )
-from mismatch.study.store import TrialCheckpoint, completed_trials, write_result, write_trial
+from mismatch.study.store import TrialCheckpoint, completed_trials, read_table, write_result, write_trial
 from mismatch.study.study_file import SearchSpec
 
 if TYPE_CHECKING:
@@ -111,6 +111,8 @@ def train_candidate(candidate: CandidateRuns, storage: str, extra: dict[str, Any
         checkpoints[id(run)] = ckpt = TrialCheckpoint(storage, study, run.spec.trial_id())
         resume_progress(run, Path(ckpt.fetch()))
         run.done = run.spec.trial_id() in done
+        if run.done and not run.history:  # stored, its checkpoint cleaned, the kill before the report
+            run.history = stored_history(storage, study, run.spec.trial_id())
     try:
         while (run := candidate.next_run()) is not None:
             ckpt = checkpoints[id(run)]
@@ -136,6 +138,15 @@ def train_candidate(candidate: CandidateRuns, storage: str, extra: dict[str, Any
     candidate.spend()
     k = snapshot_epochs(candidate.runs[0].spec)  # the epochs of the test-time snapshots, as search_objective scores them
     candidate.report({"val_iou": objective_of(candidate.runs, k), "trial_epochs": candidate.epochs, "done_trial": 1})
+
+
+def stored_history(storage: str, study: str, trial_id: str) -> list[dict[str, Any]]:
+    """A stored run's per-epoch history (``epoch``, ``time_s``, ``val_iou``) from its epochs rows:
+    what its cleaned checkpoint held, for a candidate whose report a kill cut off."""
+    epochs = read_table(storage, study, "epochs", columns=["trial_id", "epoch", "time_s", "val_iou"])
+    mine = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
+    return [{"epoch": int(e), "time_s": float(t), "val_iou": float(v)}
+            for e, t, v in zip(mine["epoch"], mine["time_s"], mine["val_iou"], strict=True)]
 
 
 def _pushing(hook: Any, ckpt: TrialCheckpoint) -> Any:
