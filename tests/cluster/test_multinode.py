@@ -27,10 +27,15 @@ STUDY = {
         "train": {"epochs": 5, "snapshot_k": 2},
     },
     "methods": [{"name": "mismatch", "width": 4}],
-    "grid": {"labelled_slices": [2], "fold": [0, 1, 2, 3, 4, 5], "seed": [0]},
+    # 12 trials: node_b finishes one while others still run, whatever the two nodes' pace (with
+    # 6, node_b's first row could come with the last trial and the kill below never fired)
+    "grid": {"labelled_slices": [2], "fold": [0, 1, 2, 3, 4, 5], "seed": [0, 1]},
     "resources": {"cpu": 1, "gpu": 0.5},  # no GPU on the cluster: trials fall back to the CPU
     "max_failures": 3,
 }
+
+
+N_TRIALS = 12
 
 
 def _node_of(nodes: list[dict]) -> dict[str, str]:
@@ -58,7 +63,7 @@ def test_study_uses_both_nodes_and_survives_losing_one(loopback_cluster, tmp_pat
             rows = read_table(str(storage), "cluster", "trials", columns=["ray_node_id"])
             on_b = rows["ray_node_id"].map(nodes.get).eq("node_b").any() if len(rows) else False
             in_flight = any((storage / "cluster" / "checkpoints").glob("*/trial.pt"))
-            if on_b and in_flight and len(rows) < 6:
+            if on_b and in_flight and len(rows) < N_TRIALS:
                 cluster.kill_node("node_b")
                 killed = True
                 break
