@@ -16,6 +16,7 @@ Recipe per case (see docs/data.md): clip -> normalise (whole case) -> foreground
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -93,8 +94,11 @@ class SliceSource(Protocol):
 
     root: Path
     cases: list[str]
-    fingerprint: str
     class_names: tuple[str, ...]
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the data and the preparation recipe (:func:`data_fingerprint`)."""
 
     def qualifying(self, cases: list[str]) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
         """Qualifying slice indices of each case, and the largest (H, W) among the cases."""
@@ -206,9 +210,14 @@ class RawSource:
         self.cases = self.layout.list_cases(self.root)
         if not self.cases:
             raise DataError(f"no cases found in {self.root}")
-        self.fingerprint = data_fingerprint(self.root, self.layout, self.cases, data)
         self.class_names = class_names(self.layout, self.root, data.classes)
         self._geometry: dict[str, CaseGeometry] = {}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of every file of every case (read once, when first asked: the study driver's
+        data check opens a source only to list and split its cases unless a fingerprint is pinned)."""
+        return data_fingerprint(self.root, self.layout, self.cases, self.data)
 
     def qualifying(self, cases: list[str]) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
         qualifying, height, width = {}, 0, 0

@@ -1,33 +1,42 @@
 """The data check a study driver runs before Ray starts: every problem the plan makes knowable.
 
-A trial whose dataset root is missing, or whose split cannot be made (too few cases for its
-labelled, unlabelled, validation and test counts, a fold out of range, a fixed list naming
-absent cases), would fail on a Ray worker with a :class:`~mismatch.data.errors.DataError`
-and be stored as failed for good. :func:`check_plan_data` finds those errors on the driver
-with the checks the trial itself runs (:func:`~mismatch.data.trial_data.dataset_root`,
-:func:`~mismatch.data.trial_data.open_source` for a prepared cache, the layout's case list,
-:func:`~mismatch.data.trial_data.split_lists`, :func:`~mismatch.data.splits.trial_splits` and
-:func:`~mismatch.data.splits.check_splits`), reading only folder listings, list files and
-a prepared cache's manifest, never the volumes. Every problem is collected, one line per
-distinct problem with the study file's key (and line) and how many trials it stops.
+A trial whose dataset root is missing, whose pinned fingerprint differs from its data's, or
+whose split cannot be made (too few cases for its labelled, unlabelled, validation and test
+counts, a fold out of range, a fixed list naming absent cases, fewer qualifying slices in
+its labelled cases than ``labelled_slices``) would fail on a Ray worker with a
+:class:`~mismatch.data.errors.DataError` and be stored as failed for good.
+:func:`check_plan_data` finds those errors on the driver with the checks the trial itself
+runs (:func:`~mismatch.data.trial_data.open_source`, the layout's case list,
+:func:`~mismatch.data.trial_data.split_lists`, :func:`~mismatch.data.splits.trial_splits`,
+:func:`~mismatch.data.splits.check_splits`, :func:`~mismatch.data.selection.select_labelled`).
+Every problem is collected, one line per distinct problem with the study file's key (and
+line) and how many trials it stops.
 
-Not checked here (a worker still reports them): a raw dataset's pinned ``data.fingerprint``
-(it hashes every file), labelled slice counts (they read every label), phantoms (generated
-on demand; only their splits are checked, from the phantom's case count).
+What it reads: folder listings, list files, a prepared cache's manifest, the labels of the
+labelled cases of each fold (2D trials with ``labelled_slices``; a few volumes), and, only
+where ``data.fingerprint`` is pinned on raw data, every file once to hash it (each worker
+hashes it too, so a pinned study spends one more pass before it starts).
+
+Not checked here (a worker still reports them): the ``unlabelled_slices`` cap on raw data
+(it reads every unlabelled label; on a prepared cache it is checked from the manifest), and
+a phantom's slice counts (phantoms are generated on demand; only their splits are checked,
+from the phantom's case count).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from mismatch.config import DataSpec, TrialSpec
 from mismatch.data.errors import DataError
-from mismatch.data.layouts import get_layout
-from mismatch.data.splits import CaseLists, check_splits, trial_splits
-from mismatch.data.trial_data import dataset_root, open_source, split_lists
+from mismatch.data.selection import select_labelled, select_unlabelled
+from mismatch.data.splits import CaseLists, Splits, check_splits, trial_splits
+from mismatch.data.trial_data import PreparedSource, SliceSource, open_source, split_lists
 
 if TYPE_CHECKING:
     from mismatch.study.trials import Study
@@ -42,12 +51,23 @@ class PlanDataError(DataError):
     message lists every problem, one line each (the CLI prints it and exits 2)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Source:
-    """What the split of a trial needs from its data: the case ids and the fixed lists."""
+    """What the split of a trial needs from its data: the case ids and the fixed lists, and
+    the opened source (None for a phantom) whose qualifying slices are read once per case."""
 
     cases: tuple[str, ...]
     lists: CaseLists | None
+    source: SliceSource | None = None
+    seen: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def qualifying(self, cases: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The qualifying slice indices of ``cases`` (labels read at most once per case)."""
+        assert self.source is not None
+        todo = [c for c in cases if c not in self.seen]
+        if todo:
+            self.seen.update(self.source.qualifying(todo)[0])
+        return {c: self.seen[c] for c in cases}
 
 
 def _data_key(data: DataSpec) -> KeyPath:
@@ -66,14 +86,11 @@ def _open(spec: TrialSpec, cache_dir: Path | None) -> _Source:
         cases = tuple(f"{data.synthetic.kind}_{i:03d}" for i in range(data.synthetic.cases))
         lists = split_lists(data, Path()) if spec.protocol.split == "lists" else None  # raises: no lists
         return _Source(cases, lists)
-    if data.prepared is not None:
-        source = open_source(data, cache_dir)  # the manifest: recipe and pinned fingerprint checked
-        return _Source(tuple(source.cases), split_lists(data, source.root) if spec.protocol.split == "lists" else None)
-    root = dataset_root(data, cache_dir)
-    cases = get_layout(data.layout).list_cases(root)
-    if not cases:
-        raise DataError(f"no cases found in {root}")
-    return _Source(tuple(cases), split_lists(data, root) if spec.protocol.split == "lists" else None)
+    # A prepared cache: its manifest (recipe and pinned fingerprint). Raw data: its case list;
+    # its files are hashed only when a fingerprint is pinned (the source's fingerprint is lazy).
+    source = open_source(data, cache_dir)
+    lists = split_lists(data, source.root) if spec.protocol.split == "lists" else None
+    return _Source(tuple(source.cases), lists, source)
 
 
 def _protocol_text(spec: TrialSpec) -> str:
@@ -112,9 +129,26 @@ def _split_problem(spec: TrialSpec, source: _Source) -> str | None:
     try:
         splits = trial_splits(source.cases, spec.protocol, source.lists)
         check_splits(splits, source.cases)
+        _check_slices(spec, source, splits)
     except DataError as err:
         return f"{_protocol_text(spec)}: {err}"
     return None
+
+
+def _check_slices(spec: TrialSpec, source: _Source, splits: Splits) -> None:
+    """The slice counts a 2D trial draws from its split, as the trial's own selection checks them:
+    ``labelled_slices`` from the labelled cases' labels; ``unlabelled_slices`` only from a prepared
+    cache's manifest (on raw data it would read every unlabelled label)."""
+    protocol = spec.protocol
+    if spec.data.spatial_dims != 2 or source.source is None:
+        return
+    if protocol.labelled_slices is not None:
+        labelled = tuple(splits["labelled"])
+        select_labelled(source.qualifying(labelled), labelled, protocol.labelled_slices)
+    if protocol.unlabelled_slices is not None and isinstance(source.source, PreparedSource):
+        unlabelled = tuple(splits["unlabelled"])
+        select_unlabelled(source.qualifying(unlabelled), unlabelled, protocol.unlabelled_slices,
+                          np.random.default_rng(0))  # only the count is checked; the draw is the worker's
 
 
 def check_plan_data(study: Study, specs: list[TrialSpec], cache_dir: Path | None = None) -> None:

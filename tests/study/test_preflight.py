@@ -14,7 +14,11 @@ import pytest
 import yaml
 
 from mismatch.cli import main
+from mismatch.config import DataSpec
+from mismatch.data.cache import prepare_dataset
+from mismatch.data.splits import trial_splits
 from mismatch.data.synth import write_synthetic_dataset
+from mismatch.data.trial_data import open_source
 from mismatch.study.preflight import PlanDataError, check_plan_data, plan_data_problems
 from mismatch.study.store import trial_statuses
 from mismatch.study.trials import load_study
@@ -89,3 +93,69 @@ def test_problems_of_several_datasets_are_collected_in_one_message(tmp_path, la_
         check_plan_data(study, specs)
     lines = str(raised.value).splitlines()
     assert len(lines) == 3 and "dataset root not found" in lines[1] and "labelled" in lines[2], lines
+
+
+# -- slice counts and a pinned fingerprint (read on the driver, as a worker would) ----------------
+
+def _vessel_study(root: str, data: dict | None = None, grid: dict | None = None) -> dict:
+    return {
+        "name": "pre2d",
+        "base": {
+            "data": data or {"root": root, "layout": "msd"},
+            "protocol": {"labelled_cases": 1, "unlabelled_cases": 2, "validation_cases": 1, "test_cases": 1},
+            "train": {"epochs": 1, "batch_size": 1, "stream": "two-stream"},
+        },
+        "methods": [{"name": "sup1", "width": 4}],
+        "grid": grid or {"labelled_slices": [2], "fold": [0], "seed": [0]},
+        "resources": {"cpu": 1, "gpu": 0},
+    }
+
+
+@pytest.fixture(scope="module")
+def vessel_root(tmp_path_factory):
+    return write_synthetic_dataset(tmp_path_factory.mktemp("v") / "v", "vessels", 5, size=(16, 16), slices=6)
+
+
+def _qualifying_in_labelled_case(spec) -> int:
+    source = open_source(spec.data)
+    (case,) = trial_splits(source.cases, spec.protocol, None)["labelled"]
+    return len(source.qualifying([case])[0][case])
+
+
+def test_more_labelled_slices_than_the_labelled_case_holds_is_found_before_ray(tmp_path, vessel_root):
+    probe = load_study(_write(tmp_path / "p.yaml", _vessel_study(str(vessel_root))), None, str(tmp_path))
+    have = _qualifying_in_labelled_case(probe.trials()[0])  # the number the worker's selection would count
+    grid = {"labelled_slices": [have, have + 1], "fold": [0], "seed": [0, 1]}
+    study = load_study(_write(tmp_path / "s.yaml", _vessel_study(str(vessel_root), grid=grid)), None, str(tmp_path))
+    problems = plan_data_problems(study.trials())
+    assert len(problems) == 1, problems
+    key, message, count = problems[0]
+    assert key == ("base", "protocol") and count == 2  # 2 seeds at have + 1; `have` itself fits
+    assert f"{have + 1} labelled slices asked" in message and f"only {have} qualifying" in message
+
+
+def test_a_pinned_fingerprint_that_differs_from_the_raw_data_is_found_before_ray(tmp_path, vessel_root):
+    data = {"root": str(vessel_root), "layout": "msd", "fingerprint": "0" * 64}
+    study = load_study(_write(tmp_path / "s.yaml", _vessel_study(str(vessel_root), data=data)), None, str(tmp_path))
+    problems = plan_data_problems(study.trials())
+    assert [(k, n) for k, _, n in problems] == [(("base", "data", "root"), 1)], problems
+    assert "but the spec pins " + "0" * 64 in problems[0][1]
+    right = {**data, "fingerprint": open_source(load_study(_write(tmp_path / "r.yaml", _vessel_study(
+        str(vessel_root))), None, str(tmp_path)).trials()[0].data).fingerprint}
+    fine = load_study(_write(tmp_path / "f.yaml", _vessel_study(str(vessel_root), data=right)), None, str(tmp_path))
+    assert plan_data_problems(fine.trials()) == []
+
+
+def test_an_unlabelled_slice_cap_a_prepared_cache_cannot_fill_is_found_from_its_manifest(tmp_path, vessel_root):
+
+    prepared = prepare_dataset(DataSpec(root=str(vessel_root), layout="msd"), tmp_path / "prep").path
+    data = {"prepared": str(prepared), "layout": "msd"}
+    body = _vessel_study(str(vessel_root), data=data)
+    body["methods"] = [{"name": "mismatch", "width": 4}]  # a supervised trial drops unlabelled_slices
+    body["base"]["protocol"]["unlabelled_slices"] = 10_000  # 2 cases of 6 slices
+    study = load_study(_write(tmp_path / "s.yaml", body), None, str(tmp_path))
+    problems = plan_data_problems(study.trials())
+    assert len(problems) == 1 and "10000 unlabelled slices asked" in problems[0][1], problems
+    body["base"]["protocol"]["unlabelled_slices"] = 1
+    ok = load_study(_write(tmp_path / "o.yaml", body), None, str(tmp_path))
+    assert plan_data_problems(ok.trials()) == []
