@@ -172,6 +172,11 @@ def pruned_trial_row(ident: Mapping[str, Any], reason: str, *, stream: str, budg
             "torch_version": torch_version, "started_at": started_at, "finished_at": finished_at}
 
 
+def placement_columns(node_id: str, node_ip: str) -> dict[str, str]:
+    """The trials columns of where a trial ran: its Ray node's id and IP."""
+    return {"ray_node_id": node_id, "node_ip": node_ip}
+
+
 def fusion_columns(group: str = "", size: int = 1) -> dict[str, Any]:
     """The trials columns of fusion: a trial's fused group and its size (``""``, 1: alone)."""
     return {"fuse_group": group, "fuse_size": int(size)}

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from mismatch.atomic import as_disk_full, is_disk_full
 from mismatch.config import SpecError, TrialSpec, load_trial_spec
 from mismatch.results import TABLES, rows
-from mismatch.results.rows import fusion_columns
+from mismatch.results.rows import fusion_columns, placement_columns
 from mismatch.study.store import (
     TrialCheckpoint,
     completed_trials,
@@ -314,4 +314,4 @@ def placement() -> dict[str, str]:
     """The Ray node a trial ran on (its id and IP), for the per-trial row."""
     import ray
 
-    return {"ray_node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+    return placement_columns(ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address())
