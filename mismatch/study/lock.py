@@ -97,6 +97,7 @@ class StudyLock:
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._held = False
+        self._made_folder = False
 
     def acquire(self) -> None:
         """Take the lock, or take over a stale one (saying so); :class:`LockHeld` if live."""
@@ -123,6 +124,11 @@ class StudyLock:
                 self._remove()
         except FileNotFoundError:
             pass
+        if self._made_folder:  # a study refused before it wrote anything leaves no empty folder behind
+            try:
+                os.rmdir(os.path.dirname(self.path))
+            except OSError:  # not empty (rows, checkpoints, another driver's lock): kept
+                pass
 
     def __enter__(self) -> StudyLock:
         self.acquire()
@@ -134,12 +140,17 @@ class StudyLock:
     # local or shared filesystem: O_EXCL create, atomic takeover by rename
 
     def _acquire_local(self, payload: bytes) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        for _ in range(2):  # the second try follows the removal of a stale lock
+        folder = os.path.dirname(self.path)
+        self._made_folder = not os.path.isdir(folder)
+        os.makedirs(folder, exist_ok=True)
+        for _ in range(3):  # a retry follows the removal of a stale lock, or of the empty folder
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 self._take_over_local()
+                continue
+            except FileNotFoundError:  # a refused driver's release removed the empty folder meanwhile
+                os.makedirs(folder, exist_ok=True)
                 continue
             with os.fdopen(fd, "wb") as f:
                 f.write(payload)

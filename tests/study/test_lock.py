@@ -46,6 +46,34 @@ def test_second_acquire_names_the_holder_and_release_removes_the_lock(tmp_path):
     assert not lock.exists()
 
 
+def test_release_removes_the_study_folder_only_when_it_made_it_and_left_it_empty(tmp_path):
+    with StudyLock(str(tmp_path), "new"):
+        assert (tmp_path / "new" / LOCK_NAME).exists()
+    assert not (tmp_path / "new").exists()  # a refused study leaves no empty folder
+    (tmp_path / "old").mkdir()
+    with StudyLock(str(tmp_path), "old"):
+        pass
+    assert (tmp_path / "old").is_dir()  # it was there before: kept
+    with StudyLock(str(tmp_path), "rows"):
+        (tmp_path / "rows" / "trials").mkdir()
+    assert (tmp_path / "rows" / "trials").is_dir()  # written into: kept
+
+
+def test_acquire_remakes_a_folder_another_drivers_release_removed_meanwhile(tmp_path, monkeypatch):
+    real_open = os.open
+    calls = []
+
+    def open_after_removal(path, *args):
+        if str(path).endswith(LOCK_NAME) and not calls:
+            calls.append(path)
+            os.rmdir(tmp_path / "s")  # the other driver's release, between makedirs and the create
+        return real_open(path, *args)
+
+    monkeypatch.setattr(os, "open", open_after_removal)
+    with StudyLock(str(tmp_path), "s"):
+        assert calls and (tmp_path / "s" / LOCK_NAME).exists()
+
+
 def test_a_lock_of_a_dead_pid_on_this_host_is_taken_over_saying_so(tmp_path):
     lock = tmp_path / "s" / LOCK_NAME
     dead = _dead_pid()

@@ -63,6 +63,7 @@ def test_a_missing_root_stops_the_study_before_ray_with_one_message_and_exit_2(t
     assert f"{study_file}:" in err and "base.data.root: dataset root not found" in err and "(4 trials)" in err
     assert "nothing was started" in err
     assert trial_statuses(str(storage), "pre") == {}  # nothing stored
+    assert not (storage / "pre").exists()  # not even the study's folder, which the driver lock made
 
 
 def test_every_split_problem_is_listed_once_with_the_trials_it_stops(tmp_path, la_root):
